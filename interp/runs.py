@@ -1,0 +1,245 @@
+"""Run ids, every path of the run folder, and atomic commits.
+
+This is the only module that builds paths. A sweep folder looks like::
+
+    <out_dir>/<name>/                     the sweep folder
+      points/<point_id>/config.json       resolved config of each sweep point
+      data/<data_id>/tokens.npy           tokenised, packed, shuffled corpus windows
+      train/<train_id>/                   one training group
+        sae/<hookpoint>/<sae_id>/         cfg.json + sae.safetensors (sparsify layout)
+        metrics.jsonl  config.json
+      store/<collect_id>/latents.zarr/    the latent store
+        slices/s00000/                    per token slice, latent-sorted (collect)
+        ranges/r00000/                    per latent range, latent-major (compact)
+      interpret/<interpret_id>/
+        records/r00000.jsonl              one record per latent of the range
+        llm_cache/                        content-addressed LLM responses
+      <stage dir>/manifest/<task>.json    one file per committed array task
+      gather/latents.parquet  summary.json
+
+Run ids are hashes of what a stage computes (its config and its inputs' ids), so
+submitting the same thing twice resumes instead of duplicating. A task is committed
+when its manifest file exists; its outputs were renamed into place before that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from interp.config import RunConfig, id_dict
+
+STAGES = ("train", "collect", "compact", "interpret", "gather")
+
+
+def short_hash(obj: Any, n: int = 10) -> str:
+    """Stable hash of a JSON-serialisable object."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+@dataclass(frozen=True)
+class RunIds:
+    """Content ids of each stage of one sweep point."""
+
+    data: str
+    train: str
+    collect: str
+    interpret: str
+    point: str
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> RunIds:
+        data = short_hash({"tokenizer": cfg.model.name, "data": id_dict(cfg.data)})
+        train = short_hash(
+            {
+                "data": data,
+                "model": id_dict(cfg.model),
+                "layer": cfg.layer,
+                "sae": id_dict(cfg.sae),
+                "train": id_dict(cfg.train),
+            }
+        )
+        collect = short_hash({"train": train, "collect": id_dict(cfg.collect)})
+        interpret = short_hash(
+            {
+                "collect": collect,
+                "interpret": id_dict(cfg.interpret),
+                "llm": id_dict(cfg.llm),
+                "scorer": id_dict(cfg.scorer),
+            }
+        )
+        return cls(data=data, train=train, collect=collect, interpret=interpret, point=interpret)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every path of one sweep point inside sweep folder ``root``."""
+
+    root: Path
+    cfg: RunConfig
+
+    @property
+    def ids(self) -> RunIds:
+        return RunIds.of(self.cfg)
+
+    # sweep-level -----------------------------------------------------------------
+    @staticmethod
+    def sweep_root(cfg: RunConfig) -> Path:
+        return Path(cfg.out_dir).expanduser().resolve() / cfg.name
+
+    def point_dir(self) -> Path:
+        return self.root / "points" / self.ids.point
+
+    def point_config(self) -> Path:
+        return self.point_dir() / "config.json"
+
+    # stages --------------------------------------------------------------------------
+    def stage_dir(self, stage: str) -> Path:
+        ids = self.ids
+        return {
+            "train": self.root / "train" / ids.train,
+            "collect": self.root / "store" / ids.collect,
+            "compact": self.root / "store" / ids.collect,
+            "interpret": self.root / "interpret" / ids.interpret,
+            "gather": self.root / "gather",
+        }[stage]
+
+    def tokens_file(self) -> Path:
+        return self.root / "data" / self.ids.data / "tokens.npy"
+
+    def sae_dir(self) -> Path:
+        return self.stage_dir("train") / "sae" / self.cfg.hookpoint / self.cfg.sae.sae_id
+
+    def train_metrics(self) -> Path:
+        return self.stage_dir("train") / "metrics.jsonl"
+
+    def train_checkpoint_dir(self) -> Path:
+        return self.stage_dir("train") / "checkpoints"
+
+    def store_dir(self) -> Path:
+        return self.stage_dir("collect") / "latents.zarr"
+
+    def slice_group(self, index: int) -> Path:
+        return self.store_dir() / "slices" / f"s{index:05d}"
+
+    def range_group(self, index: int) -> Path:
+        return self.store_dir() / "ranges" / f"r{index:05d}"
+
+    def records_file(self, index: int) -> Path:
+        return self.stage_dir("interpret") / "records" / f"r{index:05d}.jsonl"
+
+    def llm_cache_dir(self) -> Path:
+        return self.stage_dir("interpret") / "llm_cache"
+
+    def manifest_dir(self, stage: str) -> Path:
+        return self.stage_dir(stage) / "manifest" / stage
+
+    def manifest_file(self, stage: str, index: int) -> Path:
+        return self.manifest_dir(stage) / f"{index:05d}.json"
+
+
+def gather_dir(root: Path) -> Path:
+    return root / "gather"
+
+
+def points_dir(root: Path) -> Path:
+    return root / "points"
+
+
+# ----------------------------------------------------------------------------- commits
+
+
+def tmp_name(final: Path) -> Path:
+    """A unique temporary sibling of ``final`` (same filesystem, so rename is atomic)."""
+    job = os.environ.get("SLURM_JOB_ID", "local")
+    return final.with_name(f"{final.name}.tmp-{job}-{uuid.uuid4().hex[:8]}")
+
+
+def is_tmp(path: Path) -> bool:
+    return ".tmp-" in path.name
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Build a directory under a temporary name; rename it to ``final`` on success.
+
+    If ``final`` already exists (another attempt committed first), the new copy is
+    discarded: committed work is never replaced. On error the temporary is removed.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(final)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not final.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_tmp(parent: Path) -> int:
+    """Delete leftovers of killed attempts in ``parent``; returns how many."""
+    if not parent.exists():
+        return 0
+    n = 0
+    for p in parent.iterdir():
+        if is_tmp(p):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def commit_task(manifest: Path, info: dict[str, Any]) -> None:
+    """Mark one array task committed. Call only after its outputs are in place."""
+    record = {
+        "committed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": socket.gethostname(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        **info,
+    }
+    atomic_write_json(manifest, record)
+
+
+def is_committed(manifest: Path) -> bool:
+    return manifest.is_file()
+
+
+def read_manifest(manifest: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(manifest.read_text())
+    except FileNotFoundError:
+        return None
