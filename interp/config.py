@@ -169,9 +169,7 @@ class ExamplesConfig:
     n_score_active: int = field(
         default=8, metadata=_meta("Activating examples per scorer (held out from explain).")
     )
-    n_score_inactive: int = field(
-        default=8, metadata=_meta("Non-activating examples per scorer.")
-    )
+    n_score_inactive: int = field(default=8, metadata=_meta("Non-activating examples per scorer."))
     min_examples: int = field(
         default=12,
         metadata=_meta(
@@ -253,9 +251,7 @@ class InterpretConfig:
     num_latents: int = field(
         default=0, metadata=_meta("Interpret latents [0, num_latents); 0 = every latent.")
     )
-    range_latents: int = field(
-        default=256, metadata=_meta("Latents per interpret array task.")
-    )
+    range_latents: int = field(default=256, metadata=_meta("Latents per interpret array task."))
     examples: ExamplesConfig = field(default_factory=ExamplesConfig)
     explainer: ExplainerConfig = field(default_factory=ExplainerConfig)
 
@@ -342,9 +338,7 @@ def build(cls: type, raw: Any, path: str) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         where = path or "the top level"
-        raise ValueError(
-            f"unknown key(s) {unknown} in {where}; valid keys: {sorted(fields)}"
-        )
+        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(fields)}")
     kwargs = {}
     for name, value in raw.items():
         kwargs[name] = _coerce(hints[name], value, f"{path}.{name}" if path else name)
