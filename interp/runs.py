@@ -7,7 +7,7 @@ This is the only module that builds paths. A sweep folder looks like::
       data/<data_id>/tokens.npy           tokenised, packed, shuffled corpus windows
       train/<train_id>/                   one training group
         sae/<hookpoint>/<sae_id>/         cfg.json + sae.safetensors (sparsify layout)
-        metrics.jsonl  config.json
+        metrics.jsonl  summary.json  checkpoints/
       store/<collect_id>/latents.zarr/    the latent store
         slices/s00000/                    per token slice, latent-sorted (collect)
         ranges/r00000/                    per latent range, latent-major (compact)
@@ -123,6 +123,10 @@ class RunPaths:
 
     def train_metrics(self) -> Path:
         return self.stage_dir("train") / "metrics.jsonl"
+
+    def train_summary(self) -> Path:
+        """Final training metrics (FVU, L0, dead %, CE increase) read by gather."""
+        return self.stage_dir("train") / "summary.json"
 
     def train_checkpoint_dir(self) -> Path:
         return self.stage_dir("train") / "checkpoints"
