@@ -11,7 +11,6 @@ latent ranges ``[start, stop)`` for compact and interpret.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from interp.config import RunConfig
@@ -115,7 +114,7 @@ def plan_sweep(points: list[tuple[RunConfig, int]]) -> Plan:
     return Plan(tuple(jobs.values()) + (gather,))
 
 
-def pending(job: StageJob, paths: RunPaths | None, root: Path | None = None) -> list[Task]:
+def pending(job: StageJob, paths: RunPaths | None) -> list[Task]:
     """Tasks of ``job`` not yet committed (the gather job is always redone)."""
     if job.stage == "gather":
         return list(job.tasks)

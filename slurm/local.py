@@ -1,0 +1,91 @@
+"""Run a plan on this machine, in dependency order: submitit's LocalExecutor, or in-process.
+
+Each pending array task runs as its own process (as on a cluster), at most
+``max_parallel`` at once; its log is streamed to this terminal. Tasks whose manifest is
+committed are skipped, so rerunning the same command does no committed work again.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from interp.config import RunConfig, to_dict
+from interp.plan import Plan, StageJob, Task, pending
+from interp.runs import RunPaths
+from slurm.worker import execute
+
+log = logging.getLogger("interp.local")
+
+
+class TaskFailed(RuntimeError):
+    """An array task ended with an error; the message says where its log is."""
+
+
+def run_plan(plan: Plan, cfgs: dict[str, RunConfig], root: Path, cluster: dict[str, Any]) -> None:
+    for job in plan.jobs:
+        cfg = cfgs.get(job.point)
+        todo = pending(job, RunPaths(root, cfg) if cfg else None)
+        if not todo:
+            log.info("%s: all %d task(s) committed, nothing to do", job.key, len(job.tasks))
+            continue
+        log.info("%s: %d of %d task(s) to run", job.key, len(todo), len(job.tasks))
+        cfg_dict = to_dict(cfg) if cfg else None
+        if cluster.get("executor") == "inprocess":
+            for task in todo:
+                execute(job.stage, cfg_dict, str(root), task)
+        else:
+            _run_submitit(job, todo, cfg_dict, root, cluster)
+
+
+def _run_submitit(
+    job: StageJob, todo: list[Task], cfg_dict: dict | None, root: Path, cluster: dict[str, Any]
+) -> None:
+    import submitit
+
+    executor = submitit.LocalExecutor(folder=root / ".submitit" / job.key)
+    timeout = int(cluster.get("timeout_min") or 0)
+    if timeout:
+        executor.update_parameters(timeout_min=timeout)
+    width = max(1, int(cluster.get("max_parallel", 1)))
+    for wave_start in range(0, len(todo), width):
+        wave = todo[wave_start : wave_start + width]
+        jobs = [executor.submit(execute, job.stage, cfg_dict, str(root), t) for t in wave]
+        _stream_until_done(jobs)
+        for sub, task in zip(jobs, wave):
+            try:
+                sub.result()
+            except Exception as err:  # submitit re-raises the worker's error
+                raise TaskFailed(
+                    f"{job.key} task {task.index} failed: {err}\n  log: {sub.paths.stderr}\n"
+                    "  rerun the same command to retry only the uncommitted tasks"
+                ) from err
+
+
+def _stream_until_done(jobs: list[Any]) -> None:
+    """Echo the tasks' stderr/stdout to this terminal while they run."""
+    offsets: dict[Path, int] = {}
+    while True:
+        done = all(j.done() for j in jobs)
+        for j in jobs:
+            for path in (j.paths.stdout, j.paths.stderr):
+                offsets[path] = _echo_new(path, offsets.get(path, 0))
+        if done:
+            return
+        time.sleep(0.5)
+
+
+def _echo_new(path: Path, offset: int) -> int:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return offset
+    if data:
+        sys.stderr.write(data.decode(errors="replace"))
+        sys.stderr.flush()
+    return offset + len(data)

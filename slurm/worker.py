@@ -1,0 +1,47 @@
+"""What runs inside every job: logging, signal -> should_stop, then the stage."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from interp.plan import Task
+from interp.stages import run_task
+
+log = logging.getLogger("interp.worker")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("INTERP_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "numcodecs"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def execute(stage: str, cfg_dict: dict[str, Any] | None, root: str, task: Task) -> float:
+    """Run one array task; SIGTERM/SIGUSR2 only set the stop flag the stage polls."""
+    setup_logging()
+    stop = threading.Event()
+
+    def _flag(signum: int, _frame: Any) -> None:
+        log.warning("signal %d received: stopping at the next safe point", signum)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGUSR2):
+            signal.signal(sig, _flag)
+    t0 = time.perf_counter()
+    log.info("%s task %d [%d, %d) in %s", stage, task.index, task.start, task.stop, Path(root))
+    run_task(stage, cfg_dict, root, task, should_stop=stop.is_set)
+    return time.perf_counter() - t0
