@@ -1,0 +1,283 @@
+"""On-disk format of the latent store: group layout, codecs, committed-group discovery.
+
+Layout under ``store_dir`` (see shared/reference/zarr-store.md, "C -> B")::
+
+    store.json                 store-wide metadata, identical for every writer
+    slices/s00000/             one zarr v3 store root per collect task (token slice)
+        offsets tok val tokens   latent-sorted CSR over all latents + the slice's token ids
+    ranges/r00000/             one zarr v3 store root per compact task (latent range)
+        offsets tok val          latent-major CSR of the range over all tokens
+        count max mean quantiles per-latent stats
+
+Every group is its own store root, so no writer ever touches a shared zarr.json
+(v3 has no implicit groups, and shared attributes lose concurrent updates). A group
+counts only if its attrs say ``complete: true``; they are set last, inside a
+temporary directory that is renamed into place (``interp.runs.atomic_dir``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+
+from interp.runs import atomic_write_json, is_tmp
+from interp.store.csr import LatentCSR
+
+SCHEMA_VERSION = 1
+CHUNK_ENTRIES = 131_072  # tok/val inner chunk (reference section 5)
+SHARD_CHUNKS = 64  # inner chunks per shard file: fewer files on parallel filesystems
+OFFSETS_CHUNK = 4096  # latents per offsets chunk
+TOKENS_CHUNK = 65_536
+STATS_CHUNK = 4096
+
+ArrayKind = Literal["tok", "val", "offsets", "tokens", "stats"]
+
+CODECS: dict[str, str] = {
+    "tok": "Delta(uint32) + Blosc(zstd, 3, bitshuffle)",
+    "val": "Blosc(zstd, 5, shuffle)",
+    "offsets": "Delta(int64) + Blosc(zstd, 3, bitshuffle)",
+    "tokens": "Blosc(zstd, 5, shuffle)",
+    "stats": "Blosc(zstd, 3, shuffle)",
+}
+
+
+# ------------------------------------------------------------------------------ paths
+
+
+def store_meta_file(store_dir: Path) -> Path:
+    # TODO(runs): move to RunPaths.store_meta_file() once it exists.
+    return store_dir / "store.json"
+
+
+def slices_dir(store_dir: Path) -> Path:
+    """Parent of ``RunPaths.slice_group(i)`` (a unit test pins the two together)."""
+    return store_dir / "slices"
+
+
+def ranges_dir(store_dir: Path) -> Path:
+    """Parent of ``RunPaths.range_group(i)`` (a unit test pins the two together)."""
+    return store_dir / "ranges"
+
+
+# ------------------------------------------------------------------------ store meta
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """Store-wide facts. Every collect task writes the same content, so races are harmless."""
+
+    n_latents: int
+    k: int
+    ctx_len: int
+    n_tokens: int
+    d_in: int
+    hookpoint: str
+    token_dtype: str = "uint32"
+    schema_version: int = SCHEMA_VERSION
+    codecs: dict[str, str] = dataclasses.field(default_factory=lambda: dict(CODECS))
+
+
+def write_store_meta(store_dir: Path, meta: StoreMeta) -> None:
+    """Write ``store.json`` atomically; refuse to change what another writer wrote."""
+    old = read_store_meta(store_dir)
+    if old is not None and old != meta:
+        raise ValueError(
+            f"{store_meta_file(store_dir)} describes a different store ({old}) than this "
+            f"writer ({meta}); the store folder is keyed by the collect config, so this means "
+            "the SAE or data changed under the same run id: delete the store and rerun collect"
+        )
+    if old is None:
+        atomic_write_json(store_meta_file(store_dir), dataclasses.asdict(meta))
+
+
+def read_store_meta(store_dir: Path) -> StoreMeta | None:
+    try:
+        raw = json.loads(store_meta_file(store_dir).read_text())
+    except FileNotFoundError:
+        return None
+    return StoreMeta(**raw)
+
+
+# -------------------------------------------------------------------------- codecs
+
+
+@contextlib.contextmanager
+def quiet_numcodecs() -> Iterator[None]:
+    """Silence zarr's note that Delta is a numcodecs (not core v3) codec: it is chosen.
+
+    The note fires on every array open; the store is read with zarr-python, and the
+    codec is recorded in store.json for anyone reading it with another implementation.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
+        yield
+
+
+def _codecs(kind: ArrayKind, dtype: np.dtype) -> dict[str, Any]:
+    from zarr.codecs import BloscCodec
+    from zarr.codecs.numcodecs import Delta
+
+    if kind == "tok":
+        return {
+            "filters": [Delta(dtype=str(dtype))],
+            "compressors": [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")],
+        }
+    if kind == "offsets":
+        return {
+            "filters": [Delta(dtype=str(dtype))],
+            "compressors": [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")],
+        }
+    clevel = 3 if kind == "stats" else 5
+    return {
+        "filters": None,
+        "compressors": [BloscCodec(cname="zstd", clevel=clevel, shuffle="shuffle")],
+    }
+
+
+def _chunking(kind: ArrayKind, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Inner chunk and shard shape: whole shards per writer, never shared (pitfall 1)."""
+    size = {"tok": CHUNK_ENTRIES, "val": CHUNK_ENTRIES, "offsets": OFFSETS_CHUNK}.get(
+        kind, TOKENS_CHUNK if kind == "tokens" else STATS_CHUNK
+    )
+    n = shape[0]
+    chunk = max(1, min(size, n))
+    shard = chunk * max(1, min(SHARD_CHUNKS, -(-n // chunk)))
+    return (chunk, *shape[1:]), (shard, *shape[1:])
+
+
+def write_array(group: zarr.Group, name: str, data: np.ndarray, kind: ArrayKind) -> None:
+    """Create and fill one array of a private (not yet committed) group."""
+    chunks, shards = _chunking(kind, data.shape)
+    with quiet_numcodecs():
+        arr = group.create_array(
+            name,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=chunks,
+            shards=shards,
+            fill_value=0,
+            **_codecs(kind, data.dtype),
+        )
+        if data.size:
+            arr[...] = data
+
+
+def open_group(path: Path) -> zarr.Group:
+    with quiet_numcodecs():
+        return zarr.open_group(str(path), mode="r")
+
+
+def read_array(group: zarr.Group, name: str, lo: int | None = None, hi: int | None = None):
+    """One contiguous read (zarr calls cost ms each: never loop over latents)."""
+    with quiet_numcodecs():
+        return group[name][lo:hi]
+
+
+def array_shape(group: zarr.Group, name: str) -> tuple[int, ...]:
+    with quiet_numcodecs():
+        return tuple(group[name].shape)
+
+
+# --------------------------------------------------------------------- group records
+
+
+@dataclass(frozen=True)
+class SliceInfo:
+    """A committed collect group: the CSR of tokens ``[token_start, token_stop)``."""
+
+    path: Path
+    token_start: int
+    token_stop: int
+    nnz: int
+    n_latents: int
+    token_dtype: str
+
+
+@dataclass(frozen=True)
+class RangeInfo:
+    """A committed compact group: the CSR of latents ``[latent_start, latent_stop)``."""
+
+    path: Path
+    latent_start: int
+    latent_stop: int
+    nnz: int
+    n_latents: int
+    n_slices: int
+
+
+def complete_attrs(path: Path) -> dict[str, Any] | None:
+    """The group's attrs if it is committed (``complete: true``), else None.
+
+    Reads zarr.json directly: listing hundreds of groups must not pay zarr's open cost.
+    """
+    if is_tmp(path):
+        return None
+    try:
+        doc = json.loads((path / "zarr.json").read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+    attrs = doc.get("attributes", {})
+    return attrs if attrs.get("complete") is True else None
+
+
+def read_slice_info(path: Path) -> SliceInfo | None:
+    a = complete_attrs(path)
+    if a is None or a.get("kind") != "slice":
+        return None
+    return SliceInfo(
+        path, a["token_start"], a["token_stop"], a["nnz"], a["n_latents"], a["token_dtype"]
+    )
+
+
+def read_range_info(path: Path) -> RangeInfo | None:
+    a = complete_attrs(path)
+    if a is None or a.get("kind") != "range":
+        return None
+    return RangeInfo(
+        path, a["latent_start"], a["latent_stop"], a["nnz"], a["n_latents"], a["n_slices"]
+    )
+
+
+def committed_slices(store_dir: Path) -> list[SliceInfo]:
+    """Committed slice groups in token order; temporaries and unfinished groups are skipped."""
+    found = [read_slice_info(p) for p in _children(slices_dir(store_dir))]
+    return sorted((s for s in found if s is not None), key=lambda s: (s.token_start, s.token_stop))
+
+
+def committed_ranges(store_dir: Path) -> list[RangeInfo]:
+    """Committed range groups in latent order."""
+    found = [read_range_info(p) for p in _children(ranges_dir(store_dir))]
+    return sorted(
+        (r for r in found if r is not None), key=lambda r: (r.latent_start, r.latent_stop)
+    )
+
+
+def _children(parent: Path) -> list[Path]:
+    if not parent.is_dir():
+        return []
+    return sorted(p for p in parent.iterdir() if p.is_dir() and not is_tmp(p))
+
+
+# ---------------------------------------------------------------------------- reads
+
+
+def read_part(path: Path, lo: int, hi: int, *, first: int = 0) -> LatentCSR:
+    """Latents ``[lo, hi)`` of a group whose first latent is ``first``, in 3 reads.
+
+    Offsets come back relative to ``lo``; tok/val are one contiguous read each.
+    """
+    group = open_group(path)
+    offsets = np.asarray(read_array(group, "offsets", lo - first, hi - first + 1), np.int64)
+    start, stop = int(offsets[0]), int(offsets[-1])
+    tok = read_array(group, "tok", start, stop)
+    val = read_array(group, "val", start, stop)
+    return LatentCSR(offsets - start, tok, val)
