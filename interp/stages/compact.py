@@ -1,0 +1,56 @@
+"""compact: one latent range of every committed slice -> one latent-major range group.
+
+Runs only on a complete collect: a range built from a partial set of slices would be
+committed as if it held every activation, and nothing downstream could tell.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from interp.config import RunConfig
+from interp.plan import Task, intervals
+from interp.runs import RunPaths, commit_task, is_committed
+from interp.store import committed_slices, compact_range, match_tasks
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], bool]) -> None:
+    manifest = paths.manifest_file("compact", task.index)
+    if is_committed(manifest):
+        log.info("compact range %d [%d, %d) already committed", task.index, task.start, task.stop)
+        return
+    if should_stop():
+        log.info("compact range %d asked to stop before starting", task.index)
+        return
+    t0 = time.perf_counter()
+    store_dir = paths.store_dir()
+    slices = committed_slices(store_dir)
+    planned = intervals(cfg.collect.num_tokens, cfg.collect.slice_tokens)
+    missing, stray = match_tasks(
+        [(s.token_start, s.token_stop) for s in slices], planned, cfg.collect.num_tokens, "slice"
+    )
+    if missing or stray:
+        raise ValueError(
+            f"compact range {task.index} needs every collect slice of [0, "
+            f"{cfg.collect.num_tokens}); missing slice indices {missing}"
+            + (f", unexpected {stray}" if stray else "")
+            + f" in {store_dir}: rerun collect (launch/rerun.py) first"
+        )
+    log.info("compacting latents [%d, %d) from %d slices", task.start, task.stop, len(slices))
+    info = compact_range(
+        store_dir,
+        paths.range_group(task.index),
+        latent_start=task.start,
+        latent_stop=task.stop,
+        slices=[s.path for s in slices],
+    )
+    wall = time.perf_counter() - t0
+    commit_task(
+        manifest,
+        {"latents": task.stop - task.start, "nnz": info.nnz, "wall_s": round(wall, 3)},
+    )
+    log.info("compact range %d committed: %d entries in %.1f s", task.index, info.nnz, wall)
