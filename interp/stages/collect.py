@@ -46,17 +46,20 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
         return
     t0 = time.perf_counter()
     from interp.data import load_windows
+    from interp.models import resolve_device
     from interp.sae import load_sae
 
     windows = load_windows(paths, "collect")
     _check_windows(cfg, windows, task)
-    sae = load_sae(paths.sae_dir())
+    device = resolve_device(cfg.model.device)
+    sae = load_sae(paths.sae_dir(), device=device)  # beside the LM: no host round trip
+    token_dtype = token_dtype_for(int(windows.max()))  # same for every slice of the store
     # store.json before any slice: whoever finds a slice also finds the store's facts.
-    write_store_meta(paths.store_dir(), _store_meta(cfg, sae, windows))
+    write_store_meta(paths.store_dir(), _store_meta(cfg, sae, token_dtype))
     group = paths.slice_group(task.index)
     info = read_slice_info(group)
     if info is None:
-        acts = _encode_slice(cfg, windows, sae, task, should_stop)
+        acts = _encode_slice(cfg, windows, sae, device, task, should_stop)
         if acts is None:
             log.info("collect slice %d stopped before the end; nothing committed", task.index)
             return
@@ -65,7 +68,7 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
             token_start=task.start,
             token_stop=task.stop,
             n_latents=sae.num_latents,
-            token_dtype=token_dtype_for(int(windows.max())),
+            token_dtype=token_dtype,
             **acts._asdict(),
         )
     else:
@@ -91,7 +94,7 @@ def _check_windows(cfg: RunConfig, windows: np.ndarray, task: Task) -> None:
         )
 
 
-def _store_meta(cfg: RunConfig, sae: Any, windows: np.ndarray) -> StoreMeta:
+def _store_meta(cfg: RunConfig, sae: Any, token_dtype: str) -> StoreMeta:
     return StoreMeta(
         n_latents=int(sae.num_latents),
         k=int(sae.k),
@@ -99,12 +102,17 @@ def _store_meta(cfg: RunConfig, sae: Any, windows: np.ndarray) -> StoreMeta:
         n_tokens=cfg.collect.num_tokens,
         d_in=int(sae.d_in),
         hookpoint=cfg.hookpoint,
-        token_dtype=token_dtype_for(int(windows.max())),
+        token_dtype=token_dtype,
     )
 
 
 def _encode_slice(
-    cfg: RunConfig, windows: np.ndarray, sae: Any, task: Task, should_stop: Callable[[], bool]
+    cfg: RunConfig,
+    windows: np.ndarray,
+    sae: Any,
+    device: Any,
+    task: Task,
+    should_stop: Callable[[], bool],
 ) -> SliceActs | None:
     """Run subject model + SAE over the slice's windows; None if asked to stop."""
     import torch
@@ -118,7 +126,6 @@ def _encode_slice(
     n = task.stop - task.start
     latent_idx = np.empty((n, sae.k), np.int64)
     latent_val = np.empty((n, sae.k), np.float32)
-    device = _device_of(sae)
     quiet = not sys.stderr.isatty()  # batch logs: a line every 30 s, not every 0.1 s
     bar = tqdm(
         total=n,
@@ -135,19 +142,10 @@ def _encode_slice(
             ids_BT = torch.from_numpy(np.asarray(windows[b0:b1], np.int64))
             hidden_BTD = subject.hidden(ids_BT)
             x_ND = hidden_BTD.reshape(-1, hidden_BTD.shape[-1])
-            acts_NK, idx_NK = sae.encode(x_ND if device is None else x_ND.to(device))
+            acts_NK, idx_NK = sae.encode(x_ND.to(device))
             r0, r1 = (b0 - w0) * ctx, (b1 - w0) * ctx
             latent_idx[r0:r1] = idx_NK.cpu().numpy()
             latent_val[r0:r1] = acts_NK.float().cpu().numpy()
             bar.update(r1 - r0)
     keep = np.arange(n) % ctx >= cfg.data.exclude_first
     return SliceActs(latent_idx, latent_val, np.asarray(windows[w0:w1]).reshape(-1), keep)
-
-
-def _device_of(module: Any) -> Any:
-    """Device of an nn.Module's weights (the SAE may sit elsewhere than the LM output)."""
-    params = getattr(module, "parameters", None)
-    if params is None:
-        return None
-    first = next(iter(params()), None)
-    return None if first is None else first.device

@@ -145,4 +145,4 @@ def _write_range(
         write_array(root, "val", csr.val, "val")
         for name in ("count", "max", "mean", "quantiles"):
             write_array(root, name, getattr(stats, name), "stats")
-        root.attrs.update(attrs)  # last: a group without it never counts
+        root.update_attributes(attrs)  # last, in one write: without it a group never counts

@@ -126,12 +126,7 @@ def _codecs(kind: ArrayKind, dtype: np.dtype) -> dict[str, Any]:
     from zarr.codecs import BloscCodec
     from zarr.codecs.numcodecs import Delta
 
-    if kind == "tok":
-        return {
-            "filters": [Delta(dtype=str(dtype))],
-            "compressors": [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")],
-        }
-    if kind == "offsets":
+    if kind in ("tok", "offsets"):  # sorted integers: store differences, bit-shuffled
         return {
             "filters": [Delta(dtype=str(dtype))],
             "compressors": [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")],

@@ -99,7 +99,7 @@ class StoreReader:
                 parts.append(read_part(rng.path, lo, hi, first=rng.latent_start))
             else:
                 parts.append(self._from_slices(lo, hi))
-        return concat_ranges(parts) if parts else empty_csr(0)
+        return concat_ranges(parts)
 
     def latent(self, latent: int) -> LatentActs:
         """Every activation of one latent: global token indices and values."""

@@ -81,7 +81,7 @@ def write_slice(
         write_array(root, "tok", csr.tok, "tok")
         write_array(root, "val", csr.val, "val")
         write_array(root, "tokens", np.asarray(token_ids).astype(dtype), "tokens")
-        root.attrs.update(attrs)  # last: a group without it never counts
+        root.update_attributes(attrs)  # last, in one write: without it a group never counts
     info = read_slice_info(group)
     assert info is not None, f"{group} missing after rename"
     log.info(

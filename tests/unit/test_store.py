@@ -468,7 +468,7 @@ def fake_pipeline(monkeypatch, tmp_path):
     subject, sae = FakeSubject(1000, 8), FakeSAE()
     monkeypatch.setattr(interp.data, "load_windows", lambda p, split: windows, raising=False)
     monkeypatch.setattr(interp.models, "load_subject", lambda m, layer: subject, raising=False)
-    monkeypatch.setattr(interp.sae, "load_sae", lambda d: sae, raising=False)
+    monkeypatch.setattr(interp.sae, "load_sae", lambda d, device="cpu": sae, raising=False)
     return cfg, RunPaths(tmp_path / cfg.name, cfg), windows, subject, sae
 
 
