@@ -83,7 +83,7 @@ def stable_argsort_ids(ids: np.ndarray, num_ids: int) -> np.ndarray:
     """
     assert num_ids <= 2**32
     if num_ids <= 2**16:
-        return np.argsort(ids.astype(np.uint16), kind="stable")
+        return np.argsort(ids.astype(np.uint16, copy=False), kind="stable")
     order = np.argsort((ids & 0xFFFF).astype(np.uint16), kind="stable")
     high = (ids[order] >> 16).astype(np.uint16)
     return order[np.argsort(high, kind="stable")]
@@ -103,16 +103,20 @@ def sort_by_latent(
     real activation. Returns the CSR and the number of values clipped to float16 max.
     """
     n, k = latent_idx.shape
+    assert n * k < 2**32, "split the slice: entry positions are computed in uint32"
     val16, n_clipped = to_float16(latent_val.reshape(-1))
     mask = (val16 > 0) & np.repeat(np.asarray(keep, bool), k)
-    ids = latent_idx.reshape(-1)[mask].astype(np.int64)
-    order = stable_argsort_ids(ids, num_latents)
-    rows = np.flatnonzero(mask) // k  # ascending, so the stable sort keeps tokens ordered
-    tok = (rows[order] + token_start).astype(np.uint32)
-    counts = np.bincount(ids, minlength=num_latents)
+    # Dropped entries get the sentinel id num_latents and sort to the end, which is
+    # ~3x cheaper than compressing every array with the boolean mask first.
+    ids = latent_idx.reshape(-1).astype(np.uint16 if num_latents < 2**16 else np.int64)
+    ids[~mask] = num_latents
+    nnz = int(np.count_nonzero(mask))
+    order = stable_argsort_ids(ids, num_latents + 1)[:nnz]
+    tok = (order.astype(np.uint32) // np.uint32(k)) + np.uint32(token_start)  # token-major
+    counts = np.bincount(ids, minlength=num_latents + 1)[:num_latents]
     offsets = np.zeros(num_latents + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
-    return LatentCSR(offsets, tok, val16[mask][order]), n_clipped
+    return LatentCSR(offsets, tok, val16[order]), n_clipped
 
 
 def merged_offsets(part_offsets: list[np.ndarray]) -> np.ndarray:

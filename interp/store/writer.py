@@ -135,8 +135,8 @@ def _check_inputs(
         )
     if token_ids.shape != (n,) or keep.shape != (n,):
         raise ValueError(f"token_ids {token_ids.shape} and keep {keep.shape} must be [{n}]")
-    if not 0 < n_latents <= 2**32:
-        raise ValueError(f"n_latents={n_latents} must be in (0, 2^32]")
+    if not 0 < n_latents < 2**32:
+        raise ValueError(f"n_latents={n_latents} must be in (0, 2^32)")
     if latent_idx.size and (latent_idx.min() < 0 or latent_idx.max() >= n_latents):
         raise ValueError(
             f"latent ids span [{latent_idx.min()}, {latent_idx.max()}], outside "
