@@ -1,0 +1,128 @@
+"""Rendering examples as text and the explainer's prompt (our own wording).
+
+Examples are decoded token by token, so the ``<<...>>`` highlight lands on exactly the
+tokens that fire (decoding the window in one piece would lose token boundaries: that is
+how delphi 0.1.3 silently lost its highlights on transformers 5). Special tokens render
+as nothing and newlines as a visible ``↵`` so every example stays on one line.
+
+The prompt is short on purpose: on a CPU every prompt token costs ~10 ms. No few-shot
+examples; the instructions ask for a single ``Explanation: ...`` line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from interp.latents.examples import Example
+from interp.llm.base import Message
+
+NEWLINE = "↵"
+
+EXPLAIN_SYSTEM = (
+    "You study a single feature inside a language model. You are shown short text "
+    "excerpts; in each, the tokens where the feature is active are marked <<like this>>. "
+    "Work out what the marked tokens have in common, using the words around them: the "
+    "feature may respond to a specific word or word part, a kind of word, a grammatical "
+    "role, a topic, or a situation in the text.\n"
+    "Reply with exactly one line:\n"
+    "Explanation: <what the feature responds to, in at most 15 words>\n"
+    "Describe the shared pattern; do not list the excerpts and do not mention the markers."
+)
+REMINDER = (
+    "Your reply did not follow the format. Reply with exactly one line of the form\n"
+    "Explanation: <what the feature responds to, in at most 15 words>"
+)
+
+
+class TokenRenderer:
+    """Token id -> display string for one tokenizer, memoised (ids repeat a lot)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self._special = set(getattr(tokenizer, "all_special_ids", []) or [])
+        self._memo: dict[int, str] = {}
+
+    def strings(self, ids: Sequence[int] | np.ndarray) -> list[str]:
+        return [self._one(int(i)) for i in ids]
+
+    def _one(self, i: int) -> str:
+        s = self._memo.get(i)
+        if s is None:
+            s = "" if i in self._special else self.tokenizer.decode([i])
+            s = s.replace("\r\n", NEWLINE).replace("\n", NEWLINE)
+            self._memo[i] = s
+        return s
+
+
+def highlight_mask(acts: np.ndarray, threshold: float) -> np.ndarray:
+    """Tokens at or above ``threshold`` x the example's max (never silent ones)."""
+    peak = float(np.max(acts)) if len(acts) else 0.0
+    if peak <= 0:
+        return np.zeros(len(acts), dtype=bool)
+    return (acts >= threshold * peak) & (acts > 0)
+
+
+def highlight(strings: list[str], mask: np.ndarray) -> str:
+    """Join token strings, wrapping each run of marked tokens in one ``<<...>>``.
+
+    Whitespace at a run's edges goes outside the markers ("was <<over the moon>>").
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(strings):
+        if not mask[i]:
+            out.append(strings[i])
+            i += 1
+            continue
+        j = i
+        while j < len(strings) and mask[j]:
+            j += 1
+        run = "".join(strings[i:j])
+        core = run.strip()
+        if core:
+            lead = run[: len(run) - len(run.lstrip())]
+            trail = run[len(run.rstrip()) :]
+            out.append(f"{lead}<<{core}>>{trail}")
+        else:
+            out.append(run)
+        i = j
+    return "".join(out)
+
+
+def render_example(
+    ex: Example,
+    render: TokenRenderer,
+    mask: np.ndarray | None = None,
+    scale: float | None = None,
+) -> str:
+    """One example as one line: highlighted where ``mask``; with 0-10 values if ``scale``."""
+    strings = render.strings(ex.tokens)
+    if mask is None:
+        return "".join(strings).strip()
+    text = highlight(strings, mask).strip()
+    if scale is None or not mask.any():
+        return text
+    values = np.clip(np.ceil(ex.acts[mask] * 10 / scale), 0, 10).astype(int)
+    pairs = ", ".join(
+        f"{s.strip() or repr(s)}={v}" for s, v in zip(np.array(strings)[mask], values)
+    )
+    return f"{text}  [activations: {pairs}]"
+
+
+def explain_messages(
+    examples: list[Example],
+    render: TokenRenderer,
+    threshold: float,
+    show_activations: bool,
+) -> list[Message]:
+    """The explainer's chat: instructions, then the numbered highlighted excerpts."""
+    scale = max(float(e.acts.max()) for e in examples) if show_activations else None
+    lines = [
+        f"{i}. {render_example(e, render, highlight_mask(e.acts, threshold), scale)}"
+        for i, e in enumerate(examples, 1)
+    ]
+    user = "Excerpts:\n" + "\n".join(lines)
+    return [{"role": "system", "content": EXPLAIN_SYSTEM}, {"role": "user", "content": user}]
