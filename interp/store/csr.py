@@ -53,7 +53,7 @@ class LatentStats(NamedTuple):
     count: np.ndarray  # [R] int64 active tokens
     max: np.ndarray  # [R] float32 (0 where count == 0)
     mean: np.ndarray  # [R] float32 mean over active tokens (0 where count == 0)
-    quantiles: np.ndarray  # [R, N_QUANTILES+1] float32 equal-count edges, nearest rank
+    quantiles: np.ndarray  # [R, N_QUANTILES+1] float16 equal-count edges (stored values, exact)
 
 
 def empty_csr(num_latents: int) -> LatentCSR:
@@ -190,9 +190,10 @@ def compute_stats(csr: LatentCSR, n_quantiles: int = N_QUANTILES) -> LatentStats
     sums = np.concatenate([[0.0], np.cumsum(csr.val, dtype=np.float64)])
     mean = np.zeros(len(count), np.float32)
     mean[active] = (sums[csr.offsets[1:]] - sums[csr.offsets[:-1]])[active] / count[active]
-    srt = sorted_values(csr).astype(np.float32)
+    srt = sorted_values(csr)
     steps = np.arange(n_quantiles + 1) / n_quantiles
     rank = np.floor(steps[None, :] * (np.maximum(count, 1) - 1)[:, None]).astype(np.int64)
-    quantiles = np.zeros((len(count), n_quantiles + 1), np.float32)
+    # Nearest-rank edges are stored values, so float16 holds them exactly at half the size.
+    quantiles = np.zeros((len(count), n_quantiles + 1), np.float16)
     quantiles[active] = srt[(csr.offsets[:-1, None] + rank)[active]]
-    return LatentStats(count.astype(np.int64), quantiles[:, -1].copy(), mean, quantiles)
+    return LatentStats(count.astype(np.int64), quantiles[:, -1].astype(np.float32), mean, quantiles)

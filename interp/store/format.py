@@ -139,12 +139,16 @@ def _codecs(kind: ArrayKind, dtype: np.dtype) -> dict[str, Any]:
 
 
 def _chunking(kind: ArrayKind, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Inner chunk and shard shape: whole shards per writer, never shared (pitfall 1)."""
+    """Inner chunk and shard shape; each array has one writer, so shards are never shared.
+
+    Chunks hold a multiple of 8 elements: Blosc skips bitshuffle on a block whose
+    element count is not, and a small tok array then takes 2.0 instead of 1.5 B/entry.
+    """
     size = {"tok": CHUNK_ENTRIES, "val": CHUNK_ENTRIES, "offsets": OFFSETS_CHUNK}.get(
         kind, TOKENS_CHUNK if kind == "tokens" else STATS_CHUNK
     )
     n = shape[0]
-    chunk = max(1, min(size, n))
+    chunk = min(size, max(8, -(-n // 8) * 8))
     shard = chunk * max(1, min(SHARD_CHUNKS, -(-n // chunk)))
     return (chunk, *shape[1:]), (shard, *shape[1:])
 
