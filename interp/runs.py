@@ -247,3 +247,41 @@ def read_manifest(manifest: Path) -> dict[str, Any] | None:
         return json.loads(manifest.read_text())
     except FileNotFoundError:
         return None
+
+
+# ----------------------------------------------------------------------------- cluster records
+# What the cluster edge (slurm/) keeps about a sweep. Job ids are recorded at submission so a
+# later submit, status or rerun can tell queued work from failed work without guessing.
+
+
+def cluster_dir(root: Path) -> Path:
+    return root / "slurm"
+
+
+def cluster_config_file(root: Path) -> Path:
+    """The cluster config of the latest submission; rerun resubmits with it."""
+    return cluster_dir(root) / "cluster.json"
+
+
+def submissions_dir(root: Path, key: str) -> Path:
+    """One JSON file per sbatch of stage job ``key``: job id and the plan tasks it runs."""
+    return cluster_dir(root) / "jobs" / key
+
+
+def submission_file(root: Path, key: str, job_id: str) -> Path:
+    return submissions_dir(root, key) / f"{job_id}.json"
+
+
+def job_log_dir(root: Path, key: str) -> Path:
+    """submitit's folder for stage job ``key``: its pickles and the tasks' logs."""
+    return cluster_dir(root) / "logs" / key
+
+
+def job_log_file(root: Path, key: str, slurm_id: str) -> Path:
+    """stderr of SLURM job ``slurm_id`` (``123`` or ``123_4``), as submitit names it."""
+    return job_log_dir(root, key) / f"{slurm_id}_0_log.err"
+
+
+def gather_manifest(root: Path) -> Path:
+    """Written last by gather; holds the fingerprint of what it gathered."""
+    return gather_dir(root) / "manifest.json"
