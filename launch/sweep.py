@@ -3,6 +3,7 @@
 python launch/sweep.py                       # the embedded default, on this machine
 python launch/sweep.py experiment=tiny       # small and fast
 python launch/sweep.py -m layer=9,15         # a sweep: one DAG per point, then gather
+python launch/sweep.py -m layer=3,6 cluster=local_slurm   # submit to SLURM and return
 python launch/sweep.py --help-fields         # every config key, documented
 """
 
@@ -32,7 +33,10 @@ def main(composed: DictConfig) -> None:
         sys.exit(f"config error: {err}")
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     root = run_points([cfg], cluster, gather=not multirun)
-    print(f"\nsweep folder: {root}\n  table: {root / 'gather' / 'latents.parquet'}")
+    if cluster["executor"] == "slurm":
+        print(f"\nsweep folder: {root}\n  submitted; progress: python launch/status.py {root}")
+    else:
+        print(f"\nsweep folder: {root}\n  table: {root / 'gather' / 'latents.parquet'}")
 
 
 if __name__ == "__main__":

@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from interp.config import RunConfig, to_dict
+from interp.config import RunConfig, load_run_config, to_dict
 from interp.models import hidden_size
 from interp.plan import Plan, plan_sweep
-from interp.runs import RunIds, RunPaths, atomic_write_json, points_dir
+from interp.runs import RunIds, RunPaths, atomic_write_json, cluster_config_file, points_dir
 
 log = logging.getLogger("interp.submit")
 
-EXECUTORS = ("local", "inprocess")
+EXECUTORS = ("local", "inprocess", "slurm")
 
 
 def check_cluster(cluster: dict[str, Any]) -> None:
+    """Refuse a bad cluster profile before anything runs or is submitted."""
     executor = cluster.get("executor")
     if executor not in EXECUTORS:
         raise ValueError(
-            f"cluster.executor={executor!r} is not one of {list(EXECUTORS)} "
-            "(SLURM submission arrives with the cluster issue)"
+            f"cluster.executor={executor!r} is not one of {list(EXECUTORS)}: "
+            "pick a profile of conf/cluster/ with cluster=<name>"
         )
+    if executor == "slurm":
+        from slurm.slurm_executor import load_cluster
+
+        load_cluster(cluster)
 
 
 def record_point(cfg: RunConfig) -> Path:
@@ -50,15 +56,50 @@ def run_points(cfgs: list[RunConfig], cluster: dict[str, Any], *, gather: bool) 
     root = roots.pop()
     plan = plan_points(cfgs, gather=gather)
     log.info("sweep %s: %d job(s), %d task(s)", root, len(plan.jobs), plan.num_tasks)
-    run_plan(plan, {RunIds.of(c).point: c for c in cfgs}, root, cluster)
+    by_point = {RunIds.of(c).point: c for c in cfgs}
+    if cluster["executor"] == "slurm":
+        from slurm.slurm_executor import submit_plan
+
+        submit_plan(plan, by_point, root, cluster)
+    else:
+        run_plan(plan, by_point, root, cluster)
     return root
 
 
 def run_gather(root: Path, cluster: dict[str, Any]) -> None:
+    """Gather the sweep; on SLURM, submit one gather job after every point's jobs."""
+    if cluster.get("executor") == "slurm":
+        resubmit(root, cluster, stages={"gather"})
+        return
     from slurm.local import run_plan
 
     plan = Plan(tuple(j for j in plan_sweep([]).jobs if j.stage == "gather"))
     run_plan(plan, {}, root, cluster)
+
+
+def load_sweep(root: Path) -> tuple[Plan, dict[str, RunConfig]]:
+    """The plan of every point recorded in sweep folder ``root`` (with gather)."""
+    files = sorted(points_dir(root).glob("*/config.json"))
+    if not files:
+        raise ValueError(f"no sweep points under {points_dir(root)}: is {root} a sweep folder?")
+    cfgs = [load_run_config(json.loads(f.read_text())) for f in files]
+    return plan_points(cfgs, gather=True), {RunIds.of(c).point: c for c in cfgs}
+
+
+def resubmit(
+    root: Path, cluster: dict[str, Any] | None = None, *, stages: set[str] | None = None
+) -> list[Any]:
+    """Submit to SLURM what is neither committed nor queued for every point of ``root``.
+
+    The cluster profile defaults to the one the sweep was last submitted with.
+    """
+    from slurm.slurm_executor import submit_plan
+
+    if cluster is None:
+        cluster = json.loads(cluster_config_file(root).read_text())
+    check_cluster(cluster)
+    plan, cfgs = load_sweep(root)
+    return submit_plan(plan, cfgs, root, cluster, stages=stages)
 
 
 def point_count(root: Path) -> int:
