@@ -117,12 +117,17 @@ class TopKSAE(nn.Module):
         return (x_hat_ND + self.b_dec).reshape(*lead, self.d_in)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> ForwardOutput:
-        """Encode and decode ``x`` [N, D]; FVU against ``y`` (default: ``x`` itself)."""
-        top_acts, top_idx = self.encode(x)
-        sae_out = self.decode(top_acts, top_idx)
-        target = (x if y is None else y).reshape(sae_out.shape).to(sae_out.dtype)
-        fvu = fraction_of_variance_unexplained(target, sae_out)
-        return ForwardOutput(sae_out, top_acts, top_idx, fvu)
+        """Encode and decode ``x`` [N, D]; FVU against ``y`` (default: ``x`` itself).
+
+        Leading dimensions are flattened first (every output is [N, ...]), so the FVU
+        denominator is always the variance around the mean over all N vectors.
+        """
+        x_ND = x.reshape(-1, self.d_in)
+        top_acts_NK, top_idx_NK = self.encode(x_ND)
+        sae_out_ND = self.decode(top_acts_NK, top_idx_NK)
+        y_ND = x_ND if y is None else y.reshape(-1, self.d_in)
+        fvu = fraction_of_variance_unexplained(y_ND.to(sae_out_ND.dtype), sae_out_ND)
+        return ForwardOutput(sae_out_ND, top_acts_NK, top_idx_NK, fvu)
 
     @torch.no_grad()
     def set_decoder_norm_to_unit_norm(self) -> None:

@@ -92,6 +92,8 @@ def test_sae_forward_is_encode_then_decode():
     torch.testing.assert_close(out.fvu, fvu)
     acts_btk, idx_btk = sae.encode(x.reshape(3, 11, 24))  # leading dims are kept
     assert acts_btk.shape == (3, 11, 5) and torch.equal(idx_btk.reshape(33, 5), enc.top_idx)
+    flat = sae(x.reshape(3, 11, 24))  # forward flattens: FVU over all 33 vectors
+    assert flat.sae_out.shape == (33, 24) and torch.equal(flat.fvu, out.fvu)
 
 
 def test_init_is_tied_unit_norm_seeded_and_leaves_global_rng_alone():
