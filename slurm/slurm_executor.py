@@ -478,6 +478,7 @@ def submit_plan(
     ``cfgs`` maps point ids to their configs. Only jobs of ``stages`` (default: all) are
     submitted; the others are looked at, so their queued tasks become dependencies.
     """
+    t0 = time.perf_counter()
     cluster = load_cluster(cluster_raw)
     submitting = [j for j in plan.jobs if stages is None or j.stage in stages]
     check_resources(cluster, {j.stage for j in submitting})
@@ -507,6 +508,13 @@ def submit_plan(
         after[job.key] = dependency_ids(decision.keep, subs)
         submitted += subs
         _report(job, uncommitted, decision.keep, subs)
+    n_tasks = sum(len(s.tasks) for s in submitted)
+    log.info(
+        "submitted %d job(s), %d task(s) in %.1f s",
+        len(submitted),
+        n_tasks,
+        time.perf_counter() - t0,
+    )
     return submitted
 
 
