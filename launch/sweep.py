@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(composed: DictConfig) -> None:
     from interp.config import load_run_config
+    from slurm.status import SlurmError
     from slurm.submit import check_cluster, run_points
     from slurm.worker import setup_logging
 
@@ -32,7 +33,10 @@ def main(composed: DictConfig) -> None:
     except ValueError as err:
         sys.exit(f"config error: {err}")
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    root = run_points([cfg], cluster, gather=not multirun)
+    try:
+        root = run_points([cfg], cluster, gather=not multirun)
+    except SlurmError as err:
+        sys.exit(f"not submitted: {err}")
     if cluster["executor"] == "slurm":
         print(f"\nsweep folder: {root}\n  submitted; progress: python launch/status.py {root}")
     else:

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -40,6 +41,7 @@ from interp.plan import Plan, StageJob, Task, pending
 from interp.runs import RunPaths, atomic_write_json, cluster_config_file, is_committed, job_log_dir
 from slurm.status import (
     Attempt,
+    SlurmError,
     SlurmUnavailable,
     Submission,
     attempts,
@@ -249,12 +251,21 @@ def chunk_parallelism(parallelism: int, n_chunks: int) -> int:
     return max(1, math.ceil(parallelism / n_chunks))
 
 
+class ResourcesRejected(SlurmError, ValueError):
+    """sbatch would refuse a stage's jobs (partition, gres, qos, time limit...)."""
+
+
 def check_resources(cluster: SlurmCluster, stages: set[str]) -> None:
     """Ask sbatch (``--test-only``) whether it would take each stage's jobs; submits nothing.
 
-    A partition, gres, qos or time limit the site rejects becomes a ValueError before any
-    job of the sweep is submitted, instead of half a DAG in the queue.
+    A partition, gres, qos or time limit the site rejects becomes an error before any job
+    of the sweep is submitted, instead of half a DAG in the queue.
     """
+    if shutil.which("sbatch") is None:
+        raise SlurmUnavailable(
+            "sbatch is not on PATH: a SLURM profile submits from a login node; "
+            "on this machine start the test cluster with bash slurm/local_cluster/up.sh"
+        )
     seen: set[StageResources] = set()
     for stage in STAGES:
         res = cluster.stages[stage]
@@ -268,7 +279,7 @@ def check_resources(cluster: SlurmCluster, stages: set[str]) -> None:
             ["sbatch", "--test-only"], input=script, capture_output=True, text=True, timeout=60
         )
         if proc.returncode != 0:
-            raise ValueError(
+            raise ResourcesRejected(
                 f"SLURM rejects the {stage} jobs' resources: {proc.stderr.strip()}\n"
                 f"fix cluster.stages.{stage} or cluster.resources in the cluster profile "
                 "(conf/cluster/<profile>.yaml or cluster.<key>=... on the command line)"
@@ -379,26 +390,37 @@ class Decision:
 
 
 def decide(
-    job: StageJob, uncommitted: list[Task], tries: dict[int, Attempt], upstream_changed: bool
+    job: StageJob, uncommitted: list[Task], tries: dict[int, Attempt], upstream: Sequence[str]
 ) -> Decision:
     """Keep what is queued, resubmit what failed or was never submitted.
 
-    When an upstream job got new tasks or lost some, this job's still-pending tasks wait on
-    old job ids that may never succeed: they are cancelled and resubmitted on the new ids.
-    Gather is cheap, so a changed upstream replaces it even while it runs.
+    ``upstream`` are the ids this job must wait for now. A pending task recorded with a
+    dependency that misses one of them (the upstream was resubmitted, or a multirun added
+    points) waits on the wrong jobs: it is cancelled and resubmitted. Gather is cheap, so
+    it is replaced even while it runs.
     """
+    needed = {i.split("_")[0] for i in upstream}
     keep, cancel, todo = [], [], []
     for task in uncommitted:
         attempt = tries.get(task.index)
         live = attempt.live if attempt else None
         if attempt is None or live is None:
             todo.append(task)
-        elif live.stuck or (upstream_changed and (not live.running or job.stage == "gather")):
+        elif live.stuck or (
+            not needed <= _waits_on(attempt.submission)
+            and (not live.running or job.stage == "gather")
+        ):
             cancel.append(attempt.slurm_id)
             todo.append(task)
         else:
             keep.append(attempt)
     return Decision(keep, cancel, todo)
+
+
+def _waits_on(sub: Submission) -> set[str]:
+    """Job ids (array ids for array tasks) in a submission's afterok dependency."""
+    ids = sub.dependency.removeprefix("afterok:").split(":")
+    return {i.split("_")[0] for i in ids if i}
 
 
 def dependency_ids(keep: list[Attempt], new: list[Submission]) -> list[str]:
@@ -486,7 +508,6 @@ def submit_plan(
     queue = read_queue()
     atomic_write_json(cluster_config_file(root), dict(cluster_raw))
     after: dict[str, list[str]] = {}  # job key -> ids its dependants wait for
-    changed: set[str] = set()
     submitted: list[Submission] = []
     for job in plan.jobs:
         cfg = cfgs.get(job.point)
@@ -496,15 +517,13 @@ def submit_plan(
         if job not in submitting:
             after[job.key] = _observe(job, uncommitted, tries)
             continue
-        decision = decide(job, uncommitted, tries, any(k in changed for k in job.depends_on))
+        decision = decide(job, uncommitted, tries, upstream)
         todo = decision.todo
         if job.stage == "gather" and todo and not upstream and gather_is_current(root):
             todo = []  # every point is committed and already gathered
         cancel(decision.cancel)
         cfg_dict = to_dict(cfg) if cfg else None
         subs = submit_tasks(root, job, todo, cfg_dict, cluster, upstream, max_array)
-        if subs or decision.cancel:
-            changed.add(job.key)
         after[job.key] = dependency_ids(decision.keep, subs)
         submitted += subs
         _report(job, uncommitted, decision.keep, subs)

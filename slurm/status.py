@@ -40,7 +40,11 @@ NEVER_SATISFIED = "DependencyNeverSatisfied"
 COUNTS = ("done", "running", "queued", "failed", "missing")
 
 
-class SlurmUnavailable(RuntimeError):
+class SlurmError(RuntimeError):
+    """Submitting to SLURM failed for a reason the user can fix; the message says how."""
+
+
+class SlurmUnavailable(SlurmError):
     """squeue/sbatch could not be run or answered with an error."""
 
 

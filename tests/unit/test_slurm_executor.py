@@ -138,22 +138,32 @@ JOB = StageJob("collect-x", "collect", "x", tuple(Task(i, i, i + 1) for i in ran
 def test_decide_keeps_queued_work_and_resubmits_failed_or_missing() -> None:
     sub = submission("10", (0, 1, 2))
     tries = {0: attempt(sub, 0, "RUNNING"), 1: attempt(sub, 1, "PENDING"), 2: attempt(sub, 2, None)}
-    d = decide(JOB, list(JOB.tasks), tries, upstream_changed=False)
+    d = decide(JOB, list(JOB.tasks), tries, [])
     assert [a.slurm_id for a in d.keep] == ["10_0", "10_1"]
     assert d.cancel == [] and [t.index for t in d.todo] == [2, 3]
 
 
 def test_decide_cancels_what_waits_on_a_failed_or_replaced_dependency() -> None:
-    sub = submission("10", (0, 1, 2, 3))
+    sub = Submission("collect-x", "collect", "10", (0, 1, 2, 3), True, "afterok:7_0:8", 0.0)
     tries = {
         0: attempt(sub, 0, "RUNNING"),
         1: attempt(sub, 1, "PENDING", "DependencyNeverSatisfied"),
         2: attempt(sub, 2, "PENDING", "Dependency"),
     }
-    assert decide(JOB, list(JOB.tasks), tries, False).cancel == ["10_1"]
-    d = decide(JOB, list(JOB.tasks), tries, upstream_changed=True)
-    assert d.cancel == ["10_1", "10_2"]  # the running task keeps its inputs: it is left alone
+    assert decide(JOB, list(JOB.tasks), tries, ["7", "8"]).cancel == ["10_1"]
+    assert decide(JOB, list(JOB.tasks), tries, ["7_1"]).cancel == ["10_1"]
+    d = decide(JOB, list(JOB.tasks), tries, ["7_1", "9"])  # upstream resubmitted as job 9
+    assert d.cancel == ["10_1", "10_2"]  # the running task has its inputs: it is left alone
     assert [t.index for t in d.todo] == [1, 2, 3] and [a.slurm_id for a in d.keep] == ["10_0"]
+
+
+def test_a_gather_that_misses_new_points_is_replaced_even_while_running() -> None:
+    gather = StageJob("gather", "gather", "g", (Task(0, 0, 1),), (), "")
+    sub = Submission("gather", "gather", "20", (0,), False, "afterok:11:12", 0.0)
+    tries = {0: Attempt("20", sub, QueueEntry("RUNNING", "None"))}
+    assert decide(gather, list(gather.tasks), tries, ["11", "12"]).keep == [tries[0]]
+    assert decide(gather, list(gather.tasks), tries, []).keep == [tries[0]]
+    assert decide(gather, list(gather.tasks), tries, ["11", "12", "13"]).cancel == ["20"]
 
 
 def test_dependencies_name_whole_arrays_only_when_every_index_is_kept() -> None:
