@@ -9,10 +9,10 @@ One run trains one TopK SAE on the residual stream after ``cfg.layer``. The trai
 ``train.num_tokens / batch_size``; the remainder is dropped).
 
 Dead latents: a latent is dead when it has not fired in the last ``dead_window`` training
-vectors, with ``dead_window = min(10M, num_tokens // 4)``: sparsify's 10M-token threshold
+vectors, with ``dead_window = min(10M, run length // 4)``: sparsify's 10M-token threshold
 for long runs, the last quarter of the run for short ones (a 10M window would report
 every latent of a 200k-token run alive). Before ``dead_window`` vectors have been seen,
-no latent counts as dead.
+no latent counts as dead. "tokens" in metrics and summary count training vectors.
 
 Resume is the default path: on start the newest checkpoint under
 ``paths.train_checkpoint_dir()`` is loaded, and the run continues bit for bit as if it
