@@ -20,7 +20,7 @@ from typing import Any
 from interp.config import RunConfig
 from interp.data import load_windows
 from interp.models import load_causal_lm, load_subject
-from interp.runs import RunPaths, atomic_write_json
+from interp.runs import RunPaths, atomic_write_json, remove_stale_tmp
 from interp.sae import TopKSAE, save_sae
 from interp.sae.io import WEIGHTS_FILE
 from interp.train.evaluate import EVAL_WINDOWS, evaluate_spliced
@@ -57,11 +57,13 @@ def train_sae(
     if not done:
         return None
     if not (paths.sae_dir() / WEIGHTS_FILE).is_file():
+        remove_stale_tmp(paths.sae_dir().parent)  # half-written copies of killed attempts
         save_sae(trainer.sae, paths.sae_dir())
-    dead_pct = trainer.dead_pct()
-    del subject, trainer.stream, trainer.buffer, trainer.optimizer
+    figures = _training_figures(trainer)
+    sae = trainer.sae
+    del subject, trainer  # free the cut LM, buffer and Adam state before loading the full LM
     gc.collect()
-    summary = {**_evaluate(cfg, paths, trainer.sae), **_training_figures(trainer, dead_pct)}
+    summary = {**_evaluate(cfg, paths, sae), **figures}
     atomic_write_json(summary_file, summary)
     log.info("trained %s: %s", paths.sae_dir(), summary)
     return summary
@@ -77,9 +79,9 @@ def _evaluate(cfg: RunConfig, paths: RunPaths, sae: TopKSAE) -> dict[str, Any]:
     return {**result, "eval_s": time.perf_counter() - t0}
 
 
-def _training_figures(trainer: Trainer, dead_pct: float) -> dict[str, Any]:
+def _training_figures(trainer: Trainer) -> dict[str, Any]:
     return {
-        "dead_pct": dead_pct,
+        "dead_pct": trainer.dead_pct(),
         "dead_window_tokens": trainer.plan.dead_window,
         "num_latents": trainer.sae.num_latents,
         "k": trainer.sae.k,
