@@ -24,9 +24,11 @@ def sweep(out: Path, cluster: str) -> subprocess.CompletedProcess[str]:
 
 
 def read_table(root: Path) -> list[dict]:
+    """The sweep table without wall-clock columns (the only ones that may differ)."""
     import pyarrow.parquet as pq
 
     rows = pq.read_table(root / "gather" / "latents.parquet").to_pylist()
+    rows = [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
     return sorted(rows, key=lambda r: (r["point"], r["latent"]))
 
 
