@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from interp.config import ModelConfig
-from interp.models.provision import HIDDEN_SIZES, resolve_model
+from interp.models.provision import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +23,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def hidden_size(name: str) -> int:
-    """d_model of a model, without loading its weights (used when planning)."""
-    if name in HIDDEN_SIZES:
-        return HIDDEN_SIZES[name]
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(resolve_model(name))
-    return int(getattr(config, "hidden_size", None) or config.n_embd)
 
 
 def load_tokenizer(name: str) -> Any:

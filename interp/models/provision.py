@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -89,6 +90,22 @@ def resolve_model(name: str) -> str:
         f"unknown model {name!r}: use one of {sorted([*BUNDLED, TINY_RANDOM])}, a local "
         "Hugging Face folder, or a hub id like 'HuggingFaceTB/SmolLM2-135M'"
     )
+
+
+def hidden_size(name: str) -> int:
+    """d_model of a model without loading its weights (planning needs only this)."""
+    if name in HIDDEN_SIZES:
+        return HIDDEN_SIZES[name]
+    where = Path(resolve_model(name))
+    config = json.loads((where / "config.json").read_text()) if where.is_dir() else None
+    config = config or _hub_config(name)
+    return int(config.get("hidden_size") or config["n_embd"])
+
+
+def _hub_config(name: str) -> dict:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(name).to_dict()
 
 
 def gguf_path(name: str) -> Path:
