@@ -135,9 +135,14 @@ class TrainConfig:
     )
     seed: int = field(default=0, metadata=_meta("Seed for init and shuffling."))
     log_every: int = field(default=10, metadata=_meta("Steps between metric lines.", id=False))
+    checkpoint_every: int = field(
+        default=1000,
+        metadata=_meta("Steps between resume checkpoints (also saved on stop).", id=False),
+    )
 
     def __post_init__(self) -> None:
         _positive(self, "num_tokens", "batch_size", "lm_batch_size", "buffer_batches")
+        _positive(self, "log_every", "checkpoint_every")
         if self.lr < 0:
             raise ValueError("train.lr must be >= 0 (0 picks the 1/sqrt(width) rule)")
 

@@ -20,7 +20,7 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
         return
     from interp.train import train_sae  # torch-heavy; imported when the stage runs
 
-    summary = train_sae(cfg, paths, should_stop)
+    summary = train_sae(cfg, paths, should_stop, checkpoint_every=cfg.train.checkpoint_every)
     if summary is None:
         return  # stopped early: checkpointed, resumed by the requeued task
     commit_task(
