@@ -1,8 +1,8 @@
 """The default explainer: one generation, strict parsing, one retry, failures kept.
 
 delphi scores "Explanation could not be parsed." as if it were an explanation. Here a
-reply without a usable ``Explanation:`` line gets one retry with a reminder; if that
-fails too the latent is ``explain_failed``, its raw replies are kept, and nothing is
+reply without a usable ``Explanation:`` line gets one retry with a reminder, the reply
+opened with the marker (a prefill, which even SmolLM2-135M follows); if that fails too the latent is ``explain_failed``, its raw replies are kept, and nothing is
 scored.
 """
 
@@ -18,8 +18,17 @@ from interp.latents.examples import Example
 from interp.llm.base import LLMClient
 
 MAX_CHARS = 200  # a longer "explanation" is a ramble or a list of examples
-_MARKER = re.compile(r"explanation\s*\**\s*[:：]", re.IGNORECASE)
+# The marker, unless quoted: a weak model echoing the instructions writes '"Explanation:"'.
+_MARKER = re.compile(r"(?<![\"'“`])explanation\s*\**\s*[:：](?![\"'”`])", re.IGNORECASE)
+PREFILL = "Explanation:"
 _MARKUP = re.compile(r"<<|>>|`|\*\*|__")  # inline markup; quotes inside are kept
+_LEAD = re.compile(
+    r"^(?:(?:all\s+)?(?:of\s+)?(?:the\s+|these\s+|those\s+)?(?:marked\s+|highlighted\s+)?"
+    r"tokens|the\s+feature|they)\s+(?:are|is|refer\s+to|represent|indicate|"
+    r"have\s+in\s+common|responds?\s+to|detects|fires\s+on)\s*:?\s+(?:all\s+)?(?:that\s+)?",
+    re.IGNORECASE,
+)
+_RELATION = re.compile(r"^(?:related|relating|referring|associated|connected)\s+to\b", re.I)
 _STRIP = " \t\r\n\"'`*_“”‘’[]"
 
 
@@ -35,9 +44,22 @@ def parse_explanation(text: str) -> str | None:
     line = rest.split("\n", 1)[0] if rest else ""
     expl = line.strip(_STRIP)
     expl = re.sub(r"\s+", " ", _MARKUP.sub("", expl)).strip(_STRIP)
+    expl = noun_phrase(expl)
     if not expl or len(expl) > MAX_CHARS:
         return None
     return expl
+
+
+def noun_phrase(expl: str) -> str:
+    """'The marked tokens are all related to death.' -> 'words related to death'.
+
+    The scorers ask "does this text contain <explanation>?", so a sentence about the
+    marked tokens is cut down to the thing it names.
+    """
+    e = _LEAD.sub("", expl).strip(_STRIP).rstrip(".").strip()
+    if _RELATION.match(e):
+        e = "words " + e
+    return e
 
 
 @dataclass(frozen=True)
@@ -61,17 +83,20 @@ async def explain(
         raise ValueError("explain needs at least one activating example")
     messages = explain_messages(examples, render, cfg.highlight_threshold, cfg.show_activations)
     raws = []
-    for _attempt in range(2):
+    for attempt in range(2):
         g = await client.generate(
             messages, max_new_tokens=cfg.max_new_tokens, temperature=temperature
         )
-        raws.append(g.text)
-        parsed = parse_explanation(g.text)
+        text = g.text if attempt == 0 else PREFILL + g.text
+        raws.append(text)
+        parsed = parse_explanation(text)
         if parsed is not None:
-            return ExplainResult("ok", parsed, g.text)
+            return ExplainResult("ok", parsed, text)
+        # the retry reminds the model of the format and opens its reply with the marker
         messages = [
             *messages,
             {"role": "assistant", "content": g.text},
             {"role": "user", "content": REMINDER},
+            {"role": "assistant", "content": PREFILL},
         ]
     return ExplainResult("explain_failed", None, "\n---\n".join(raws))

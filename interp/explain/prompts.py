@@ -6,11 +6,12 @@ how delphi 0.1.3 silently lost its highlights on transformers 5). Special tokens
 as nothing and newlines as a visible ``↵`` so every example stays on one line.
 
 The prompt is short on purpose: on a CPU every prompt token costs ~10 ms. No few-shot
-examples; the instructions ask for a single ``Explanation: ...`` line.
+examples; the instructions ask for a single ``Explanation: <noun phrase>`` line.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,20 +22,20 @@ from interp.llm.base import Message
 
 NEWLINE = "↵"
 
+# Wording chosen on Qwen2.5-Coder-1.5B over 6 synthetic latents: instructions at the END
+# of the user turn (a small model follows the last thing it read), a tally of the marked
+# tokens (it names token-level features far more reliably with it), and a noun phrase
+# as the answer, so scorers can ask "does this text contain <explanation>?".
 EXPLAIN_SYSTEM = (
-    "You study a single feature inside a language model. You are shown short text "
-    "excerpts; in each, the tokens where the feature is active are marked <<like this>>. "
-    "Work out what the marked tokens have in common, using the words around them: the "
-    "feature may respond to a specific word or word part, a kind of word, a grammatical "
-    "role, a topic, or a situation in the text.\n"
-    "Reply with exactly one line:\n"
-    "Explanation: <what the feature responds to, in at most 15 words>\n"
-    "Describe the shared pattern; do not list the excerpts and do not mention the markers."
+    "You study a single feature inside a language model. In each text excerpt below, the "
+    "tokens where the feature is active are marked <<like this>>."
 )
-REMINDER = (
-    "Your reply did not follow the format. Reply with exactly one line of the form\n"
-    "Explanation: <what the feature responds to, in at most 15 words>"
+FORMAT = (
+    'Reply with one line: "Explanation:" followed by a noun phrase of at most 12 words '
+    "that names what the marked tokens are."
 )
+QUESTION = "What do the marked tokens have in common? " + FORMAT
+REMINDER = "Your reply did not follow the format. " + FORMAT
 
 
 class TokenRenderer:
@@ -112,17 +113,31 @@ def render_example(
     return f"{text}  [activations: {pairs}]"
 
 
+def marked_tally(strings: list[list[str]], masks: list[np.ndarray], k: int) -> str:
+    """The ``k`` most frequent marked tokens with counts: '"love" (9), "loved" (2)'."""
+    counts = Counter(
+        s.strip() for ss, m in zip(strings, masks) for s, on in zip(ss, m) if on and s.strip()
+    )
+    return ", ".join(f'"{w}" ({n})' for w, n in counts.most_common(k))
+
+
 def explain_messages(
     examples: list[Example],
     render: TokenRenderer,
     threshold: float,
     show_activations: bool,
+    n_tally: int = 8,
 ) -> list[Message]:
-    """The explainer's chat: instructions, then the numbered highlighted excerpts."""
+    """The explainer's chat: the numbered highlighted excerpts, a tally, the question."""
     scale = max(float(e.acts.max()) for e in examples) if show_activations else None
+    masks = [highlight_mask(e.acts, threshold) for e in examples]
     lines = [
-        f"{i}. {render_example(e, render, highlight_mask(e.acts, threshold), scale)}"
-        for i, e in enumerate(examples, 1)
+        f"{i}. {render_example(e, render, m, scale)}"
+        for i, (e, m) in enumerate(zip(examples, masks), 1)
     ]
+    tally = marked_tally([render.strings(e.tokens) for e in examples], masks, n_tally)
     user = "Excerpts:\n" + "\n".join(lines)
+    if tally:
+        user += f"\n\nMost frequent marked tokens: {tally}."
+    user += "\n\n" + QUESTION
     return [{"role": "system", "content": EXPLAIN_SYSTEM}, {"role": "user", "content": user}]

@@ -50,7 +50,11 @@ class LLMClient(Protocol):
     async def generate(
         self, messages: list[Message], *, max_new_tokens: int, temperature: float = 0.0
     ) -> Generation:
-        """Complete one chat; greedy when ``temperature == 0``."""
+        """Complete one chat; greedy when ``temperature == 0``.
+
+        A chat ending with an assistant message asks for its continuation (a prefill);
+        the returned text is only the continuation.
+        """
         ...
 
     async def next_token_logprobs(

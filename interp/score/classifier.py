@@ -34,18 +34,21 @@ from interp.score.metrics import classification_metrics
 ANSWERS = ["Yes", "No"]
 ScorerName = Literal["detection", "fuzzing"]
 
-DETECTION_SYSTEM = (
-    "You check whether a short description of a language-model feature applies to a text "
-    "excerpt. Answer with one word: Yes if the excerpt contains what the description "
-    "describes (anywhere in it), otherwise No."
+# Wording chosen on Qwen2.5-Coder-1.5B over 6 synthetic latents x 32 examples: a strict
+# one-word system prompt and the explanation inlined into the question gave the best
+# balanced accuracy at p >= 0.5 (few-shot turns raised AUROC a little but biased the
+# model towards Yes and doubled the logical prompt tokens).
+SYSTEM = (
+    "You answer questions about text with one word: Yes or No. Answer Yes only if the "
+    "text clearly contains what is asked for; otherwise answer No."
 )
 FUZZING_SYSTEM = (
-    "You check whether marked tokens in a text excerpt match a short description of a "
-    "language-model feature. Tokens are marked <<like this>>. Answer with one word: Yes if "
-    "the marked tokens are instances of what the description describes, otherwise No."
+    "You answer questions about text with one word: Yes or No. Some tokens of the text are "
+    "marked <<like this>>. Answer Yes only if the marked tokens clearly are what is asked "
+    "for; otherwise answer No."
 )
-DETECTION_QUESTION = "Does the excerpt below contain what the description describes?"
-FUZZING_QUESTION = "Are the marked tokens in the excerpt below instances of what it describes?"
+DETECTION_QUESTION = "Does the following text contain {}? Answer Yes or No."
+FUZZING_QUESTION = "Are the marked tokens in the following text {}? Answer Yes or No."
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,17 @@ class ScorerOutput:
         return classification_metrics(self.labels, self.probs, self.quantiles)
 
 
+def as_clause(explanation: str) -> str:
+    """'Words about death.' -> 'words about death', to read inside a question."""
+    e = explanation.strip().rstrip(".")
+    if len(e) > 1 and e[0].isupper() and not e[1].isupper():
+        e = e[0].lower() + e[1:]
+    return e
+
+
 def classifier_messages(system: str, question: str, explanation: str, text: str) -> list[Message]:
-    """Instructions and explanation first, the excerpt last (a shared prefix)."""
-    user = f"Description: {explanation}\n{question} Answer Yes or No.\n\nExcerpt: {text}"
+    """Instructions and explanation first, the text last (a prefix shared by all examples)."""
+    user = f"{question.format(as_clause(explanation))}\n\n{text}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -97,9 +108,7 @@ async def score_detection(
     """Detection on the held-out activating and the non-activating examples, plain text."""
     pool = [*examples.score_active, *examples.score_inactive]
     prompts = [
-        classifier_messages(
-            DETECTION_SYSTEM, DETECTION_QUESTION, explanation, render_example(e, render)
-        )
+        classifier_messages(SYSTEM, DETECTION_QUESTION, explanation, render_example(e, render))
         for e in pool
     ]
     return await _classify(client, "detection", prompts, pool)

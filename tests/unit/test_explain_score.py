@@ -17,6 +17,7 @@ from interp.latents.examples import Example, LatentExamples
 from interp.llm.base import ChoiceLogprobs, Generation
 from interp.plan import Task
 from interp.score import auroc, classification_metrics, run_scorers, yes_probability
+from interp.score.classifier import as_clause
 from interp.stages.interpret import interpret_range
 
 pytestmark = pytest.mark.unit
@@ -57,8 +58,11 @@ def test_rendering_decodes_per_token_and_hides_specials() -> None:
     assert text == "the <<cat>> sat↵ on the <<mat>>"
     with_acts = render_example(ex, RENDER, highlight_mask(ex.acts, 0.3), scale=5.0)
     assert with_acts.endswith("[activations: cat=10, mat=4]")
-    msgs = explain_messages([ex], RENDER, 0.3, show_activations=False)
-    assert msgs[0]["role"] == "system" and "1. the <<cat>> sat" in msgs[1]["content"]
+    msgs = explain_messages([ex, ex], RENDER, 0.3, show_activations=False)
+    user = msgs[1]["content"]
+    assert msgs[0]["role"] == "system" and "1. the <<cat>> sat" in user
+    assert 'Most frequent marked tokens: "cat" (2), "mat" (2).' in user
+    assert user.endswith("names what the marked tokens are.")  # the question comes last
 
 
 # --------------------------------------------------------------------------- parsing
@@ -69,6 +73,9 @@ def test_rendering_decodes_per_token_and_hides_specials() -> None:
         ('Some thoughts.\n**Explanation:** "animals, mostly cats"\n', "animals, mostly cats"),
         ("explanation : `<<cat>>` tokens", "cat tokens"),
         ("Explanation: first\nExplanation: second one", "second one"),
+        ("Explanation: The marked tokens are all related to the sea.", "words related to the sea"),
+        ("Explanation: These tokens are question marks.", "question marks"),
+        ("Explanation: The feature responds to Python keywords", "Python keywords"),
     ],
 )
 def test_parse_good(text: str, expected: str) -> None:
@@ -77,7 +84,13 @@ def test_parse_good(text: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["The feature is about cats.", "Explanation:", "Explanation: ''", "Explanation: " + "x" * 300],
+    [
+        "The feature is about cats.",
+        'Reply with "Explanation:" followed by a noun phrase',  # an echo of the instructions
+        "Explanation:",
+        "Explanation: ''",
+        "Explanation: " + "x" * 300,
+    ],
 )
 def test_parse_rejects_missing_empty_or_rambling(text: str) -> None:
     assert parse_explanation(text) is None
@@ -100,7 +113,7 @@ class ScriptedClient:
     async def next_token_logprobs(self, prompts, candidates) -> list[ChoiceLogprobs]:
         out = []
         for p in prompts:
-            excerpt = p[-1]["content"].split("Excerpt: ", 1)[1]
+            excerpt = p[-1]["content"].split("\n\n", 1)[1]
             marked = re.findall(r"<<(.*?)>>", excerpt)
             hit = any("cat" in m for m in marked) if marked else "cat" in excerpt
             lp = {"Yes": math.log(0.9), "No": math.log(0.1)}
@@ -113,16 +126,26 @@ class ScriptedClient:
         pass
 
 
+def test_explanation_reads_inside_a_question() -> None:
+    assert as_clause("Question marks.") == "question marks"
+    assert as_clause("DNA sequences") == "DNA sequences"
+
+
 def test_explain_retries_once_then_fails_with_raw_text() -> None:
     ex = [Example(np.array([1, 2]), np.array([0, 1.0]), 0, 0)]
     cfg = ExplainerConfig()
-    ok = asyncio.run(explain(ScriptedClient(["rambling", "Explanation: cats"]), ex, RENDER, cfg))
+    client = ScriptedClient(["rambling", " cats"])
+    ok = asyncio.run(explain(client, ex, RENDER, cfg))
     assert ok.status == "ok" and ok.explanation == "cats" and ok.raw == "Explanation: cats"
-    client = ScriptedClient(["no marker here", "still none"])
+    # the retry reminds, and opens the reply with the marker (a prefill)
+    assert [m["role"] for m in client.prompts[1]] == [
+        "system", "user", "assistant", "user", "assistant"
+    ]  # fmt: skip
+    assert client.prompts[1][-1]["content"] == "Explanation:"
+    client = ScriptedClient(["no marker here", "  "])
     bad = asyncio.run(explain(client, ex, RENDER, cfg))
     assert bad.status == "explain_failed" and bad.explanation is None
-    assert "no marker here" in bad.raw and "still none" in bad.raw
-    assert client.prompts[1][-1]["role"] == "user" and len(client.prompts[1]) == 4
+    assert "no marker here" in bad.raw and "Explanation:" in bad.raw
 
 
 # --------------------------------------------------------------------------- metrics
@@ -214,7 +237,7 @@ def test_fuzzing_negatives_get_random_highlights_of_matching_count() -> None:
     )
     negatives = seen[8:]
     assert all(s.count("<<") == 1 for s in negatives)  # positives mark one token each
-    prefix = seen[0].split("Excerpt: ")[0]
+    prefix = seen[0].split("\n\n")[0] + "\n\n"
     assert all(s.startswith(prefix) for s in seen)  # instructions first, example last
 
 

@@ -79,6 +79,9 @@ def test_generate_greedy_is_deterministic_and_counts(client: TransformersClient)
     assert a.text == b.text and 0 < a.completion_tokens <= 6
     assert a.prompt_tokens == len(client.encode_chat(msgs))
     assert b.cached_prompt_tokens == b.prompt_tokens - 1  # only the last prompt token reran
+    prefill = [*msgs, {"role": "assistant", "content": "Hello"}]
+    ids = client.encode_chat(prefill)
+    assert client._tok.decode(ids).endswith("assistant\nHello")  # continued, not closed
     with pytest.raises(ValueError, match="role"):
         asyncio.run(client.generate([{"content": "x"}], max_new_tokens=2))
 
