@@ -20,6 +20,7 @@ from interp.llm.base import LLMClient
 MAX_CHARS = 200  # a longer "explanation" is a ramble or a list of examples
 # The marker, unless quoted: a weak model echoing the instructions writes '"Explanation:"'.
 _MARKER = re.compile(r"(?<![\"'“`])explanation\s*\**\s*[:：](?![\"'”`])", re.IGNORECASE)
+_MARKER_ANY = re.compile(r"explanation\s*\**\s*[:：]", re.IGNORECASE)
 PREFILL = "Explanation:"
 _MARKUP = re.compile(r"<<|>>|`|\*\*|__")  # inline markup; quotes inside are kept
 _LEAD = re.compile(
@@ -45,8 +46,8 @@ def parse_explanation(text: str) -> str | None:
     expl = line.strip(_STRIP)
     expl = re.sub(r"\s+", " ", _MARKUP.sub("", expl)).strip(_STRIP)
     expl = noun_phrase(expl)
-    if not expl or len(expl) > MAX_CHARS:
-        return None
+    if not expl or len(expl) > MAX_CHARS or expl.endswith(":") or _MARKER_ANY.search(expl):
+        return None  # empty, rambling, cut before its content, or an echo of the format
     return expl
 
 

@@ -87,6 +87,8 @@ def test_parse_good(text: str, expected: str) -> None:
     [
         "The feature is about cats.",
         'Reply with "Explanation:" followed by a noun phrase',  # an echo of the instructions
+        'Explanation: "Explanation:" followed by a noun phrase',
+        "Explanation: The marked tokens have the following features:",
         "Explanation:",
         "Explanation: ''",
         "Explanation: " + "x" * 300,
