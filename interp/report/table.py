@@ -17,15 +17,23 @@ import numpy as np
 METRICS = ("balanced_accuracy", "auroc", "f1", "precision", "recall")
 
 
-def flatten_record(record: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
-    """One table row: point columns + record fields, scores as ``<scorer>_<metric>``."""
+def flatten_record(
+    record: dict[str, Any], point: dict[str, Any], scorers: Iterable[str]
+) -> dict[str, Any]:
+    """One table row: point columns + record fields, scores as ``<scorer>_<metric>``.
+
+    Every row has every scorer's columns (None where a latent was not scored), so the
+    table's schema never depends on which record comes first.
+    """
     row = {**point}
     for key in ("latent", "status", "n_active_tokens", "n_active_contexts", "max_act",
                 "explanation", "raw_explanation", "wall_s", "error"):  # fmt: skip
         row[key] = record.get(key)
-    for scorer, result in (record.get("scores") or {}).items():
+    scores = record.get("scores") or {}
+    for scorer in sorted({*scorers, *scores}):
+        result = scores.get(scorer) or {}
         for metric in (*METRICS, "n"):
-            row[f"{scorer}_{metric}"] = (result or {}).get(metric)
+            row[f"{scorer}_{metric}"] = result.get(metric)
     tokens = record.get("tokens") or {}
     row["prompt_tokens"] = tokens.get("prompt")
     row["completion_tokens"] = tokens.get("completion")

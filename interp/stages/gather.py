@@ -88,6 +88,7 @@ def point_columns(root: Path, cfg: RunConfig) -> dict[str, Any]:
 
 def build_rows(root: Path, cfgs: list[RunConfig]) -> list[dict[str, Any]]:
     rows = []
+    scorers = sorted({s for c in cfgs for s in c.scorer.names})
     for cfg in cfgs:
         paths = RunPaths(root, cfg)
         point = point_columns(root, cfg)
@@ -99,7 +100,7 @@ def build_rows(root: Path, cfgs: list[RunConfig]) -> list[dict[str, Any]]:
                 expected = set(range(task.start, task.stop))
                 got = {r["latent"] for r in records}
                 assert got == expected, f"records of range {task.index} miss {expected - got}"
-                rows.extend(flatten_record(r, point) for r in records)
+                rows.extend(flatten_record(r, point, scorers) for r in records)
     return rows
 
 
