@@ -80,7 +80,7 @@ class TransformersClient:
         self._model: Any = None
         self._tok: Any = None
         self._load_lock = threading.Lock()
-        self._call_lock = asyncio.Lock()
+        self._call_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ public (async)
     async def generate(
@@ -89,7 +89,7 @@ class TransformersClient:
         check_messages(messages)
         if max_new_tokens <= 0 or temperature < 0:
             raise ValueError("generate needs max_new_tokens > 0 and temperature >= 0")
-        async with self._call_lock:
+        async with self._call_lock():
             return await asyncio.to_thread(
                 self._generate_sync, messages, max_new_tokens, temperature
             )
@@ -103,8 +103,15 @@ class TransformersClient:
             raise ValueError("candidates is empty: pass the answers to score, e.g. ['Yes', 'No']")
         if not prompts:
             return []
-        async with self._call_lock:
+        async with self._call_lock():
             return await asyncio.to_thread(self._logprobs_sync, prompts, candidates)
+
+    def _call_lock(self) -> asyncio.Lock:
+        """One model call at a time, per event loop (an asyncio.Lock is bound to one)."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._call_locks:
+            self._call_locks = {loop: asyncio.Lock()}  # forget locks of closed loops
+        return self._call_locks[loop]
 
     def close(self) -> None:
         """Drop the model and the stored prefixes (memory)."""

@@ -34,21 +34,17 @@ from interp.score.metrics import classification_metrics
 ANSWERS = ["Yes", "No"]
 ScorerName = Literal["detection", "fuzzing"]
 
-# Wording chosen on Qwen2.5-Coder-1.5B over 6 synthetic latents x 32 examples: a strict
-# one-word system prompt and the explanation inlined into the question gave the best
-# balanced accuracy at p >= 0.5 (few-shot turns raised AUROC a little but biased the
-# model towards Yes and doubled the logical prompt tokens).
-SYSTEM = (
-    "You answer questions about text with one word: Yes or No. Answer Yes only if the "
-    "text clearly contains what is asked for; otherwise answer No."
-)
+# Wording chosen on Qwen2.5-Coder-1.5B over 6 synthetic latents x 32 examples: short,
+# strict system prompts and the explanation inlined into the question gave the best
+# balanced accuracy at p >= 0.5 for ~70-80 prompt tokens per example (few-shot turns raised
+# AUROC a little but biased the model towards Yes and doubled the prompt tokens).
+SYSTEM = "Answer Yes or No. Say Yes only if the text clearly contains what is asked for."
 FUZZING_SYSTEM = (
-    "You answer questions about text with one word: Yes or No. Some tokens of the text are "
-    "marked <<like this>>. Answer Yes only if the marked tokens clearly are what is asked "
-    "for; otherwise answer No."
+    "Answer Yes or No. Some tokens are marked <<like this>>. Say Yes only if the marked "
+    "tokens clearly are what is asked for."
 )
-DETECTION_QUESTION = "Does the following text contain {}? Answer Yes or No."
-FUZZING_QUESTION = "Are the marked tokens in the following text {}? Answer Yes or No."
+DETECTION_QUESTION = "Does the following text contain {}?"
+FUZZING_QUESTION = "Are the marked tokens {}?"
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,21 @@ def test_prefix_batched_logprobs_match_unbatched(client: TransformersClient) -> 
     assert computed < sum(lens)
 
 
+def test_concurrent_calls_serialise_and_match(client: TransformersClient) -> None:
+    prompts = [_prompt(t) for t in TEXTS[:3]]
+
+    async def both():
+        return await asyncio.gather(
+            client.next_token_logprobs(prompts, ["Yes", "No"]),
+            client.generate(prompts[0], max_new_tokens=3),
+            client.next_token_logprobs(prompts[::-1], ["Yes", "No"]),
+        )
+
+    a, _, b = asyncio.run(both())
+    for x, y in zip(a, b[::-1]):
+        assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+
+
 def test_prefix_store_reused_across_calls(client: TransformersClient) -> None:
     prompts = [_prompt(t) for t in TEXTS[:3]]
     asyncio.run(client.next_token_logprobs(prompts, ["Yes", "No"]))
