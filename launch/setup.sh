@@ -39,7 +39,7 @@ if [ ! -f "$STAMP" ]; then
 fi
 
 # 3. Convert the offline models once (cached; later loads take under a second).
-MODELS="smollm2-135m tiny-random-llama"
+MODELS="smollm2-135m tiny-random-llama all-minilm-l6-v2"
 [ "$MODE" = "--test" ] || MODELS="$MODELS qwen2.5-coder-1.5b-instruct"
 HF_HUB_OFFLINE=1 .venv/bin/python launch/prepare.py $MODELS
 log "ready"

