@@ -21,12 +21,12 @@ MAX_CHARS = 200  # a longer "explanation" is a ramble or a list of examples
 # The marker, unless quoted: a weak model echoing the instructions writes '"Explanation:"'.
 _MARKER = re.compile(r"(?<![\"'“`])explanation\s*\**\s*[:：](?![\"'”`])", re.IGNORECASE)
 _MARKER_ANY = re.compile(r"explanation\s*\**\s*[:：]", re.IGNORECASE)
-PREFILL = "Explanation:"
+PREFILL = "Explanation: The marked tokens are"  # the retry's reply starts with this
 _MARKUP = re.compile(r"<<|>>|`|\*\*|__")  # inline markup; quotes inside are kept
 _LEAD = re.compile(
     r"^(?:(?:all\s+)?(?:of\s+)?(?:the\s+|these\s+|those\s+)?(?:marked\s+|highlighted\s+)?"
     r"tokens|the\s+feature|they)\s+(?:are|is|refer\s+to|represent|indicate|"
-    r"have\s+in\s+common|responds?\s+to|detects|fires\s+on)\s*:?\s+(?:all\s+)?(?:that\s+)?",
+    r"have\s+in\s+common|responds?\s+to|detects|fires\s+on)\s*:?(?:\s+|$)(?:all\s+)?(?:that\s+)?",
     re.IGNORECASE,
 )
 _RELATION = re.compile(r"^(?:related|relating|referring|associated|connected)\s+to\b", re.I)

@@ -138,12 +138,13 @@ def test_explain_retries_once_then_fails_with_raw_text() -> None:
     cfg = ExplainerConfig()
     client = ScriptedClient(["rambling", " cats"])
     ok = asyncio.run(explain(client, ex, RENDER, cfg))
-    assert ok.status == "ok" and ok.explanation == "cats" and ok.raw == "Explanation: cats"
+    assert ok.status == "ok" and ok.explanation == "cats"
+    assert ok.raw == "Explanation: The marked tokens are cats"
     # the retry reminds, and opens the reply with the marker (a prefill)
     assert [m["role"] for m in client.prompts[1]] == [
         "system", "user", "assistant", "user", "assistant"
     ]  # fmt: skip
-    assert client.prompts[1][-1]["content"] == "Explanation:"
+    assert client.prompts[1][-1]["content"] == "Explanation: The marked tokens are"
     client = ScriptedClient(["no marker here", "  "])
     bad = asyncio.run(explain(client, ex, RENDER, cfg))
     assert bad.status == "explain_failed" and bad.explanation is None
