@@ -110,7 +110,9 @@ async def score_detection(
     return await _classify(client, "detection", prompts, pool)
 
 
-def random_mask(n_tokens: int, n_marked: int, allowed: np.ndarray, rng: np.random.Generator):
+def random_mask(
+    n_tokens: int, n_marked: int, allowed: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """A mask marking ``n_marked`` random allowed positions (all of them if fewer)."""
     where = np.flatnonzero(allowed)
     mask = np.zeros(n_tokens, dtype=bool)
