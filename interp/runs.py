@@ -227,6 +227,20 @@ def remove_stale_tmp(parent: Path) -> int:
     return n
 
 
+def remove_stale_tmp_of(final: Path) -> int:
+    """Delete temporaries left by killed attempts at ``final`` only.
+
+    Unlike :func:`remove_stale_tmp`, this never touches the in-flight temporaries of
+    other array tasks writing siblings of ``final`` right now.
+    """
+    if not final.parent.is_dir():
+        return 0
+    stale = [p for p in final.parent.iterdir() if is_tmp(p) and p.name.startswith(f"{final.name}.")]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def commit_task(manifest: Path, info: dict[str, Any]) -> None:
     """Mark one array task committed. Call only after its outputs are in place."""
     record = {

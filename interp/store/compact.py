@@ -11,9 +11,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import zarr
 
-from interp.runs import atomic_dir
 from interp.store.csr import (
     N_QUANTILES,
     LatentCSR,
@@ -30,9 +28,8 @@ from interp.store.format import (
     read_range_info,
     read_slice_info,
     read_store_meta,
-    write_array,
+    write_group,
 )
-from interp.store.writer import remove_stale_tmp_of
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +134,5 @@ def _write_range(
         "n_quantiles": N_QUANTILES,
         "complete": True,
     }
-    remove_stale_tmp_of(group)
-    with atomic_dir(group) as tmp:
-        root = zarr.open_group(str(tmp), mode="w")
-        write_array(root, "offsets", csr.offsets, "offsets")
-        write_array(root, "tok", csr.tok, "tok")
-        write_array(root, "val", csr.val, "val")
-        for name in ("count", "max", "mean", "quantiles"):
-            write_array(root, name, getattr(stats, name), "stats")
-        root.update_attributes(attrs)  # last, in one write: without it a group never counts
+    names = ("count", "max", "mean", "quantiles")
+    write_group(group, csr, {n: (getattr(stats, n), "stats") for n in names}, attrs)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 
-from interp.runs import atomic_write_json, is_tmp
+from interp.runs import atomic_dir, atomic_write_json, is_tmp, remove_stale_tmp_of
 from interp.store.csr import LatentCSR
 
 SCHEMA_VERSION = 1
@@ -168,6 +168,28 @@ def write_array(group: zarr.Group, name: str, data: np.ndarray, kind: ArrayKind)
         )
         if data.size:
             arr[...] = data
+
+
+def write_group(
+    group: Path,
+    csr: LatentCSR,
+    extra: dict[str, tuple[np.ndarray, ArrayKind]],
+    attrs: dict[str, Any],
+) -> None:
+    """Build a CSR group (plus ``extra`` arrays) privately and commit it by rename.
+
+    The attributes (``complete: true`` among them) go last, in one write: a group
+    without them never counts as committed.
+    """
+    remove_stale_tmp_of(group)
+    with atomic_dir(group) as tmp:
+        root = zarr.open_group(str(tmp), mode="w")
+        write_array(root, "offsets", csr.offsets, "offsets")
+        write_array(root, "tok", csr.tok, "tok")
+        write_array(root, "val", csr.val, "val")
+        for name, (data, kind) in extra.items():
+            write_array(root, name, data, kind)
+        root.update_attributes(attrs)
 
 
 def open_group(path: Path) -> zarr.Group:

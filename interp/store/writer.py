@@ -8,15 +8,12 @@ a ``*.tmp-*`` directory that readers ignore and the next attempt removes.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
-import zarr
 
-from interp.runs import atomic_dir, is_tmp
 from interp.store.csr import sort_by_latent
-from interp.store.format import SCHEMA_VERSION, SliceInfo, read_slice_info, write_array
+from interp.store.format import SCHEMA_VERSION, SliceInfo, read_slice_info, write_group
 
 log = logging.getLogger(__name__)
 
@@ -74,35 +71,13 @@ def write_slice(
         "n_clipped": n_clipped,
         "complete": True,
     }
-    remove_stale_tmp_of(group)
-    with atomic_dir(group) as tmp:
-        root = zarr.open_group(str(tmp), mode="w")
-        write_array(root, "offsets", csr.offsets, "offsets")
-        write_array(root, "tok", csr.tok, "tok")
-        write_array(root, "val", csr.val, "val")
-        write_array(root, "tokens", np.asarray(token_ids).astype(dtype), "tokens")
-        root.update_attributes(attrs)  # last, in one write: without it a group never counts
+    write_group(group, csr, {"tokens": (np.asarray(token_ids).astype(dtype), "tokens")}, attrs)
     info = read_slice_info(group)
     assert info is not None, f"{group} missing after rename"
     log.info(
         "wrote slice %s: %d tokens, %d entries", group.name, token_stop - token_start, info.nnz
     )
     return info
-
-
-def remove_stale_tmp_of(final: Path) -> int:
-    """Delete temporaries left by killed attempts at ``final`` only.
-
-    ``runs.remove_stale_tmp(parent)`` would also delete the in-flight temporaries of
-    other array tasks writing siblings right now.
-    """
-    if not final.parent.is_dir():
-        return 0
-    stale = [p for p in final.parent.iterdir() if is_tmp(p) and p.name.startswith(f"{final.name}.")]
-    for p in stale:
-        log.info("removing leftover of a killed attempt: %s", p)
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    return len(stale)
 
 
 def _check_same_slice(info: SliceInfo, token_start: int, token_stop: int, n_latents: int) -> None:

@@ -361,9 +361,10 @@ def test_store_paths_agree_with_run_paths(tmp_path):
 
 def _killed_writer(group: str, data, flag: str) -> None:
     """Child process: write a slice, but park forever halfway through the group."""
+    import interp.store.format as store_format
     import interp.store.writer as writer
 
-    real = writer.write_array
+    real = store_format.write_array
 
     def parked(root, name, arr, kind):
         real(root, name, arr, kind)
@@ -371,7 +372,7 @@ def _killed_writer(group: str, data, flag: str) -> None:
             Path(flag).touch()
             time.sleep(600)
 
-    writer.write_array = parked
+    store_format.write_array = parked  # write_group looks it up at call time
     idx, val, token_ids, keep = data
     writer.write_slice(
         Path(group), token_start=SLICE, token_stop=2 * SLICE, latent_idx=idx, latent_val=val,
