@@ -12,11 +12,12 @@ whose metadata says ``{"id": False}`` change logging only and are left out of ru
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from interp.typed import build, describe, id_dict, to_dict
+
+__all__ = ["RunConfig", "build", "describe", "id_dict", "load_run_config", "to_dict"]
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 
@@ -330,103 +331,3 @@ def _positive(obj: Any, *names: str) -> None:
 def load_run_config(raw: dict[str, Any]) -> RunConfig:
     """Build a validated, frozen ``RunConfig`` from a plain (YAML-like) dict."""
     return build(RunConfig, raw, "")
-
-
-def build(cls: type, raw: Any, path: str) -> Any:
-    """Recursively build dataclass ``cls`` from ``raw``, checking keys and types."""
-    if isinstance(raw, cls):
-        return raw
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path or 'config'}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        where = path or "the top level"
-        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(fields)}")
-    kwargs = {}
-    for name, value in raw.items():
-        kwargs[name] = _coerce(hints[name], value, f"{path}.{name}" if path else name)
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, path)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ValueError(f"{path}={value!r} is not one of {list(choices)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, path)
-    if origin is tuple:
-        if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise ValueError(f"{path}: expected a list, got {value!r}")
-        (item_tp, _ellipsis) = typing.get_args(tp)
-        return tuple(_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{path}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{path}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp} at {path}")  # a schema bug, not user input
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain, JSON-serialisable dict of a config (tuples become lists)."""
-
-    def plain(v: Any) -> Any:
-        if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, tuple):
-            return [plain(x) for x in v]
-        return v
-
-    return plain(cfg)
-
-
-def id_dict(cfg: Any) -> dict[str, Any]:
-    """Like :func:`to_dict` but without fields marked ``id=False`` (logging-only keys)."""
-    if not dataclasses.is_dataclass(cfg):
-        return cfg
-    out = {}
-    for f in dataclasses.fields(cfg):
-        if not f.metadata.get("id", True):
-            continue
-        v = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(v):
-            out[f.name] = id_dict(v)
-        else:
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def describe(cls: type = RunConfig, prefix: str = "") -> list[str]:
-    """One line per field: dotted key, default and documentation (for ``--help``)."""
-    lines = []
-    for f in dataclasses.fields(cls):
-        key = f"{prefix}{f.name}"
-        hint = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
-            lines.extend(describe(hint, key + "."))
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        lines.append(f"{key} = {default!r}: {f.metadata.get('doc', '')}")
-    return lines

@@ -45,8 +45,8 @@ def main(composed: DictConfig) -> None:
 
 if __name__ == "__main__":
     if "--help-fields" in sys.argv:
-        from interp.config import describe
+        from interp.config import RunConfig, describe
 
-        print("\n".join(describe()))
+        print("\n".join(describe(RunConfig)))
         sys.exit(0)
     main()

@@ -48,7 +48,7 @@ def test_logging_only_keys_are_left_out_of_ids() -> None:
 
 
 def test_every_field_is_documented() -> None:
-    lines = describe()
+    lines = describe(RunConfig)
     assert len(lines) > 40
     undocumented = [line for line in lines if line.rstrip().endswith(":")]
     assert not undocumented, undocumented
