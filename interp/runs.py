@@ -161,6 +161,14 @@ def points_dir(root: Path) -> Path:
     return root / "points"
 
 
+def read_points(root: Path) -> list[RunConfig]:
+    """Resolved configs of every point recorded in sweep folder ``root`` (may be empty)."""
+    from interp.config import load_run_config
+
+    files = sorted(points_dir(root).glob("*/config.json"))
+    return [load_run_config(json.loads(f.read_text())) for f in files]
+
+
 # ----------------------------------------------------------------------------- commits
 
 

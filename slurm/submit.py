@@ -7,10 +7,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from interp.config import RunConfig, load_run_config, to_dict
+from interp.config import RunConfig, to_dict
 from interp.models import hidden_size
 from interp.plan import Plan, plan_sweep
-from interp.runs import RunIds, RunPaths, atomic_write_json, cluster_config_file, points_dir
+from interp.runs import (
+    RunIds,
+    RunPaths,
+    atomic_write_json,
+    cluster_config_file,
+    points_dir,
+    read_points,
+)
 
 log = logging.getLogger("interp.submit")
 
@@ -79,10 +86,9 @@ def run_gather(root: Path, cluster: dict[str, Any]) -> None:
 
 def load_sweep(root: Path) -> tuple[Plan, dict[str, RunConfig]]:
     """The plan of every point recorded in sweep folder ``root`` (with gather)."""
-    files = sorted(points_dir(root).glob("*/config.json"))
-    if not files:
+    cfgs = read_points(root)
+    if not cfgs:
         raise ValueError(f"no sweep points under {points_dir(root)}: is {root} a sweep folder?")
-    cfgs = [load_run_config(json.loads(f.read_text())) for f in files]
     return plan_points(cfgs, gather=True), {RunIds.of(c).point: c for c in cfgs}
 
 
@@ -100,7 +106,3 @@ def resubmit(
     check_cluster(cluster)
     plan, cfgs = load_sweep(root)
     return submit_plan(plan, cfgs, root, cluster, stages=stages)
-
-
-def point_count(root: Path) -> int:
-    return len(list(points_dir(root).glob("*/config.json")))

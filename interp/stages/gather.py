@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from interp.config import RunConfig, load_run_config
+from interp.config import RunConfig
 from interp.models import hidden_size
 from interp.plan import Task, pending, plan_point
 from interp.report.table import flatten_record, format_summary, read_records, summarize
@@ -26,6 +26,7 @@ from interp.runs import (
     gather_dir,
     points_dir,
     read_manifest,
+    read_points,
     short_hash,
 )
 
@@ -37,10 +38,10 @@ class IncompleteSweepError(RuntimeError):
 
 
 def load_points(root: Path) -> list[RunConfig]:
-    files = sorted(points_dir(root).glob("*/config.json"))
-    if not files:
+    cfgs = read_points(root)
+    if not cfgs:
         raise IncompleteSweepError(f"no sweep points under {points_dir(root)}")
-    return [load_run_config(json.loads(f.read_text())) for f in files]
+    return cfgs
 
 
 def check_complete(root: Path, cfgs: list[RunConfig]) -> list[str]:
