@@ -140,10 +140,34 @@ class TrainConfig:
         default=1000,
         metadata=_meta("Steps between resume checkpoints (also saved on stop).", id=False),
     )
+    keep_checkpoints: int = field(
+        default=2,
+        metadata=_meta(
+            "Committed checkpoints kept (the newest ones); older are deleted.", id=False
+        ),
+    )
+    eval_every: int = field(
+        default=0,
+        metadata=_meta(
+            "Steps between spliced evaluations during training (CE increase and KL with the "
+            "SAE output in place of the activation, on held-out windows); 0 = only at the end.",
+            id=False,
+        ),
+    )
+    wandb_project: str = field(
+        default="",
+        metadata=_meta(
+            "Also log metrics to this Weights & Biases project (needs `wandb` installed); "
+            "empty = metrics.jsonl only.",
+            id=False,
+        ),
+    )
 
     def __post_init__(self) -> None:
         _positive(self, "num_tokens", "batch_size", "lm_batch_size", "buffer_batches")
-        _positive(self, "log_every", "checkpoint_every")
+        _positive(self, "log_every", "checkpoint_every", "keep_checkpoints")
+        if self.eval_every < 0:
+            raise ValueError("train.eval_every must be >= 0 (0 = evaluate only at the end)")
         if self.lr < 0:
             raise ValueError("train.lr must be >= 0 (0 picks the 1/sqrt(width) rule)")
 
@@ -274,6 +298,21 @@ class RunConfig:
     name: str = field(default="demo", metadata=_meta("Sweep name: the run folder is out_dir/name."))
     out_dir: str = field(default="runs", metadata=_meta("Where sweep folders live.", id=False))
     layer: int = field(default=15, metadata=_meta("Residual stream after this decoder layer."))
+    hook: str = field(
+        default="",
+        metadata=_meta(
+            "Where the SAE reads its input, if not the residual stream after `layer`: a module "
+            "name relative to the model's base ('layers.3', 'layers.3.mlp'), with ':input' for "
+            "the module's input ('layers.3.mlp:input'). Empty = 'layers.{layer}'."
+        ),
+    )
+    target_hookpoint: str = field(
+        default="",
+        metadata=_meta(
+            "Transcoders (sae.transcode=true) only: where the target is read, named like "
+            "`hook` (e.g. input 'layers.3.mlp:input', target 'layers.3.mlp'). Empty = none."
+        ),
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sae: SAEConfig = field(default_factory=SAEConfig)
@@ -310,11 +349,39 @@ class RunConfig:
                 f"interpret.examples.window={self.interpret.examples.window} exceeds "
                 f"data.ctx_len={self.data.ctx_len}"
             )
+        self._check_hookpoints()
+
+    def _check_hookpoints(self) -> None:
+        for key in ("hook", "target_hookpoint"):
+            name = getattr(self, key)
+            module = name.removesuffix(":input")
+            if name and (not module or ":" in module or "" in module.split(".")):
+                raise ValueError(
+                    f"{key}={name!r} is not a hookpoint name: use a dotted module name relative "
+                    "to the model's base, optionally ending in ':input' (e.g. 'layers.3.mlp')"
+                )
+        transcode = bool(getattr(self.sae, "transcode", False))
+        if transcode and not self.target_hookpoint:
+            raise ValueError(
+                "sae.transcode=true needs target_hookpoint=<module whose activation it "
+                "predicts> (e.g. hook=layers.3.mlp:input target_hookpoint=layers.3.mlp)"
+            )
+        if self.target_hookpoint and not transcode:
+            raise ValueError(
+                f"target_hookpoint={self.target_hookpoint!r} is set but sae.transcode is false: "
+                "set sae.transcode=true for a transcoder, or drop target_hookpoint"
+            )
 
     @property
     def hookpoint(self) -> str:
-        """Residual stream after decoder layer ``layer`` (sparsify's naming)."""
-        return f"layers.{self.layer}"
+        """Where the SAE reads its input: ``hook``, by default the residual stream after
+        decoder layer ``layer`` (sparsify's naming, relative to the model's base)."""
+        return self.hook or f"layers.{self.layer}"
+
+    @property
+    def target(self) -> str:
+        """Where the SAE's target is read: ``target_hookpoint``, else the input itself."""
+        return self.target_hookpoint or self.hookpoint
 
 
 def _positive(obj: Any, *names: str) -> None:

@@ -66,6 +66,8 @@ class RunIds:
                 "data": data,
                 "model": id_dict(cfg.model),
                 "layer": cfg.layer,
+                # only when set, so the ids of residual-stream SAEs stay what they were
+                **{k: v for k in ("hook", "target_hookpoint") if (v := getattr(cfg, k))},
                 "sae": id_dict(cfg.sae),
                 "train": id_dict(cfg.train),
             }
@@ -130,6 +132,15 @@ class RunPaths:
 
     def train_checkpoint_dir(self) -> Path:
         return self.stage_dir("train") / "checkpoints"
+
+    def train_group_dir(self, group_id: str) -> Path:
+        """Shared state of train group ``group_id`` (several points' SAEs trained from one
+        LM forward): its resume checkpoints. Each member's outputs stay in its own
+        :meth:`stage_dir` ("train")."""
+        return self.root / "train" / "groups" / group_id
+
+    def train_group_checkpoint_dir(self, group_id: str) -> Path:
+        return self.train_group_dir(group_id) / "checkpoints"
 
     def store_dir(self) -> Path:
         return self.stage_dir("collect") / "latents.zarr"

@@ -1,13 +1,20 @@
 """Subject-model loading and hookpoints.
 
-A hookpoint ``layers.N`` is the residual stream after decoder layer N (sparsify's
-naming, relative to the model's base). The subject model keeps only layers 0..N: the
-rest would be computed and thrown away (sparsify and delphi both run all layers).
+A hookpoint names a module relative to the model's base (sparsify's naming): ``layers.N``
+is the output of decoder layer N (the residual stream after it), ``layers.N.mlp`` the
+MLP's output, and a ``:input`` suffix (``layers.N.mlp:input``) the module's first input.
+The subject model runs only up to the deepest decoder layer a hookpoint needs: the rest
+would be computed and thrown away (sparsify and delphi both run all layers).
+
+Shapes: B windows, T tokens per window, D the hookpoint's width.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -52,35 +59,172 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
 
 
-class SubjectModel:
-    """The subject LM cut after one layer; ``hidden`` returns that layer's output."""
+INPUT_SUFFIX = ":input"
 
-    def __init__(self, model: nn.Module, layer: int) -> None:
+
+def _first_tensor(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _module_names(base: nn.Module) -> list[str]:
+    return [name for name, _ in base.named_modules() if name]
+
+
+def hookpoint_patterns(base: nn.Module) -> list[str]:
+    """The base model's module names with layer numbers folded (``layers.{0..29}.mlp``):
+    what an error message lists instead of thousands of names."""
+    seen: dict[str, set[int]] = {}
+    for name in _module_names(base):
+        m = re.search(r"\.(\d+)(?=\.|$)", name)
+        key = name if m is None else name[: m.start(1)] + "{}" + name[m.end(1) :]
+        seen.setdefault(key, set()).update({int(m.group(1))} if m else set())
+    out = []
+    for key, nums in seen.items():
+        out.append(key.format(f"{{{min(nums)}..{max(nums)}}}") if nums else key)
+    return out
+
+
+class SubjectModel:
+    """The subject LM cut after the deepest decoder layer its hookpoints need.
+
+    ``capture(ids)`` returns every hookpoint's activation from one forward pass;
+    ``hidden(ids)`` the first (or only) one. With ``keep_full=True`` the layers past the
+    cut stay in memory and :meth:`full_model` puts them back for a while (spliced
+    evaluation during training needs the whole LM and its head).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: int | None = None,
+        *,
+        hookpoints: Sequence[str] = (),
+        keep_full: bool = False,
+    ) -> None:
         layers = decoder_layers(model)
-        if not 0 <= layer < len(layers):
+        if layer is not None and not 0 <= layer < len(layers):
             raise ValueError(f"layer={layer} but the model has layers 0..{len(layers) - 1}")
-        del layers[layer + 1 :]  # stop at the deepest hookpoint
+        names = list(
+            dict.fromkeys([*hookpoints, *([f"layers.{layer}"] if layer is not None else [])])
+        )
+        if not names:
+            raise ValueError("SubjectModel needs a layer or at least one hookpoint")
         self.model = model
-        self.layer = layer
+        self.base = getattr(model, model.base_model_prefix, model)
+        self.hookpoints = tuple(names)
         self.device = next(model.parameters()).device
         self.d_in = int(model.config.hidden_size)
-        self._captured: torch.Tensor | None = None
-        layers[layer].register_forward_hook(self._capture)
+        self._captured: dict[str, torch.Tensor] = {}
+        modules = [self._resolve(name) for name in names]
+        self.widths: dict[str, int] = {}
+        for name, module in zip(names, modules):
+            self._register(name, module)
+        self.last_layer = max(self._layer_of(m, layers) for m in modules)
+        self._rest = list(layers[self.last_layer + 1 :])
+        del layers[self.last_layer + 1 :]  # stop at the deepest hookpoint
+        self._layers = layers
+        if not keep_full:
+            self._rest = []
+        self.layer = self.last_layer
+        self.widths = self._probe_widths()
 
-    def _capture(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
-        self._captured = output[0] if isinstance(output, tuple) else output
+    # ---------------------------------------------------------------- hookpoints
+    def _resolve(self, name: str) -> nn.Module:
+        module_name = name.removesuffix(INPUT_SUFFIX)
+        try:
+            return self.base.get_submodule(module_name)
+        except AttributeError:
+            real = ", ".join(hookpoint_patterns(self.base))
+            raise ValueError(
+                f"unknown hookpoint {name!r}: {type(self.base).__name__} has no module "
+                f"{module_name!r}. Its modules: {real} (append ':input' for a module's input)"
+            ) from None
 
+    def _layer_of(self, module: nn.Module, layers: nn.ModuleList) -> int:
+        """Index of the decoder layer holding ``module``; -1 before the first, the last
+        layer for modules after them (e.g. the final norm)."""
+        owner = {id(m): i for i, block in enumerate(layers) for m in block.modules()}
+        if id(module) in owner:
+            return owner[id(module)]
+        order = [id(m) for m in self.base.modules()]
+        first_layer = order.index(id(layers[0])) if len(layers) else 0
+        return -1 if order.index(id(module)) < first_layer else len(layers) - 1
+
+    def _register(self, name: str, module: nn.Module) -> None:
+        if name.endswith(INPUT_SUFFIX):
+
+            def pre_hook(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+                value = args[0] if args else next(iter(kwargs.values()))
+                self._store(name, value)
+
+            module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        else:
+
+            def hook(_m: nn.Module, _inputs: Any, output: Any) -> None:
+                self._store(name, _first_tensor(output))
+
+            module.register_forward_hook(hook)
+
+    def _store(self, name: str, value: Any) -> None:
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"hookpoint {name!r} does not carry a tensor ({type(value).__name__})")
+        self._captured[name] = value
+
+    def _probe_widths(self) -> dict[str, int]:
+        ids = torch.zeros(1, 2, dtype=torch.long)
+        return {name: int(t.shape[-1]) for name, t in self.capture(ids).items()}
+
+    # ---------------------------------------------------------------- forward
     @torch.inference_mode()
+    def capture(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every hookpoint's activation, [B, T] token ids -> {name: [B, T, D] float32}."""
+        self._captured = {}
+        self.base(input_ids=input_ids.to(self.device), use_cache=False)
+        missing = [n for n in self.hookpoints if n not in self._captured]
+        assert not missing, f"hooks did not fire: {missing}"
+        out = {n: self._captured[n].float() for n in self.hookpoints}
+        self._captured = {}
+        return out
+
     def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Residual stream after ``layer``: [B, T] token ids -> [B, T, D] float32."""
-        self._captured = None
-        base = getattr(self.model, self.model.base_model_prefix, self.model)
-        base(input_ids=input_ids.to(self.device), use_cache=False)
-        assert self._captured is not None, "hook did not fire"
-        return self._captured.float()
+        """The first hookpoint's activation (for ``layer=N``: the residual stream after
+        layer N): [B, T] token ids -> [B, T, D] float32."""
+        return self.capture(input_ids)[self.hookpoints[0]]
+
+    @contextlib.contextmanager
+    def full_model(self) -> Iterator[nn.Module]:
+        """The whole causal LM (layers past the cut restored) for the ``with`` block.
+
+        Hooks stay registered; the captured tensors are discarded after each use.
+        """
+        if self._rest:
+            self._layers.extend(self._rest)
+        try:
+            yield self.model
+        finally:
+            del self._layers[self.last_layer + 1 :]
+            self._captured = {}
+
+    def module(self, hookpoint: str) -> nn.Module:
+        """The module a hookpoint names (its ``:input`` suffix dropped)."""
+        return self._resolve(hookpoint)
 
 
-def load_subject(cfg: ModelConfig, layer: int) -> SubjectModel:
+def load_subject(
+    cfg: ModelConfig,
+    layer: int | None = None,
+    *,
+    hookpoints: Sequence[str] = (),
+    keep_full: bool = False,
+) -> SubjectModel:
+    """Load the subject LM and cut it after the deepest of ``layer`` / ``hookpoints``."""
     model = load_causal_lm(cfg.name, cfg.dtype, cfg.device)
-    log.info("subject model %s (%s) cut after layer %d", cfg.name, cfg.dtype, layer)
-    return SubjectModel(model, layer)
+    subject = SubjectModel(model, layer, hookpoints=hookpoints, keep_full=keep_full)
+    log.info(
+        "subject model %s (%s) cut after layer %d for %s",
+        cfg.name,
+        cfg.dtype,
+        subject.last_layer,
+        ", ".join(subject.hookpoints),
+    )
+    return subject
