@@ -13,7 +13,7 @@ whose metadata says ``{"id": False}`` change logging only and are left out of ru
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from interp.typed import build, describe, id_dict, to_dict
 
@@ -99,24 +99,205 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SAEConfig:
-    """One sparse dictionary. Architectures beyond TopK arrive with the training issue."""
+    """One sparse dictionary: its architecture and the hyperparameters of its loss.
 
-    architecture: Literal["topk"] = field(default="topk", metadata=_meta("Dictionary type."))
+    Each field says which architectures read it; the others ignore it. Reconstruction is
+    always measured as FVU (scale-free), so coefficients do not depend on the input scale.
+    """
+
+    architecture: Literal["topk", "batchtopk", "jumprelu", "relu", "gated"] = field(
+        default="topk",
+        metadata=_meta(
+            "Dictionary type: topk (Gao et al.), batchtopk (Bussmann et al.; saved as "
+            "jumprelu), jumprelu (Gemma Scope STE), relu (L1, Anthropic April 2024), gated."
+        ),
+    )
     expansion_factor: int = field(default=8, metadata=_meta("num_latents = d_in * this."))
     num_latents: int = field(
         default=0, metadata=_meta("Explicit dictionary width; 0 = d_in * expansion_factor.")
     )
-    k: int = field(default=32, metadata=_meta("Active latents per token (TopK)."))
+    k: int = field(
+        default=32,
+        metadata=_meta("topk: active latents per token; batchtopk: mean active per token."),
+    )
+    multi_topk: bool = field(
+        default=False,
+        metadata=_meta("topk: add the FVU of the top-4k decode / 8 to the loss (sparsify)."),
+    )
+    auxk_alpha: float = field(
+        default=0.0,
+        metadata=_meta(
+            "topk/batchtopk: weight of the AuxK loss on dead latents (0 = off, sparsify's "
+            "default; OpenAI used 1/32)."
+        ),
+    )
+    dead_tokens: int = field(
+        default=0,
+        metadata=_meta(
+            "Tokens without firing after which a latent counts as dead (AuxK, dead %); "
+            "0 = the trainer's default, min(10M, training tokens / 4)."
+        ),
+    )
+    b_dec_init: Literal["mean", "geometric_median", "zeros"] = field(
+        default="mean",
+        metadata=_meta(
+            "b_dec from the first batch: its mean (sparsify), geometric median (OpenAI, "
+            "dictionary_learning) or zeros (SAELens)."
+        ),
+    )
+    normalize_decoder: bool = field(
+        default=True,
+        metadata=_meta(
+            "Keep decoder rows unit-norm (parallel gradient removed, rows renormalised "
+            "after each step). relu/gated weight their penalty by decoder norms instead."
+        ),
+    )
+    transcode: bool = field(
+        default=False,
+        metadata=_meta(
+            "Transcoder: encode one hookpoint, reconstruct another (output width may "
+            "differ; no b_dec subtracted from the input; decoder starts at zero)."
+        ),
+    )
+    l1_coefficient: float = field(
+        default=1.0,
+        metadata=_meta(
+            "relu/gated: weight of sum_i f_i * ||W_dec_i||, averaged over tokens and "
+            "divided by the RMS norm of the centred target (scale-free like FVU)."
+        ),
+    )
+    l0_coefficient: float = field(
+        default=1.0,
+        metadata=_meta("jumprelu: weight of the L0 penalty (plain L0 or the target form)."),
+    )
+    sparsity_loss: Literal["l0", "target_l0"] = field(
+        default="target_l0",
+        metadata=_meta(
+            "jumprelu: 'l0' = coefficient * mean L0 (Gemma Scope); 'target_l0' = "
+            "coefficient * (mean L0 / target_l0 - 1)^2 (dictionary_learning)."
+        ),
+    )
+    target_l0: float = field(
+        default=32.0,
+        metadata=_meta(
+            "jumprelu: the L0 aimed at by 'target_l0', and the L0 the threshold starts at "
+            "when threshold_init = 0."
+        ),
+    )
+    bandwidth: float = field(
+        default=0.05,
+        metadata=_meta(
+            "jumprelu: STE kernel width epsilon, in pre-activation units (SAELens 0.05; "
+            "Gemma Scope's 0.001 assumes unit-scale inputs and needs billions of tokens)."
+        ),
+    )
+    threshold_init: float = field(
+        default=0.0,
+        metadata=_meta(
+            "jumprelu: initial threshold; 0 = from the first batch, so that its L0 is "
+            "target_l0 (SAELens 0.01, dictionary_learning 0.001)."
+        ),
+    )
+    threshold_ema: float = field(
+        default=0.01,
+        metadata=_meta(
+            "batchtopk: EMA rate of the inference threshold (the smallest kept activation "
+            "of each batch), in (0, 1] (SAELens 0.01)."
+        ),
+    )
+    sparsity_warmup_steps: int = field(
+        default=0,
+        metadata=_meta("jumprelu/relu/gated: steps of linear warmup of the sparsity coefficient."),
+    )
+
+    # Fields each architecture reads; the others do not change what it computes.
+    _COMMON: ClassVar[frozenset[str]] = frozenset(
+        {"b_dec_init", "normalize_decoder", "dead_tokens"}
+    )
+    _READ_BY: ClassVar[dict[str, frozenset[str]]] = {
+        "topk": _COMMON | {"k", "multi_topk", "auxk_alpha"},
+        "batchtopk": _COMMON | {"k", "auxk_alpha", "threshold_ema"},
+        "jumprelu": _COMMON
+        | {"l0_coefficient", "sparsity_loss", "target_l0", "bandwidth", "threshold_init"}
+        | {"sparsity_warmup_steps"},
+        "relu": _COMMON | {"l1_coefficient", "sparsity_warmup_steps"},
+        "gated": _COMMON | {"l1_coefficient", "sparsity_warmup_steps"},
+    }
 
     def __post_init__(self) -> None:
-        _positive(self, "expansion_factor", "k")
+        if self.architecture not in self._READ_BY:
+            raise ValueError(
+                f"sae.architecture={self.architecture!r} is unknown: use one of "
+                f"{sorted(self._READ_BY)}"
+            )
+        _positive(self, "expansion_factor", "k", "target_l0", "bandwidth")
         if self.num_latents < 0:
             raise ValueError("sae.num_latents must be >= 0 (0 = d_in * expansion_factor)")
+        if (
+            self.num_latents
+            and self.k >= self.num_latents
+            and self.architecture in ("topk", "batchtopk")
+        ):
+            raise ValueError(
+                f"sae.k={self.k} must be smaller than sae.num_latents={self.num_latents}: "
+                "lower k or widen the dictionary"
+            )
+        for name in ("auxk_alpha", "l1_coefficient", "l0_coefficient", "threshold_init"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"sae.{name}={getattr(self, name)} must be >= 0")
+        if self.dead_tokens < 0 or self.sparsity_warmup_steps < 0:
+            raise ValueError("sae.dead_tokens and sae.sparsity_warmup_steps must be >= 0")
+        if not 0 < self.threshold_ema <= 1:
+            raise ValueError(f"sae.threshold_ema={self.threshold_ema} must be in (0, 1]")
+        if self.multi_topk and self.architecture != "topk":
+            raise ValueError("sae.multi_topk=true needs sae.architecture=topk")
+        if self.auxk_alpha and self.architecture not in ("topk", "batchtopk"):
+            raise ValueError("sae.auxk_alpha > 0 needs sae.architecture=topk or batchtopk")
 
     @property
     def sae_id(self) -> str:
+        """Folder name of the dictionary, from what it computes: architecture, width, the
+        sparsity knob, flags, and a short hash of any other non-default hyperparameter."""
         width = self.num_latents or f"x{self.expansion_factor}"
-        return f"{self.architecture}-{width}-k{self.k}"
+        parts = [self.architecture, str(width), self._sparsity_tag()[0]]
+        if self.multi_topk:
+            parts.append("mtopk")
+        if self.auxk_alpha:
+            parts.append(f"auxk{self.auxk_alpha:g}")
+        if self.transcode:
+            parts.append("tc")
+        rest = self._other_hyperparameters()
+        if rest:
+            import hashlib
+            import json
+
+            digest = hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+            parts.append(digest[:6])
+        return "-".join(parts)
+
+    def _sparsity_tag(self) -> tuple[str, set[str]]:
+        """The readable sparsity part of sae_id, and the fields it shows."""
+        if self.architecture in ("topk", "batchtopk"):
+            return f"k{self.k}", {"k"}
+        if self.architecture == "jumprelu" and self.sparsity_loss == "target_l0":
+            return f"t{self.target_l0:g}", {"sparsity_loss", "target_l0"}
+        if self.architecture == "jumprelu":
+            return f"l0c{self.l0_coefficient:g}", {"sparsity_loss", "l0_coefficient"}
+        return f"l1c{self.l1_coefficient:g}", {"l1_coefficient"}
+
+    def _other_hyperparameters(self) -> dict[str, Any]:
+        """Non-default fields this architecture reads that the readable tag omits."""
+        import dataclasses
+
+        shown = self._sparsity_tag()[1] | {"multi_topk", "auxk_alpha"}
+        defaults = SAEConfig.__dataclass_fields__
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name in self._READ_BY[self.architecture]
+            and f.name not in shown
+            and getattr(self, f.name) != defaults[f.name].default
+        }
 
 
 @dataclass(frozen=True)

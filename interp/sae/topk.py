@@ -1,61 +1,57 @@
-"""The TopK sparse autoencoder (sparsify's ``SparseCoder`` with activation="topk").
+"""The TopK sparse autoencoder (Gao et al. 2024; sparsify's ``SparseCoder``, activation
+"topk"), with Multi-TopK and AuxK.
 
-Shapes: N tokens, D = ``d_in``, M = ``num_latents``, K = ``k``.
+Shapes: N tokens, D = ``d_in``, E = ``d_out``, M = ``num_latents``, K = ``k``.
 
     top_acts, top_idx = topk(relu((x - b_dec) @ encoder.weight.T + encoder.bias), K)
     x_hat = sum_j top_acts[:, j] * W_dec[top_idx[:, j]] + b_dec
 
-Parameter names and layouts match sparsify (``encoder.weight`` [M, D], ``encoder.bias``
-[M], ``W_dec`` [M, D], ``b_dec`` [D]) so the saved files load in sparsify and delphi.
-The SAE always computes in float32; the kernels are chosen by an explicit ``backend``.
+Parameters (sparsify's names and layouts, so saved files load in sparsify and delphi):
+``encoder.weight`` [M, D], ``encoder.bias`` [M], ``W_dec`` [M, E], ``b_dec`` [E].
+
+Loss = FVU + ``auxk_alpha`` * AuxK + Multi-TopK FVU / 8 (sparsify's weights):
+- Multi-TopK decodes the same pre-activations with the top 4K latents, so a dictionary
+  trained at K also works at larger K and fewer latents die.
+- AuxK (:func:`interp.sae.base.auxk_loss`) lets the latents the trainer marks dead
+  reconstruct the residual; off by default (sparsify's default since 2024-06).
+Without either, the encoder runs through the sparse kernel of ``kernels.topk`` (its
+backward touches only the K selected entries); with them, the dense [N, M] ReLU
+pre-activations are kept for the extra top-k's. Both paths give the same values.
 """
 
 from __future__ import annotations
 
-import math
-from typing import NamedTuple
+from typing import Any
 
 import torch
-from torch import nn
+import torch.nn.functional as F
 
-from kernels.topk import Backend, topk_decode, topk_encode
+from interp.sae.base import (
+    BDecInit,
+    EncoderOutput,
+    ForwardOutput,
+    SparseCoder,
+    TrainOutput,
+    auxk_loss,
+    fraction_of_variance_unexplained,
+    total_variance,
+)
+from kernels.topk import Backend, topk_encode
 
+__all__ = ["EncoderOutput", "ForwardOutput", "TopKSAE", "fraction_of_variance_unexplained"]
 
-class EncoderOutput(NamedTuple):
-    """The sparse code of a batch of activations."""
-
-    top_acts: torch.Tensor
-    """[..., K] float32 activations of the selected latents (>= 0, unsorted)."""
-
-    top_idx: torch.Tensor
-    """[..., K] int64 indices of the selected latents, in [0, num_latents)."""
-
-
-class ForwardOutput(NamedTuple):
-    """Reconstruction, code and loss of one batch."""
-
-    sae_out: torch.Tensor
-    """[N, D] reconstruction of the input."""
-
-    top_acts: torch.Tensor
-    """[N, K] activations of the selected latents."""
-
-    top_idx: torch.Tensor
-    """[N, K] indices of the selected latents."""
-
-    fvu: torch.Tensor
-    """Scalar fraction of variance unexplained, sum(e^2) / sum((y - mean(y))^2) over the
-    batch (sparsify's definition): scale-free, so no input normalisation is needed."""
+MULTI_TOPK_FACTOR = 4
+MULTI_TOPK_WEIGHT = 1 / 8
 
 
-def fraction_of_variance_unexplained(y_ND: torch.Tensor, y_hat_ND: torch.Tensor) -> torch.Tensor:
-    """sum((y - y_hat)^2) / sum((y - batch mean of y)^2), a scalar."""
-    total_variance = (y_ND - y_ND.mean(0)).pow(2).sum()
-    return (y_ND - y_hat_ND).pow(2).sum() / total_variance
+class TopKSAE(SparseCoder):
+    """TopK SAE with tied init, unit-norm decoder rows and b_dec subtracted on input.
 
+    ``k`` active latents per token; ``multi_topk`` adds the top-4k reconstruction term;
+    ``auxk_alpha`` > 0 turns on AuxK for the latents in ``forward``'s ``dead_mask``.
+    """
 
-class TopKSAE(nn.Module):
-    """TopK SAE with tied init, unit-norm decoder rows and b_dec subtracted on input."""
+    architecture = "topk"
 
     def __init__(
         self,
@@ -63,88 +59,86 @@ class TopKSAE(nn.Module):
         num_latents: int,
         k: int,
         *,
+        d_out: int | None = None,
+        transcode: bool = False,
+        multi_topk: bool = False,
+        auxk_alpha: float = 0.0,
+        normalize_decoder: bool = True,
+        b_dec_init: BDecInit = "mean",
         backend: Backend = "torch",
         generator: torch.Generator | None = None,
         device: str | torch.device | None = None,
     ) -> None:
-        super().__init__()
-        if d_in <= 0 or num_latents <= 0:
-            raise ValueError(f"d_in={d_in} and num_latents={num_latents} must be > 0")
+        super().__init__(
+            d_in,
+            num_latents,
+            d_out=d_out,
+            transcode=transcode,
+            normalize_decoder=normalize_decoder,
+            b_dec_init=b_dec_init,
+            backend=backend,
+            generator=generator,
+            device=device,
+        )
         if not 0 < k <= num_latents:
             raise ValueError(f"k={k} must be in [1, num_latents={num_latents}]")
-        self.d_in = d_in
-        self.num_latents = num_latents
+        if auxk_alpha < 0:
+            raise ValueError(f"auxk_alpha={auxk_alpha} must be >= 0")
         self.k = k
-        self.backend: Backend = backend
-        # skip_init: initialise from `generator` only, never from the global RNG.
-        device = torch.device("cpu") if device is None else torch.device(device)
-        self.encoder = nn.utils.skip_init(nn.Linear, d_in, num_latents, device=device)
-        self.W_dec = nn.Parameter(torch.empty(num_latents, d_in, device=device))
-        self.b_dec = nn.Parameter(torch.zeros(d_in, device=device))
+        self.multi_topk = multi_topk
+        self.auxk_alpha = auxk_alpha
         self.reset_parameters(generator)
 
-    @torch.no_grad()
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """nn.Linear's default init for the encoder, zero biases, and the decoder tied to
-        the encoder (W_dec = encoder.weight, rows renormalised): sparsify's init, which
-        keeps most latents alive without AuxK."""
-        nn.init.kaiming_uniform_(self.encoder.weight, a=math.sqrt(5), generator=generator)
-        self.encoder.bias.zero_()
-        self.W_dec.copy_(self.encoder.weight)
-        self.b_dec.zero_()
-        self.set_decoder_norm_to_unit_norm()
+    @property
+    def max_active(self) -> int:
+        return self.k
 
-    def encode(self, x: torch.Tensor) -> EncoderOutput:
-        """Sparse code of activations ``x`` [..., D] (cast to float32): [..., K] each."""
-        if x.shape[-1] != self.d_in:
-            raise ValueError(f"x has width {x.shape[-1]} but this SAE has d_in={self.d_in}")
-        x_ND = x.reshape(-1, self.d_in).to(self.W_dec.dtype)
+    def _encode_flat(self, x_ND: torch.Tensor) -> EncoderOutput:
+        b_dec_D = torch.zeros_like(x_ND[0]) if self.transcode else self.b_dec
         top_acts_NK, top_idx_NK = topk_encode(
-            x_ND, self.encoder.weight, self.encoder.bias, self.b_dec, self.k, backend=self.backend
+            x_ND, self.encoder.weight, self.encoder.bias, b_dec_D, self.k, backend=self.backend
         )
-        lead = x.shape[:-1]
-        return EncoderOutput(top_acts_NK.reshape(*lead, self.k), top_idx_NK.reshape(*lead, self.k))
+        return EncoderOutput(top_acts_NK, top_idx_NK)
 
-    def decode(self, top_acts: torch.Tensor, top_idx: torch.Tensor) -> torch.Tensor:
-        """Reconstruction [..., D] from a sparse code [..., K]."""
-        lead = top_acts.shape[:-1]
-        x_hat_ND = topk_decode(
-            top_idx.reshape(-1, top_idx.shape[-1]),
-            top_acts.reshape(-1, top_acts.shape[-1]),
-            self.W_dec,
-            backend=self.backend,
+    def _train_forward(
+        self, x_ND: torch.Tensor, y_NE: torch.Tensor, dead_M: torch.Tensor | None, step: int
+    ) -> TrainOutput:
+        use_auxk = self.auxk_alpha > 0 and dead_M is not None
+        pre_NM = None
+        if self.multi_topk or use_auxk:
+            pre_NM = F.relu(self.pre_acts(x_ND))  # kept for the extra top-k's
+            top_acts_NK, top_idx_NK = pre_NM.topk(self.k, dim=-1, sorted=False)
+        else:
+            top_acts_NK, top_idx_NK = self._encode_flat(x_ND)
+        sae_out_NE = self.decode(top_acts_NK, top_idx_NK)
+        total_var = total_variance(y_NE)
+        fvu = (y_NE - sae_out_NE).pow(2).sum() / total_var
+        loss, metrics = fvu, {}
+        if self.multi_topk:
+            assert pre_NM is not None
+            k4 = min(MULTI_TOPK_FACTOR * self.k, self.num_latents)
+            acts4_NK, idx4_NK = pre_NM.topk(k4, dim=-1, sorted=False)
+            multi_fvu = (self.decode(acts4_NK, idx4_NK) - y_NE).pow(2).sum() / total_var
+            loss = loss + MULTI_TOPK_WEIGHT * multi_fvu
+            metrics["multi_topk_fvu"] = multi_fvu.detach()
+        if use_auxk:
+            assert pre_NM is not None and dead_M is not None
+            e_NE = y_NE - sae_out_NE
+            auxk = auxk_loss(pre_NM, dead_M, e_NE, total_var, self.W_dec, backend=self.backend)
+            loss = loss + self.auxk_alpha * auxk
+            metrics["auxk"] = auxk.detach()
+        active_NK = top_acts_NK > 0
+        fired_M = torch.zeros(self.num_latents, dtype=torch.bool, device=x_ND.device)
+        fired_M[top_idx_NK[active_NK]] = True
+        return TrainOutput(
+            sae_out=sae_out_NE,
+            loss=loss,
+            fvu=fvu,
+            l0=active_NK.sum(-1).float().mean(),
+            fired_M=fired_M,
+            metrics=metrics,
+            code=EncoderOutput(top_acts_NK, top_idx_NK),
         )
-        return (x_hat_ND + self.b_dec).reshape(*lead, self.d_in)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> ForwardOutput:
-        """Encode and decode ``x`` [N, D]; FVU against ``y`` (default: ``x`` itself).
-
-        Leading dimensions are flattened first (every output is [N, ...]), so the FVU
-        denominator is always the variance around the mean over all N vectors.
-        """
-        x_ND = x.reshape(-1, self.d_in)
-        top_acts_NK, top_idx_NK = self.encode(x_ND)
-        sae_out_ND = self.decode(top_acts_NK, top_idx_NK)
-        y_ND = x_ND if y is None else y.reshape(-1, self.d_in)
-        fvu = fraction_of_variance_unexplained(y_ND.to(sae_out_ND.dtype), sae_out_ND)
-        return ForwardOutput(sae_out_ND, top_acts_NK, top_idx_NK, fvu)
-
-    @torch.no_grad()
-    def set_decoder_norm_to_unit_norm(self) -> None:
-        """Renormalise every decoder row to unit L2 norm (call before each forward in
-        training) so activation magnitudes, not decoder norms, carry the scale."""
-        eps = torch.finfo(self.W_dec.dtype).eps
-        norm_M1 = self.W_dec.norm(dim=1, keepdim=True)
-        self.W_dec /= norm_M1 + eps
-
-    @torch.no_grad()
-    def remove_gradient_parallel_to_decoder_directions(self) -> None:
-        """Project out of W_dec.grad its component along each (unit-norm) decoder row,
-        so Adam does not spend its step growing norms that renormalisation undoes."""
-        if self.W_dec.grad is None:
-            return
-        parallel_M1 = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True)
-        self.W_dec.grad -= parallel_M1 * self.W_dec
-
-    def extra_repr(self) -> str:
-        return f"d_in={self.d_in}, num_latents={self.num_latents}, k={self.k}"
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {"k": self.k, "multi_topk": self.multi_topk, "auxk_alpha": self.auxk_alpha}

@@ -16,7 +16,7 @@ def test_defaults_build_and_round_trip() -> None:
     ("raw", "message"),
     [
         ({"sae": {"k": 0}}, "sae.k=0 must be > 0"),
-        ({"sae": {"architecture": "relu"}}, "sae.architecture='relu' is not one of"),
+        ({"sae": {"architecture": "sparse"}}, "sae.architecture='sparse' is not one of"),
         ({"train": {"bogus": 1}}, "unknown key(s) ['bogus'] in train"),
         ({"train": {"num_tokens": "many"}}, "train.num_tokens: expected an integer"),
         ({"data": {"ctx_len": 64}, "collect": {"slice_tokens": 100}}, "multiple of"),

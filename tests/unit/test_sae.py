@@ -68,8 +68,8 @@ def test_decode_matches_dense_values_and_gradients(n, d, m, k):
 
 def test_backend_is_an_explicit_choice():
     x, W, b, b_dec = leaves((4, 3), (6, 3), (6,), (3,))
-    with pytest.raises(ValueError, match="unknown kernel backend 'triton'"):
-        topk_encode(x, W, b, b_dec, 2, backend="triton")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown kernel backend 'cuBLAS'"):
+        topk_encode(x, W, b, b_dec, 2, backend="cuBLAS")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="k=7"):
         topk_encode(x, W, b, b_dec, 7)
 
@@ -204,7 +204,10 @@ def tensors_bf16_forward(tensors, x, k):
 
 @pytest.mark.parametrize(
     ("change", "message"),
-    [({"activation": "groupmax"}, "only 'topk'"), ({"transcode": True}, "transcode=true")],
+    [
+        ({"activation": "groupmax"}, "activation='groupmax' cannot be loaded"),
+        ({"skip_connection": True}, "skip_connection=true"),
+    ],
 )
 def test_load_refuses_unsupported_sparsify_variants(tmp_path, change, message):
     save_sae(make_sae(), tmp_path / "sae")
