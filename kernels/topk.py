@@ -12,24 +12,89 @@ decode: ``x_hat[n] = sum_j top_acts[n, j] * W_dec[top_idx[n, j]]`` (no bias), an
 The forward pass of encode is dense (one [N, M] GEMM and a topk), but its backward only
 touches the K selected entries per token (sparsify's ``FusedEncoder``): no dense [N, M]
 gradient is formed, which saves two of the three D*M-sized GEMMs of a naive autograd
-pass. Triton kernels will sit beside this file behind the same ``backend`` argument and
-be tested for parity against it.
+pass.
+
+Backends, always chosen by the caller:
+
+- ``"torch"``: this file, on any device and dtype (float64 included).
+- ``"triton"``: ``kernels.triton_topk`` for the decode forward and backward and the
+  encoder backward (same dense forward GEMM + topk), on CUDA tensors in float32, bfloat16
+  or float16; on CPU tensors only under ``TRITON_INTERPRET=1`` (how CI tests it).
+- ``"auto"``: ``resolve_backend`` picks triton for CUDA tensors when triton imports and
+  torch otherwise, and logs the choice once, on first use.
+
+triton is imported on the first triton call, never when this module is imported.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
+import os
+from types import ModuleType
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-Backend = Literal["torch"]
-BACKENDS: tuple[str, ...] = ("torch",)
+log = logging.getLogger(__name__)
+
+Backend = Literal["torch", "triton", "auto"]
+BACKENDS: tuple[str, ...] = ("torch", "triton", "auto")
+
+_logged_choices: set[tuple[str, str]] = set()
 
 
-def _check_backend(backend: str) -> None:
+def _triton_module() -> ModuleType:
+    """``kernels.triton_topk``, imported on first use; a clear error when triton is missing."""
+    try:
+        return importlib.import_module("kernels.triton_topk")
+    except ImportError as e:
+        raise ImportError(
+            f"backend='triton' needs the triton package ({e}): pip install triton (it comes "
+            "with CUDA builds of torch), or use backend='torch'"
+        ) from e
+
+
+def triton_available() -> bool:
+    """True when triton imports (it is not imported otherwise)."""
+    try:
+        _triton_module()
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device | str) -> Literal["torch", "triton"]:
+    """The concrete backend for tensors on ``device``: ``"auto"`` becomes triton on CUDA
+    when triton imports, else torch. The first time each choice is made it is logged."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown kernel backend {backend!r}: use one of {list(BACKENDS)}")
+    device = torch.device(device)
+    if backend == "auto":
+        if device.type != "cuda":
+            chosen, why = "torch", f"tensors are on {device.type}, not cuda"
+        elif triton_available():
+            chosen, why = "triton", "tensors are on cuda and triton imports"
+        else:
+            chosen, why = "torch", "triton does not import"
+        if ("auto", chosen) not in _logged_choices:
+            _logged_choices.add(("auto", chosen))
+            log.info("kernel backend auto -> %s (%s)", chosen, why)
+        return chosen  # type: ignore[return-value]
+    if backend == "triton":
+        interpret = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+        if device.type != "cuda" and not interpret:
+            raise ValueError(
+                f"backend='triton' needs CUDA tensors, got tensors on {device}: move them to "
+                "a GPU, use backend='torch' (or 'auto'), or set TRITON_INTERPRET=1 before "
+                "the first triton call to run the kernels in triton's (slow) CPU interpreter"
+            )
+        _triton_module()
+    if (backend, backend) not in _logged_choices:
+        _logged_choices.add((backend, backend))
+        log.info("kernel backend %s", backend)
+    return backend  # type: ignore[return-value]
 
 
 class _TopKEncode(torch.autograd.Function):
@@ -37,12 +102,14 @@ class _TopKEncode(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, x_ND: torch.Tensor, W_MD: torch.Tensor, b_M: torch.Tensor, k: int
+        ctx: Any, x_ND: torch.Tensor, W_MD: torch.Tensor, b_M: torch.Tensor, k: int, backend: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         pre_NM = F.linear(x_ND, W_MD, b_M).relu_()
         top_acts_NK, top_idx_NK = pre_NM.topk(k, dim=-1, sorted=False)
         ctx.save_for_backward(x_ND, W_MD, top_acts_NK, top_idx_NK)
         ctx.mark_non_differentiable(top_idx_NK)
+        ctx.backend = backend
+        ctx.b_dtype = b_M.dtype
         return top_acts_NK, top_idx_NK
 
     @staticmethod
@@ -53,6 +120,11 @@ class _TopKEncode(torch.autograd.Function):
         # A selected zero came from relu(pre <= 0): its gradient is zero. (sparsify's
         # FusedEncoder lets it through; the dense computation does not.)
         grad_NK = grad_acts_NK * (top_acts_NK > 0).to(grad_acts_NK.dtype)
+        if ctx.backend == "triton":
+            grads = _triton_module().encoder_backward(
+                grad_NK, top_idx_NK, x_ND, W_MD, ctx.b_dtype, tuple(ctx.needs_input_grad[:3])
+            )
+            return (*grads, None, None)
         grad_x = grad_W = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = F.embedding_bag(top_idx_NK, W_MD, mode="sum", per_sample_weights=grad_NK)
@@ -61,7 +133,7 @@ class _TopKEncode(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_b = torch.zeros(W_MD.shape[0], dtype=grad_NK.dtype, device=grad_NK.device)
             grad_b.index_add_(0, top_idx_NK.reshape(-1), grad_NK.reshape(-1))
-        return grad_x, grad_W, grad_b, None
+        return grad_x, grad_W, grad_b, None, None
 
 
 def _sparse_grad_weight(
@@ -91,9 +163,10 @@ def topk_encode(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """TopK SAE encoder: returns ``(top_acts [N, K], top_idx [N, K] int64)``, unsorted.
 
-    Differentiable in ``x``, ``W_enc``, ``b_enc`` and ``b_dec``.
+    Differentiable in ``x``, ``W_enc``, ``b_enc`` and ``b_dec``. ``backend`` picks the
+    kernels of the backward pass (the forward is one dense GEMM + topk either way).
     """
-    _check_backend(backend)
+    backend = resolve_backend(backend, x_ND.device)
     if x_ND.ndim != 2 or x_ND.shape[1] != W_enc_MD.shape[1]:
         raise ValueError(
             f"x must be [N, D={W_enc_MD.shape[1]}], got {tuple(x_ND.shape)}: flatten the "
@@ -101,7 +174,9 @@ def topk_encode(
         )
     if not 0 < k <= W_enc_MD.shape[0]:
         raise ValueError(f"k={k} must be in [1, num_latents={W_enc_MD.shape[0]}]")
-    return _TopKEncode.apply(x_ND - b_dec_D, W_enc_MD, b_enc_M, k)
+    if backend == "triton":
+        _check_triton_dtypes(x_ND, W_enc_MD, b_enc_M, b_dec_D)
+    return _TopKEncode.apply(x_ND - b_dec_D, W_enc_MD, b_enc_M, k, backend)
 
 
 def topk_decode(
@@ -113,14 +188,44 @@ def topk_decode(
 ) -> torch.Tensor:
     """Sum of the selected decoder rows weighted by their activations: [N, D], no bias.
 
-    Differentiable in ``top_acts`` and ``W_dec``.
+    Differentiable in ``top_acts`` and ``W_dec``. The output has W_dec's dtype.
     """
-    _check_backend(backend)
-    if top_idx_NK.shape != top_acts_NK.shape:
+    backend = resolve_backend(backend, W_dec_MD.device)
+    if top_idx_NK.ndim != 2 or top_idx_NK.shape != top_acts_NK.shape:
         raise ValueError(
             f"top_idx {tuple(top_idx_NK.shape)} and top_acts {tuple(top_acts_NK.shape)} "
             "must have the same shape [N, K]"
         )
+    if backend == "triton":
+        _check_triton_dtypes(top_acts_NK, W_dec_MD)
+        _check_indices(top_idx_NK, W_dec_MD.shape[0])
+        return _triton_module().TritonDecode.apply(top_idx_NK, top_acts_NK, W_dec_MD)
     return F.embedding_bag(
         top_idx_NK, W_dec_MD, mode="sum", per_sample_weights=top_acts_NK.to(W_dec_MD.dtype)
     )
+
+
+def _check_indices(top_idx_NK: torch.Tensor, num_latents: int) -> None:
+    """Out-of-range indices would read and write out of bounds in a kernel: refuse them.
+    (One reduction and one device-to-host copy.)"""
+    if top_idx_NK.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"top_idx must be int64 or int32, got {top_idx_NK.dtype}")
+    if top_idx_NK.numel() == 0:
+        return
+    lo, hi = torch.aminmax(top_idx_NK)
+    lo, hi = int(lo), int(hi)
+    if lo < 0 or hi >= num_latents:
+        raise ValueError(
+            f"top_idx holds values in [{lo}, {hi}] but W_dec has {num_latents} rows: "
+            "indices must be in [0, num_latents)"
+        )
+
+
+def _check_triton_dtypes(*tensors: torch.Tensor) -> None:
+    supported = _triton_module().SUPPORTED_DTYPES
+    for t in tensors:
+        if t.dtype not in supported:
+            raise ValueError(
+                f"backend='triton' takes {[str(d) for d in supported]}, got {t.dtype}: cast "
+                "the inputs, or use backend='torch' (which also takes float64)"
+            )
