@@ -1,9 +1,11 @@
-"""Train stage: one task trains the point's SAE; wiring only (see :mod:`interp.train`)."""
+"""Train stage: one task trains one point's SAE, or a group of points' SAEs from one LM
+forward (:func:`run_group`); wiring only (see :mod:`interp.train`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from interp.config import RunConfig
 from interp.plan import Task
@@ -23,14 +25,40 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
     summary = train_sae(cfg, paths, should_stop, checkpoint_every=cfg.train.checkpoint_every)
     if summary is None:
         return  # stopped early: checkpointed, resumed by the requeued task
-    commit_task(
-        manifest,
-        {
-            "stage": "train",
-            "task": task.index,
-            "hookpoint": cfg.hookpoint,
-            "sae_id": cfg.sae.sae_id,
-            "sae_dir": str(paths.sae_dir().relative_to(paths.root)),
-            "summary": summary,
-        },
-    )
+    _commit(cfg, paths, task.index, summary)
+
+
+def run_group(
+    members: Sequence[tuple[RunConfig, RunPaths]], task: Task, should_stop: Callable[[], bool]
+) -> None:
+    """Train every member from one LM forward; commit each member's train manifest.
+
+    Members already committed are still trained with the group when others are not
+    (their result is the same; the group's state holds them all) but not re-committed.
+    """
+    pending = [m for m in members if not is_committed(m[1].manifest_file("train", task.index))]
+    if not pending:
+        log.info("train group task %d: every member already committed", task.index)
+        return
+    from interp.train import train_group
+
+    summaries = train_group(members, should_stop)
+    if summaries is None:
+        return  # stopped early: checkpointed, resumed by the requeued task
+    for (cfg, paths), summary in zip(members, summaries):
+        if summary is not None and not is_committed(paths.manifest_file("train", task.index)):
+            _commit(cfg, paths, task.index, summary)
+
+
+def _commit(cfg: RunConfig, paths: RunPaths, index: int, summary: dict[str, Any]) -> None:
+    info = {
+        "stage": "train",
+        "task": index,
+        "hookpoint": cfg.hookpoint,
+        "sae_id": cfg.sae.sae_id,
+        "sae_dir": str(paths.sae_dir().relative_to(paths.root)),
+        "summary": summary,
+    }
+    if cfg.target_hookpoint:
+        info["target_hookpoint"] = cfg.target_hookpoint
+    commit_task(paths.manifest_file("train", index), info)

@@ -1,6 +1,30 @@
-"""SAE training: activation streaming, the loop, checkpoints, held-out evaluation."""
+"""SAE training: activation streaming, the loop, checkpoints, held-out evaluation.
 
-from interp.train.loop import Trainer, TrainPlan, default_lr, lr_factor
-from interp.train.run import train_sae
+Names resolve lazily (PEP 562): the planner imports :func:`train_group_key` without
+paying for torch.
+"""
 
-__all__ = ["TrainPlan", "Trainer", "default_lr", "lr_factor", "train_sae"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "GroupTrainer": "interp.train.loop",
+    "TrainPlan": "interp.train.loop",
+    "TrainingDiverged": "interp.train.loop",
+    "default_lr": "interp.train.loop",
+    "lr_factor": "interp.train.loop",
+    "train_group": "interp.train.run",
+    "train_sae": "interp.train.run",
+    "check_group": "interp.train.group",
+    "train_group_id": "interp.train.group",
+    "train_group_key": "interp.train.group",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'interp.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -4,9 +4,10 @@ Shapes: B windows, T = ctx_len, E = exclude_first, D = d_in, V = vocab size.
 
 Reconstruction metrics use every position >= E: FVU = sum e^2 / sum (y - mean)^2 with the
 mean over the whole evaluation set, L0 = mean count of non-zero latents. For the spliced
-metrics the SAE reconstruction replaces the residual stream after layer ``layer`` at
-positions >= E, and next-token CE and KL(clean || spliced) are averaged over the
-predictions made at positions E..T-2 (earlier ones cannot change: the model is causal).
+metrics the reconstruction replaces the activation at the dictionary's target hookpoint
+(its input hookpoint unless a transcoder) at positions >= E, and next-token CE and
+KL(clean || spliced) are averaged over the predictions made at positions E..T-2
+(earlier ones cannot change: the model is causal).
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from interp.models import decoder_layers
-from interp.sae import TopKSAE
 
 EVAL_WINDOWS = 32
 
@@ -58,41 +56,86 @@ def _replace_output(output: Any, hidden: torch.Tensor) -> Any:
     return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
 
-def _hidden_of(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
+def _first_tensor(value: Any) -> torch.Tensor:
+    return value[0] if isinstance(value, (tuple, list)) else value
 
 
-def _run_with_hook(
-    lm: nn.Module, layer: nn.Module, hook: Callable, ids_BT: torch.Tensor
+def _hook(module: nn.Module, is_input: bool, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """Register ``fn`` on a module's input (pre-hook) or output; ``fn`` gets the tensor
+    and returns a replacement, or None to leave it alone. Returns the handle."""
+    if is_input:
+
+        def pre(_m: nn.Module, args: tuple, kwargs: dict) -> Any:
+            if args:
+                new = fn(args[0])
+                return None if new is None else ((new, *args[1:]), kwargs)
+            key = next(iter(kwargs))
+            new = fn(kwargs[key])
+            return None if new is None else (args, {**kwargs, key: new})
+
+        return module.register_forward_pre_hook(pre, with_kwargs=True)
+
+    def post(_m: nn.Module, _i: Any, output: Any) -> Any:
+        new = fn(_first_tensor(output))
+        return None if new is None else _replace_output(output, new)
+
+    return module.register_forward_hook(post)
+
+
+class Site:
+    """A hookpoint of the full LM: its module and whether it is the module's input."""
+
+    def __init__(self, lm: nn.Module, hookpoint: str) -> None:
+        base = getattr(lm, lm.base_model_prefix, lm)
+        self.is_input = hookpoint.endswith(":input")
+        self.module = base.get_submodule(hookpoint.removesuffix(":input"))
+
+
+def _logits(
+    lm: nn.Module, ids_BT: torch.Tensor, hooks: list[tuple[Site, Callable]]
 ) -> torch.Tensor:
-    """Logits [B, T, V] (float32) of one forward with ``hook`` on ``layer``."""
-    handle = layer.register_forward_hook(hook)
+    """Logits [B, T, V] (float32) of one forward with ``hooks`` in place."""
+    handles = [_hook(site.module, site.is_input, fn) for site, fn in hooks]
     try:
         return lm(input_ids=ids_BT, use_cache=False).logits.float()
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
 
 
 def _eval_batch(
-    sae: TopKSAE, lm: nn.Module, layer: nn.Module, ids_BT: torch.Tensor, e: int, sums: _Sums
+    sae: nn.Module,
+    lm: nn.Module,
+    x_site: Site,
+    y_site: Site,
+    ids_BT: torch.Tensor,
+    e: int,
+    sums: _Sums,
 ) -> None:
     captured: dict[str, torch.Tensor] = {}
 
-    def capture(_m: nn.Module, _i: Any, output: Any) -> None:
-        captured["h"] = _hidden_of(output)
+    def keep(key: str) -> Callable[[torch.Tensor], None]:
+        def store(t: torch.Tensor) -> None:
+            captured.setdefault(key, t)
 
-    logits_clean = _run_with_hook(lm, layer, capture, ids_BT)
-    h_BTD = captured["h"]
-    y_ND = h_BTD[:, e:].reshape(-1, h_BTD.shape[-1]).float()
-    out = sae(y_ND)
-    sums.add_reconstruction(y_ND, out.sae_out, out.top_acts)
-    spliced_BTD = h_BTD.clone()
-    spliced_BTD[:, e:] = out.sae_out.reshape(h_BTD.shape[0], -1, h_BTD.shape[-1]).to(h_BTD.dtype)
+        return store
 
-    def splice(_m: nn.Module, _i: Any, output: Any) -> Any:
-        return _replace_output(output, spliced_BTD)
+    logits_clean = _logits(lm, ids_BT, [(x_site, keep("x")), (y_site, keep("y"))])
+    x_BTD, y_BTE = captured["x"], captured["y"]
+    x_ND = x_BTD[:, e:].reshape(-1, x_BTD.shape[-1]).float()
+    y_NE = y_BTE[:, e:].reshape(-1, y_BTE.shape[-1]).float()
+    acts_NK, idx_NK = sae.encode(x_ND)
+    y_hat_NE = sae.decode(acts_NK, idx_NK)
+    sums.add_reconstruction(y_NE, y_hat_NE, acts_NK)
+    spliced_BTE = y_BTE.clone()
+    spliced_BTE[:, e:] = y_hat_NE.reshape(y_BTE.shape[0], -1, y_BTE.shape[-1]).to(y_BTE.dtype)
+    done = {"n": 0}
 
-    logits_spliced = _run_with_hook(lm, layer, splice, ids_BT)
+    def splice(_t: torch.Tensor) -> torch.Tensor | None:
+        done["n"] += 1  # replace the first call only (a module may run more than once)
+        return spliced_BTE if done["n"] == 1 else None
+
+    logits_spliced = _logits(lm, ids_BT, [(y_site, splice)])
     _add_lm_metrics(logits_clean, logits_spliced, ids_BT, e, sums)
 
 
@@ -114,22 +157,30 @@ def _add_lm_metrics(
 
 @torch.no_grad()
 def evaluate_spliced(
-    sae: TopKSAE,
+    sae: nn.Module,
     lm: nn.Module,
-    layer: int,
     windows: np.ndarray,
     exclude_first: int,
+    *,
+    hookpoint: str,
+    target: str | None = None,
     batch_size: int = 8,
 ) -> dict[str, float]:
-    """FVU, L0, CE clean/spliced/increase and KL on ``windows`` [n, T] (held-out)."""
+    """FVU, L0, CE clean/spliced/increase and KL on held-out ``windows`` [n, T].
+
+    The dictionary reads ``hookpoint`` and its reconstruction replaces ``target``
+    (default: the hookpoint itself; a transcoder's output hookpoint otherwise) in the
+    full causal LM ``lm``.
+    """
     if windows.shape[1] - exclude_first < 2:
         raise ValueError("evaluation needs ctx_len - exclude_first >= 2 positions per window")
-    block = decoder_layers(lm)[layer]
+    x_site, y_site = Site(lm, hookpoint), Site(lm, target or hookpoint)
     device = next(lm.parameters()).device
     sums = _Sums()
     for start in range(0, len(windows), batch_size):
         ids = np.asarray(windows[start : start + batch_size], dtype=np.int64)
-        _eval_batch(sae, lm, block, torch.from_numpy(ids).to(device), exclude_first, sums)
+        ids_BT = torch.from_numpy(ids).to(device)
+        _eval_batch(sae, lm, x_site, y_site, ids_BT, exclude_first, sums)
     ce_clean = sums.ce_clean / sums.predictions
     ce_spliced = sums.ce_spliced / sums.predictions
     result = {

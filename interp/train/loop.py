@@ -1,23 +1,31 @@
-"""The SAE training loop: stream activations, take Adam steps on FVU, checkpoint, resume.
+"""The training loop of a train group: one LM forward feeds many SAEs.
 
-Shapes: N = batch_size vectors, D = d_in, M = num_latents, K = k.
+Shapes: N = batch_size vectors, W = summed hookpoint widths, D = a member's input width,
+E = its target width, M = its num_latents.
 
-One run trains one TopK SAE on the residual stream after ``cfg.layer``. The train split
-(``data.load_windows(paths, "train")``) is read once, in order: every position >=
-``data.exclude_first`` of every window becomes one training vector, so the run takes
-``floor(n_windows * (ctx_len - exclude_first) / batch_size)`` steps (a little under
-``train.num_tokens / batch_size``; the remainder is dropped).
+Every step draws one [N, W] batch from the shared shuffle buffer; each member takes its
+input columns (and, for a transcoder, its target columns) and takes one optimiser step
+with its own Adam, schedule and dead-latent counters. The train split is read once, in
+order: every position >= ``data.exclude_first`` of every window becomes one training
+vector, so the run takes ``floor(n_windows * (ctx_len - exclude_first) / batch_size)``
+steps (a little under ``train.num_tokens / batch_size``; the remainder is dropped).
 
 Dead latents: a latent is dead when it has not fired in the last ``dead_window`` training
 vectors, with ``dead_window = min(10M, run length // 4)``: sparsify's 10M-token threshold
 for long runs, the last quarter of the run for short ones (a 10M window would report
 every latent of a 200k-token run alive). Before ``dead_window`` vectors have been seen,
-no latent counts as dead. "tokens" in metrics and summary count training vectors.
+no latent counts as dead. "tokens" in metrics and summary count training vectors (over
+every rank).
 
-Resume is the default path: on start the newest checkpoint under
-``paths.train_checkpoint_dir()`` is loaded, and the run continues bit for bit as if it
-had never stopped. ``should_stop()`` is polled after every step; when it turns true the
-loop checkpoints and returns without finishing.
+Resume is the default path: on start the newest committed checkpoint of the group is
+loaded and the run continues bit for bit as if it had never stopped. ``should_stop()``
+is polled after every step; when it turns true the loop checkpoints at the step boundary
+and returns without finishing. A non-finite loss stops the run before any optimiser
+step is taken with it (:class:`TrainingDiverged`).
+
+Distributed runs go through a :class:`interp.train.distributed.Dist`: data shards per
+rank, gradient averaging, the fired mask (MAX) and metrics (mean) reduced over ranks,
+each rank checkpointing the members it trains, only writers touching member files.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,24 +43,31 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from interp.config import RunConfig
 from interp.models import SubjectModel
-from interp.sae import TopKSAE
+from interp.runs import RunIds, RunPaths
 from interp.train.checkpoint import (
-    checkpoint_file,
+    commit_checkpoint,
     latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
+    load_rank_state,
+    read_meta,
+    write_rank_state,
 )
-from interp.train.stream import ActivationStream, ShuffleBuffer, usable_vectors
+from interp.train.distributed import Dist
+from interp.train.stream import ActivationStream, Columns, ShuffleBuffer, usable_vectors
 
 log = logging.getLogger(__name__)
 
 DEAD_WINDOW_MAX = 10_000_000
 CHECKPOINT_EVERY = 1000  # steps; a stop request checkpoints at once regardless
+
+
+class TrainingDiverged(RuntimeError):
+    """A member's loss became NaN or infinite; no optimiser step was taken with it."""
 
 
 def default_lr(num_latents: int) -> float:
@@ -69,19 +84,24 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return min((step + 1) / max(warmup, 1), (total - step) / max(total - warmup, 1), 1.0)
 
 
+def num_latents_of(cfg: RunConfig, d_in: int) -> int:
+    return cfg.sae.num_latents or d_in * cfg.sae.expansion_factor
+
+
 @dataclass(frozen=True)
 class TrainPlan:
-    """What one run will do, derived from the config and the data (never saved as config)."""
+    """What the group will do, derived from the config and the data (never saved)."""
 
     num_steps: int
     batch_size: int
-    lr: float
-    warmup_steps: int
-    dead_window: int
     buffer_capacity: int
+    tokens_per_step: int  # over every rank
+    dead_window: int
 
     @classmethod
-    def of(cls, cfg: RunConfig, num_windows: int, num_latents: int) -> TrainPlan:
+    def of(cls, cfg: RunConfig, num_windows: int, data_parallel: int = 1) -> TrainPlan:
+        """``num_windows`` = windows this rank's buffer receives; ``data_parallel`` =
+        ranks whose batches add up to one step (1 unless ddp)."""
         t = cfg.train
         vectors = usable_vectors(num_windows, cfg.data.ctx_len, cfg.data.exclude_first)
         if vectors < t.batch_size:
@@ -90,227 +110,480 @@ class TrainPlan:
                 f"{t.batch_size}: raise train.num_tokens or lower train.batch_size"
             )
         steps = vectors // t.batch_size
-        if t.warmup_steps >= steps:
-            log.warning(
-                "train.warmup_steps=%d >= the run's %d steps: the lr never reaches its peak",
-                t.warmup_steps,
-                steps,
-            )
+        per_step = t.batch_size * data_parallel
         return cls(
             num_steps=steps,
             batch_size=t.batch_size,
-            lr=t.lr or default_lr(num_latents),
-            warmup_steps=t.warmup_steps,
-            dead_window=max(1, min(DEAD_WINDOW_MAX, steps * t.batch_size // 4)),
             buffer_capacity=t.buffer_batches * t.batch_size,
+            tokens_per_step=per_step,
+            dead_window=max(1, min(DEAD_WINDOW_MAX, steps * per_step // 4)),
         )
 
 
 class _Interval:
-    """Metric sums since the last metrics line, kept on the device (no per-step sync)."""
+    """Metric sums since the member's last metrics line, kept on the device (no per-step
+    sync): name -> running sum of a 0-d tensor."""
 
     def __init__(self) -> None:
         self.steps = 0
         self.seconds = 0.0
-        self.fvu: torch.Tensor | float = 0.0
-        self.l0: torch.Tensor | float = 0.0
+        self.sums: dict[str, torch.Tensor] = {}
 
-    def add(self, fvu: torch.Tensor, l0: torch.Tensor, seconds: float) -> None:
+    def add(self, values: dict[str, torch.Tensor], seconds: float) -> None:
         self.steps += 1
-        self.fvu = self.fvu + fvu
-        self.l0 = self.l0 + l0
         self.seconds += seconds
+        for name, value in values.items():
+            v = value.detach().float()
+            self.sums[name] = self.sums[name] + v if name in self.sums else v.clone()
 
-    def state_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in vars(self).items()}
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "sums": {k: v.cpu() for k, v in self.sums.items()},
+        }
 
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        vars(self).update(state)
-        self.steps = int(state["steps"])
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.steps, self.seconds = int(state["steps"]), float(state["seconds"])
+        self.sums = {k: v.to(device) for k, v in state["sums"].items()}
 
 
-class Trainer:
-    """One SAE, its optimizer and its data stream; everything :meth:`state_dict` saves."""
+def build_dictionary(cfg: RunConfig, d_in: int, d_out: int, device: torch.device) -> nn.Module:
+    """The member's dictionary, initialised from ``train.seed`` only."""
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    try:
+        from interp.sae import build_sae
+    except ImportError:  # before the dictionary interface lands: the TopK SAE
+        from interp.sae import TopKSAE
+
+        return TopKSAE(
+            d_in, num_latents_of(cfg, d_in), cfg.sae.k, generator=generator, device=device
+        )
+    return build_sae(cfg.sae, d_in, d_out, generator=generator, device=device)
+
+
+class Member:
+    """One SAE of the group: its dictionary, optimiser, schedule and counters."""
 
     def __init__(
-        self, cfg: RunConfig, subject: SubjectModel, windows: np.ndarray, plan: TrainPlan
+        self,
+        index: int,
+        cfg: RunConfig,
+        paths: RunPaths,
+        columns: Columns,
+        plan: TrainPlan,
+        dist: Dist,
     ) -> None:
-        self.cfg, self.plan = cfg, plan
-        device = subject.device
-        num_latents = cfg.sae.num_latents or subject.d_in * cfg.sae.expansion_factor
-        init_rng = torch.Generator().manual_seed(cfg.train.seed)
-        self.sae = TopKSAE(subject.d_in, num_latents, cfg.sae.k, generator=init_rng, device=device)
+        self.index, self.cfg, self.paths = index, cfg, paths
+        self.train_id = RunIds.of(cfg).train
+        self.x_cols = columns.slices[cfg.hookpoint]
+        self.y_cols = columns.slices[cfg.target] if cfg.target != cfg.hookpoint else None
+        d_in = self.x_cols.stop - self.x_cols.start
+        d_out = d_in if self.y_cols is None else self.y_cols.stop - self.y_cols.start
+        self.device = dist.device
+        self.sae = dist.prepare_module(build_dictionary(cfg, d_in, d_out, dist.device))
+        num_latents = int(self.sae.num_latents)
         # fused: one kernel for the whole update, ~10-20x faster than foreach on CPU.
-        fused = True if device.type in ("cpu", "cuda") else None
-        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=plan.lr, fused=fused)
+        fused = True if self.device.type in ("cpu", "cuda") else None
+        self.lr = cfg.train.lr or default_lr(num_latents)
+        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.lr, fused=fused)
         self.scheduler = LambdaLR(
             self.optimizer,
-            partial(lr_factor, warmup=plan.warmup_steps, total=plan.num_steps),
+            partial(lr_factor, warmup=cfg.train.warmup_steps, total=plan.num_steps),
         )
-        self.stream = ActivationStream(
-            subject, windows, cfg.train.lm_batch_size, cfg.data.exclude_first
-        )
-        self.buffer = ShuffleBuffer(subject.d_in, cfg.train.seed + 1, device)
-        self.tokens_since_fired = torch.zeros(num_latents, dtype=torch.long, device=device)
-        self.step = 0
-        self.wall_s = 0.0
+        self.tokens_since_fired = torch.zeros(num_latents, dtype=torch.long, device=self.device)
+        self.dead_window = plan.dead_window
         self.last_lr = 0.0  # lr of the latest step (the scheduler already points past it)
         self.interval = _Interval()
+        self.evals: dict[str, float] = {}  # latest spliced evaluation, merged into the log
+        self.name = f"{cfg.hookpoint}/{cfg.sae.sae_id} (train id {self.train_id})"
+
+    def inputs(self, batch_NW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This member's x [N, D] and target y [N, E] (None: the input itself)."""
+        y = None if self.y_cols is None else batch_NW[:, self.y_cols]
+        return batch_NW[:, self.x_cols], y
+
+    def dead_mask(self) -> torch.Tensor:
+        """[M] bool: latents that have not fired within the dead window."""
+        return self.tokens_since_fired >= self.dead_window
+
+    def dead_pct(self) -> float:
+        return 100.0 * self.dead_mask().float().mean().item()
+
+    def count_firing(self, fired_M: torch.Tensor, tokens: int) -> None:
+        self.tokens_since_fired += tokens
+        self.tokens_since_fired[fired_M] = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "sae": self.sae.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "tokens_since_fired": self.tokens_since_fired.cpu(),
+            "interval": self.interval.state_dict(),
+            "last_lr": self.last_lr,
+            "evals": dict(self.evals),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sae.load_state_dict(state["sae"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.tokens_since_fired.copy_(state["tokens_since_fired"])
+        self.interval.load_state_dict(state["interval"], self.device)
+        self.last_lr = float(state["last_lr"])
+        self.evals = dict(state["evals"])
+
+
+def _train_forward(
+    sae: nn.Module, x: torch.Tensor, y: torch.Tensor | None, dead_M: torch.Tensor, step: int
+) -> Any:
+    """The dictionary's training forward (TrainOutput: loss, fvu, l0, fired_M, metrics)."""
+    return sae(x, y, dead_mask=dead_M, step=step)
+
+
+class GroupTrainer:
+    """Every member, the shared data stream and everything :meth:`state_dict` saves."""
+
+    def __init__(
+        self,
+        members: Sequence[tuple[RunConfig, RunPaths]],
+        subject: SubjectModel,
+        windows: np.ndarray,
+        plan: TrainPlan,
+        dist: Dist,
+        columns: Columns,
+    ) -> None:
+        cfg = members[0][0]
+        self.plan, self.dist, self.columns = plan, dist, columns
+        self.replicated = dist.strategy != "shard_hookpoints"  # every rank has every member
+        self.members = [
+            Member(i, c, p, columns, plan, dist) for i, (c, p) in enumerate(members) if dist.owns(i)
+        ]
+        gather = None if self.replicated or dist.world_size == 1 else dist.gather_activations
+        self.stream = ActivationStream(
+            subject, windows, cfg.train.lm_batch_size, cfg.data.exclude_first, columns, gather
+        )
+        self.buffer = ShuffleBuffer(columns.width, cfg.train.seed + 1, dist.device)
+        self.member_ids = [RunIds.of(c).train for c, _ in members]
+        self.step = 0
+        self.wall_s = 0.0
+        self.last_good_checkpoint: Path | None = None
 
     @property
     def tokens(self) -> int:
-        return self.step * self.plan.batch_size
+        return self.step * self.plan.tokens_per_step
+
+    def writes(self, member: Member) -> bool:
+        """Whether this rank writes the member's files (one rank per member)."""
+        return self.dist.is_main or not self.replicated
 
     def next_batch(self) -> torch.Tensor:
-        """Top the buffer up to capacity (while data lasts), then draw one batch [N, D]."""
+        """Top the buffer up to capacity (while data lasts), then draw one batch [N, W]."""
         while len(self.buffer) < self.plan.buffer_capacity and not self.stream.exhausted:
             self.buffer.push(self.stream.next_chunk())
         return self.buffer.pop(self.plan.batch_size)
 
-    def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One Adam step on FVU; returns the batch's (fvu, l0) as 0-d device tensors."""
-        batch_ND = self.next_batch()
-        if self.step == 0:
-            # b_dec = data mean: encode centred inputs from the first step (sparsify).
-            self.sae.b_dec.data.copy_(batch_ND.mean(0))
-        out = self.sae(batch_ND)
-        out.fvu.backward()
-        self.sae.remove_gradient_parallel_to_decoder_directions()
-        self.last_lr = self.lr()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        self.sae.set_decoder_norm_to_unit_norm()
-        self._count_firing(out.top_acts, out.top_idx)
+    # ------------------------------------------------------------------ one step
+    def train_step(self, should_stop: Callable[[], bool]) -> bool:
+        """One optimiser step of every member; returns whether a stop was requested.
+
+        Every member's forward and backward run first; the losses are checked for NaN/inf
+        (one sync, agreed over ranks with the stop flag) before any optimiser steps.
+        """
+        t0 = time.perf_counter()
+        batch_NW = self.next_batch()
+        outputs = [self._forward_backward(m, batch_NW) for m in self.members]
+        losses = [out.loss.detach().reshape(()) for out in outputs]
+        stop = self._agree_on_flags(losses, should_stop)
+        for member, out in zip(self.members, outputs):
+            self._optimizer_step(member, out)
         self.step += 1
-        return out.fvu.detach(), (out.top_acts > 0).sum(-1).float().mean()
+        seconds = time.perf_counter() - t0
+        self.wall_s += seconds
+        for member, out in zip(self.members, outputs):
+            member.interval.add(_step_metrics(out), seconds)
+        return stop
 
-    def _count_firing(self, top_acts_NK: torch.Tensor, top_idx_NK: torch.Tensor) -> None:
-        fired_M = torch.zeros_like(self.tokens_since_fired, dtype=torch.bool)
-        fired_M[top_idx_NK[top_acts_NK > 0]] = True
-        self.tokens_since_fired += top_acts_NK.shape[0]
-        self.tokens_since_fired[fired_M] = 0
+    def _forward_backward(self, member: Member, batch_NW: torch.Tensor) -> Any:
+        x, y = member.inputs(batch_NW)
+        if self.step == 0:
+            self._init_from_batch(member, x, y)
+        out = _train_forward(member.sae, x, y, member.dead_mask(), self.step)
+        out.loss.backward()
+        return out
 
-    def dead_pct(self) -> float:
-        dead_M = self.tokens_since_fired >= self.plan.dead_window
-        return 100.0 * dead_M.float().mean().item()
+    def _init_from_batch(self, member: Member, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        """Data-dependent init (b_dec = mean, ...), averaged over ranks under ddp."""
+        sae = member.sae
+        before = {n: p.detach().clone() for n, p in sae.named_parameters()}
+        if hasattr(sae, "init_from_batch"):
+            sae.init_from_batch(x, y)
+        else:  # the TopK SAE before the dictionary interface: b_dec = data mean
+            with torch.no_grad():
+                sae.b_dec.copy_((x if y is None else y).mean(0))
+        if self.replicated and self.dist.world_size > 1:
+            with torch.no_grad():
+                for name, p in sae.named_parameters():
+                    if not torch.equal(p, before[name]):
+                        self.dist.all_reduce_(p.data, "mean")
 
-    def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+    def _agree_on_flags(self, losses: list[torch.Tensor], should_stop: Callable[[], bool]) -> bool:
+        bad_L = ~torch.isfinite(torch.stack(losses)) if losses else torch.zeros(0, dtype=torch.bool)
+        flags = torch.tensor([float(bad_L.any()), float(should_stop())], device=self.dist.device)
+        if self.dist.world_size > 1:
+            self.dist.all_reduce_(flags, "max")
+        if flags[0] > 0:
+            self._diverged(bad_L, losses)
+        return bool(flags[1] > 0)
+
+    def _diverged(self, bad_L: torch.Tensor, losses: list[torch.Tensor]) -> None:
+        bad = [
+            f"{m.name}: loss={float(loss)}" for m, loss, b in zip(self.members, losses, bad_L) if b
+        ]
+        latest = self.last_good_checkpoint
+        raise TrainingDiverged(
+            f"non-finite loss at step {self.step} (no optimiser step taken with it): "
+            f"{'; '.join(bad) or 'on another rank'}. Last good checkpoint: "
+            f"{latest or 'none (a rerun starts from step 0)'}. Lower train.lr or raise "
+            "train.warmup_steps; a rerun resumes from that checkpoint."
+        )
+
+    def _optimizer_step(self, member: Member, out: Any) -> None:
+        sae = member.sae
+        self.dist.all_reduce_grads(sae)
+        if hasattr(sae, "before_optimizer_step"):
+            sae.before_optimizer_step()
+        else:
+            sae.remove_gradient_parallel_to_decoder_directions()
+        member.last_lr = member.optimizer.param_groups[0]["lr"]
+        member.optimizer.step()
+        member.optimizer.zero_grad(set_to_none=True)
+        member.scheduler.step()
+        if hasattr(sae, "after_optimizer_step"):
+            sae.after_optimizer_step()
+        else:
+            sae.set_decoder_norm_to_unit_norm()
+        fired_M = _fired(out, member.tokens_since_fired.shape[0])
+        if self.replicated and self.dist.world_size > 1:
+            fired_M = self.dist.all_reduce_(fired_M.to(torch.uint8), "max").bool()
+        member.count_firing(fired_M, self.plan.tokens_per_step)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,
             "tokens": self.tokens,
+            "num_steps": self.plan.num_steps,
             "data_position": self.stream.position,
             "wall_s": self.wall_s,
-            "sae": self.sae.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "buffer": self.buffer.state_dict(),
-            "tokens_since_fired": self.tokens_since_fired.cpu(),
-            "interval": self.interval.state_dict(),
-            "num_steps": self.plan.num_steps,
+            "torch_rng": torch.get_rng_state(),
+            "members": {m.train_id: m.state_dict() for m in self.members},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["num_steps"] != self.plan.num_steps:
             raise ValueError(
                 f"checkpoint was made for {state['num_steps']} steps, this run plans "
-                f"{self.plan.num_steps}: delete the checkpoints folder to start over"
+                f"{self.plan.num_steps}: delete the group's checkpoints folder to start over"
             )
+        missing = [m.name for m in self.members if m.train_id not in state["members"]]
+        if missing:
+            raise ValueError(f"the checkpoint has no state for {missing}: delete it to start over")
         self.step = state["step"]
         self.stream.position = state["data_position"]
         self.wall_s = state["wall_s"]
-        self.sae.load_state_dict(state["sae"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.buffer.load_state_dict(state["buffer"])
-        self.tokens_since_fired.copy_(state["tokens_since_fired"])
-        self.interval.load_state_dict(state["interval"])
+        torch.set_rng_state(state["torch_rng"])
+        for m in self.members:
+            m.load_state_dict(state["members"][m.train_id])
+
+    def save(self, directory: Path, keep: int) -> Path | None:
+        """Checkpoint every rank's state; returns the committed folder on the main rank."""
+        write_rank_state(directory, self.step, self.dist.rank, self.state_dict())
+        self.dist.barrier()
+        committed = None
+        if self.dist.is_main:
+            meta = {"world_size": self.dist.world_size, "members": self.member_ids}
+            committed = commit_checkpoint(directory, self.step, meta, keep)
+        self.dist.barrier()
+        self.last_good_checkpoint = committed or latest_checkpoint(directory)
+        return committed
+
+    def resume(self, directory: Path) -> None:
+        """Load the newest committed checkpoint, if any (resume path = save path)."""
+        path = latest_checkpoint(directory)
+        if path is None:
+            log.info("no checkpoint in %s: starting from step 0", directory)
+            return
+        meta = read_meta(path)
+        if meta["world_size"] != self.dist.world_size:
+            raise ValueError(
+                f"{path} was written by {meta['world_size']} ranks, this run has "
+                f"{self.dist.world_size}: resume with the same number of processes, or "
+                "delete the group's checkpoints folder to start over"
+            )
+        self.load_state_dict(load_rank_state(path, self.dist.rank))
+        self.last_good_checkpoint = path
+        log.info("resumed from %s (step %d, %d tokens)", path, self.step, self.tokens)
+
+
+def _fired(out: Any, num_latents: int) -> torch.Tensor:
+    """[M] bool fired mask of a training output (old TopK outputs: from the code)."""
+    fired_M = getattr(out, "fired_M", None)
+    if fired_M is not None:
+        return fired_M.detach()
+    fired_M = torch.zeros(num_latents, dtype=torch.bool, device=out.top_idx.device)
+    fired_M[out.top_idx[out.top_acts > 0]] = True
+    return fired_M
+
+
+def _step_metrics(out: Any) -> dict[str, torch.Tensor]:
+    values = {"fvu": out.fvu, "loss": getattr(out, "loss", out.fvu)}
+    l0 = getattr(out, "l0", None)
+    values["l0"] = l0 if l0 is not None else (out.top_acts > 0).sum(-1).float().mean()
+    values.update(getattr(out, "metrics", None) or {})
+    return values
 
 
 # ---------------------------------------------------------------------------- fitting
 
 
-def resume(trainer: Trainer, checkpoint_dir: Path) -> None:
-    """Load the newest checkpoint, if any (resume path = save path)."""
-    path = latest_checkpoint(checkpoint_dir)
-    if path is None:
-        log.info("no checkpoint in %s: starting from step 0", checkpoint_dir)
-        return
-    trainer.load_state_dict(load_checkpoint(path))
-    log.info("resumed from %s (step %d, %d tokens)", path.name, trainer.step, trainer.tokens)
+@dataclass
+class FitSettings:
+    """Loop cadences (group-wide) and the per-member periodic evaluation hook."""
+
+    checkpoint_dir: Path
+    checkpoint_every: int = CHECKPOINT_EVERY
+    keep_checkpoints: int = 2
+    evaluate: Callable[[Member], dict[str, float]] | None = None
 
 
-def fit(
-    trainer: Trainer,
-    checkpoint_dir: Path,
-    metrics_file: Path,
-    should_stop: Callable[[], bool],
-    checkpoint_every: int = CHECKPOINT_EVERY,
-) -> bool:
+def fit(trainer: GroupTrainer, settings: FitSettings, should_stop: Callable[[], bool]) -> bool:
     """Train to the planned step count; True when done, False when stopped early.
 
     Either way the state is checkpointed before returning.
     """
-    plan, log_every = trainer.plan, trainer.cfg.train.log_every
-    _truncate_metrics(metrics_file, trainer.step)
+    plan = trainer.plan
+    for m in trainer.members:
+        if trainer.writes(m):
+            _truncate_metrics(m.paths.train_metrics(), trainer.step)
+    loggers = [_MetricsLog(trainer, m) for m in trainer.members if trainer.writes(m)]
     with _progress_bar(trainer) as bar:
         while trainer.step < plan.num_steps:
-            _timed_step(trainer)
-            bar.update(plan.batch_size)
-            if trainer.step % log_every == 0 or trainer.step == plan.num_steps:
-                record = _log_interval(trainer, metrics_file)
-                bar.set_postfix(fvu=f"{record['fvu']:.3f}", dead=f"{record['dead_pct']:.1f}%")
-            if trainer.step < plan.num_steps and should_stop():
-                save_checkpoint(checkpoint_dir, trainer.step, trainer.state_dict())
+            stop = trainer.train_step(should_stop)
+            bar.update(plan.tokens_per_step)
+            _after_step(trainer, settings, loggers, bar)
+            if trainer.step < plan.num_steps and stop:
+                trainer.save(settings.checkpoint_dir, settings.keep_checkpoints)
                 log.info("stop requested: checkpointed at step %d", trainer.step)
                 return False
-            if trainer.step % checkpoint_every == 0:
-                save_checkpoint(checkpoint_dir, trainer.step, trainer.state_dict())
-    if latest_checkpoint(checkpoint_dir) != checkpoint_file(checkpoint_dir, trainer.step):
-        save_checkpoint(checkpoint_dir, trainer.step, trainer.state_dict())
+            if trainer.step % settings.checkpoint_every == 0:
+                trainer.save(settings.checkpoint_dir, settings.keep_checkpoints)
+    latest = latest_checkpoint(settings.checkpoint_dir)
+    if latest is None or latest.name != f"step-{trainer.step:08d}":
+        trainer.save(settings.checkpoint_dir, settings.keep_checkpoints)
+    for logger in loggers:
+        logger.close()
     return True
 
 
-def _timed_step(trainer: Trainer) -> None:
-    t0 = time.perf_counter()
-    fvu, l0 = trainer.train_step()
-    seconds = time.perf_counter() - t0
-    trainer.wall_s += seconds
-    trainer.interval.add(fvu, l0, seconds)
+def _after_step(
+    trainer: GroupTrainer, settings: FitSettings, loggers: list[_MetricsLog], bar: tqdm
+) -> None:
+    step, last = trainer.step, trainer.step == trainer.plan.num_steps
+    records = []
+    for m in trainer.members:
+        every = m.cfg.train.eval_every
+        # the final evaluation is the summary's; decisions here are the same on every rank
+        evaluate = settings.evaluate is not None and every and step % every == 0 and not last
+        if evaluate and trainer.writes(m):
+            m.evals = {f"eval_{k}": v for k, v in settings.evaluate(m).items()}
+        if step % m.cfg.train.log_every == 0 or last or evaluate:
+            records.append(_interval_record(trainer, m))
+    for logger in loggers:
+        for record in records:
+            if record["member"] is logger.member:
+                logger.write(record["values"])
+    if records:
+        fvu = [r["values"]["fvu"] for r in records]
+        bar.set_postfix(fvu=f"{min(fvu):.3f}-{max(fvu):.3f}" if len(fvu) > 1 else f"{fvu[0]:.3f}")
 
 
-def _progress_bar(trainer: Trainer) -> tqdm:
-    quiet = not sys.stderr.isatty()  # batch logs: a line every 30 s, not every second
-    return tqdm(
-        total=trainer.plan.num_steps * trainer.plan.batch_size,
-        initial=trainer.tokens,
-        unit="tok",
-        unit_scale=True,
-        desc=f"train {trainer.cfg.hookpoint}",
-        mininterval=30.0 if quiet else 1.0,
+def _interval_record(trainer: GroupTrainer, m: Member) -> dict[str, Any]:
+    """The member's metrics line; resets its interval. Collective under ddp: every rank
+    calls it for the same members at the same steps."""
+    iv = m.interval
+    names = sorted(iv.sums)
+    means = torch.stack([iv.sums[n] for n in names]) / max(iv.steps, 1)
+    if trainer.replicated and trainer.dist.world_size > 1:
+        trainer.dist.all_reduce_(means, "mean")
+    values: dict[str, Any] = {"step": trainer.step, "tokens": trainer.tokens}
+    values.update(dict(zip(names, means.tolist())))
+    values["dead_pct"] = m.dead_pct()
+    values["lr"] = m.last_lr
+    values["tokens_per_s"] = iv.steps * trainer.plan.tokens_per_step / max(iv.seconds, 1e-9)
+    values.update(m.evals)
+    m.interval, m.evals = _Interval(), {}
+    return {"member": m, "values": values}
+
+
+class _MetricsLog:
+    """metrics.jsonl of one member (and its wandb run, when configured)."""
+
+    def __init__(self, trainer: GroupTrainer, member: Member) -> None:
+        self.member = member
+        self.file = member.paths.train_metrics()
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        self.wandb = _wandb_run(member)
+
+    def write(self, values: dict[str, Any]) -> None:
+        with open(self.file, "a") as f:
+            f.write(json.dumps(values) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(values, step=values["step"])
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _wandb_run(member: Member) -> Any:
+    project = member.cfg.train.wandb_project
+    if not project:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        log.warning(
+            "train.wandb_project=%s but wandb is not installed: metrics.jsonl only", project
+        )
+        return None
+    from interp.config import to_dict
+
+    return wandb.init(
+        project=project,
+        name=f"{member.cfg.name}/{member.cfg.hookpoint}/{member.cfg.sae.sae_id}",
+        id=member.train_id,
+        resume="allow",
+        config=to_dict(member.cfg),
+        reinit="create_new",
     )
 
 
-def _log_interval(trainer: Trainer, metrics_file: Path) -> dict[str, Any]:
-    iv = trainer.interval
-    record = {
-        "step": trainer.step,
-        "tokens": trainer.tokens,
-        "fvu": float(iv.fvu) / iv.steps,
-        "l0": float(iv.l0) / iv.steps,
-        "dead_pct": trainer.dead_pct(),
-        "lr": trainer.last_lr,
-        "tokens_per_s": iv.steps * trainer.plan.batch_size / max(iv.seconds, 1e-9),
-    }
-    metrics_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(metrics_file, "a") as f:
-        f.write(json.dumps(record) + "\n")
-    trainer.interval = _Interval()
-    return record
+def _progress_bar(trainer: GroupTrainer) -> tqdm:
+    quiet = not sys.stderr.isatty()  # batch logs: a line every 30 s, not every second
+    hooks = sorted({m.cfg.hookpoint for m in trainer.members})
+    return tqdm(
+        total=trainer.plan.num_steps * trainer.plan.tokens_per_step,
+        initial=trainer.tokens,
+        unit="tok",
+        unit_scale=True,
+        desc=f"train {len(trainer.members)} SAE(s) @ {','.join(hooks)}",
+        mininterval=30.0 if quiet else 1.0,
+        disable=not trainer.dist.is_main,
+    )
 
 
 def _truncate_metrics(metrics_file: Path, step: int) -> None:

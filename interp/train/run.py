@@ -1,36 +1,60 @@
-"""Train one SAE end to end: data, subject model, loop, save, held-out evaluation.
+"""Train a group of SAEs end to end: data, subject model, loop, save, held-out evaluation.
 
-Outputs, all under the train stage folder (paths from :class:`interp.runs.RunPaths`):
-``sae/<hookpoint>/<sae_id>/`` (sparsify layout), ``metrics.jsonl``, ``checkpoints/`` and
-``summary.json`` = {fvu, l0, dead_pct, ce_clean, ce_spliced, ce_increase, kl, tokens,
-steps, wall_s, tokens_per_s, ...}. fvu, l0, ce_* and kl are measured on the first 32
-windows of the held-out collect split; dead_pct, tokens, steps, wall_s and tokens_per_s
-describe training (wall_s sums every attempt, excluding model loading and evaluation).
+Each member writes, under its own point's train folder (paths from
+:class:`interp.runs.RunPaths`): ``sae/<hookpoint>/<sae_id>/`` (sparsify layout),
+``metrics.jsonl`` and ``summary.json`` = {fvu, l0, dead_pct, ce_clean, ce_spliced,
+ce_increase, kl, tokens, steps, wall_s, tokens_per_s, ...}. fvu, l0, ce_* and kl are
+measured on the first 32 windows of the held-out collect split; dead_pct, tokens, steps,
+wall_s and tokens_per_s describe training (wall_s sums every attempt, excluding model
+loading and evaluation; tokens_per_s is the group's: every member saw every token). The
+group's resume checkpoints live in ``RunPaths.train_group_dir(<group id>)``.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from torch import nn
 
 from interp.config import RunConfig
 from interp.data import load_windows
-from interp.models import load_causal_lm, load_subject
+from interp.models import SubjectModel, load_subject
 from interp.runs import RunPaths, atomic_write_json, remove_stale_tmp
-from interp.sae import TopKSAE, save_sae
+from interp.sae import save_sae
 from interp.sae.io import WEIGHTS_FILE
+from interp.train.distributed import Dist, single_process
 from interp.train.evaluate import EVAL_WINDOWS, evaluate_spliced
-from interp.train.loop import CHECKPOINT_EVERY, Trainer, TrainPlan, fit, resume
+from interp.train.group import check_group, train_group_id, train_group_key
+from interp.train.loop import (
+    FitSettings,
+    GroupTrainer,
+    Member,
+    TrainPlan,
+    fit,
+    num_latents_of,
+)
+from interp.train.stream import Columns
 
 log = logging.getLogger(__name__)
+
+__all__ = ["train_group", "train_group_key", "train_sae"]
+
+Members = Sequence[tuple[RunConfig, RunPaths]]
 
 
 def _never_stop() -> bool:
     return False
+
+
+def _finished(paths: RunPaths) -> dict[str, Any] | None:
+    summary_file = paths.train_summary()
+    if summary_file.is_file() and (paths.sae_dir() / WEIGHTS_FILE).is_file():
+        return json.loads(summary_file.read_text())
+    return None
 
 
 def train_sae(
@@ -38,55 +62,172 @@ def train_sae(
     paths: RunPaths,
     should_stop: Callable[[], bool] = _never_stop,
     *,
-    checkpoint_every: int = CHECKPOINT_EVERY,
+    checkpoint_every: int | None = None,
+    dist: Dist | None = None,
 ) -> dict[str, Any] | None:
-    """Train (or resume), save the SAE, evaluate it; returns the summary, or None when
-    ``should_stop`` interrupted training (state is checkpointed, nothing is final)."""
-    summary_file = paths.train_summary()
-    if summary_file.is_file() and (paths.sae_dir() / WEIGHTS_FILE).is_file():
-        return json.loads(summary_file.read_text())  # finished earlier, not yet committed
-    windows = load_windows(paths, "train")
-    subject = load_subject(cfg.model, cfg.layer)
-    num_latents = cfg.sae.num_latents or subject.d_in * cfg.sae.expansion_factor
-    plan = TrainPlan.of(cfg, len(windows), num_latents)
-    trainer = Trainer(cfg, subject, windows, plan)
-    resume(trainer, paths.train_checkpoint_dir())
-    done = fit(
-        trainer, paths.train_checkpoint_dir(), paths.train_metrics(), should_stop, checkpoint_every
+    """Train (or resume), save and evaluate one SAE: a group of one (:func:`train_group`)."""
+    summaries = train_group(
+        [(cfg, paths)], should_stop, checkpoint_every=checkpoint_every, dist=dist
     )
-    if not done:
+    return None if summaries is None else summaries[0]
+
+
+def train_group(
+    members: Members,
+    should_stop: Callable[[], bool] = _never_stop,
+    *,
+    checkpoint_every: int | None = None,
+    dist: Dist | None = None,
+) -> list[dict[str, Any] | None] | None:
+    """Train every member's SAE from one LM forward per batch, then save and evaluate
+    each. Returns the members' summaries (None for members this rank does not write),
+    or None when ``should_stop`` interrupted training (state is checkpointed, nothing
+    is final; calling again resumes). ``checkpoint_every`` overrides the members'
+    ``train.checkpoint_every`` (the group saves at the smallest)."""
+    cfgs = [c for c, _ in members]
+    check_group(cfgs)
+    done = [_finished(p) for _, p in members]
+    if all(s is not None for s in done):
+        return done  # finished earlier, not yet committed
+    dist = dist or single_process(_device_of(cfgs[0]))
+    subject = _load_subject(cfgs)
+    columns = Columns(subject.hookpoints, subject.widths)
+    _check_members(cfgs, columns)
+    trainer = _build_trainer(members, subject, columns, dist)
+    paths0 = members[0][1]
+    settings = FitSettings(
+        checkpoint_dir=paths0.train_group_checkpoint_dir(train_group_id(cfgs)),
+        checkpoint_every=checkpoint_every or min(c.train.checkpoint_every for c in cfgs),
+        keep_checkpoints=max(c.train.keep_checkpoints for c in cfgs),
+        evaluate=partial_evaluate(subject, paths0, EVAL_WINDOWS),
+    )
+    trainer.resume(settings.checkpoint_dir)
+    if not fit(trainer, settings, should_stop):
         return None
+    return [_finish(trainer, m, subject) if trainer.writes(m) else None for m in trainer.members]
+
+
+def _device_of(cfg: RunConfig) -> Any:
+    from interp.models import resolve_device
+
+    return resolve_device(cfg.model.device)
+
+
+def _load_subject(cfgs: Sequence[RunConfig]) -> SubjectModel:
+    """The subject LM capturing every member's input and target hookpoints, cut after the
+    deepest; layers past the cut are kept for spliced evaluation."""
+    hookpoints = list(dict.fromkeys(h for c in cfgs for h in (c.hookpoint, c.target)))
+    return load_subject(cfgs[0].model, hookpoints=hookpoints, keep_full=True)
+
+
+def _check_members(cfgs: Sequence[RunConfig], columns: Columns) -> None:
+    """Refuse impossible dictionaries before any training (ValueError naming the member)."""
+    for c in cfgs:
+        d_in = columns.slices[c.hookpoint].stop - columns.slices[c.hookpoint].start
+        width = num_latents_of(c, d_in)
+        k = getattr(c.sae, "k", None)
+        if c.sae.architecture in ("topk", "batchtopk") and k is not None and k >= width:
+            raise ValueError(
+                f"{c.hookpoint}/{c.sae.sae_id}: sae.k={k} >= the dictionary width {width} "
+                f"(d_in={d_in}): every latent would fire on every token; lower sae.k or raise "
+                "sae.expansion_factor / sae.num_latents"
+            )
+
+
+def _build_trainer(
+    members: Members, subject: SubjectModel, columns: Columns, dist: Dist
+) -> GroupTrainer:
+    cfg, paths = members[0]
+    windows = dist.shard_windows(load_windows(paths, "train"))
+    gathered = dist.strategy == "shard_hookpoints" and dist.world_size > 1
+    num_windows = len(windows) * (dist.world_size if gathered else 1)
+    data_parallel = 1 if gathered else dist.world_size
+    plan = TrainPlan.of(cfg, num_windows, data_parallel)
+    for c, _ in members:
+        if c.train.warmup_steps >= plan.num_steps:
+            log.warning(
+                "%s: train.warmup_steps=%d >= the run's %d steps: the lr never reaches its peak",
+                c.hookpoint,
+                c.train.warmup_steps,
+                plan.num_steps,
+            )
+    return GroupTrainer(members, subject, windows, plan, dist, columns)
+
+
+def partial_evaluate(
+    subject: SubjectModel, paths: RunPaths, num_windows: int
+) -> Callable[[Member], dict[str, float]]:
+    """The spliced evaluation of a member on the held-out windows (full LM restored)."""
+    windows = None
+
+    def evaluate(member: Member) -> dict[str, float]:
+        nonlocal windows
+        if windows is None:
+            windows = load_windows(paths, "collect")[:num_windows]
+            if len(windows) == 0:
+                raise ValueError("the collect split is empty: raise collect.num_tokens")
+        return _evaluate(member.cfg, member.sae, subject, windows)
+
+    return evaluate
+
+
+def _evaluate(cfg: RunConfig, sae: nn.Module, subject: SubjectModel, windows: Any) -> dict:
+    was_training = sae.training
+    sae.eval()
+    try:
+        with subject.full_model() as lm:
+            return evaluate_spliced(
+                sae,
+                lm,
+                windows,
+                cfg.data.exclude_first,
+                hookpoint=cfg.hookpoint,
+                target=cfg.target,
+            )
+    finally:
+        sae.train(was_training)
+
+
+def _finish(trainer: GroupTrainer, member: Member, subject: SubjectModel) -> dict[str, Any]:
+    """Save the member's dictionary, evaluate it, write its summary."""
+    paths = member.paths
+    if (done := _finished(paths)) is not None:
+        return done
+    inference = member.sae.to_inference() if hasattr(member.sae, "to_inference") else member.sae
     if not (paths.sae_dir() / WEIGHTS_FILE).is_file():
         remove_stale_tmp(paths.sae_dir().parent)  # half-written copies of killed attempts
-        save_sae(trainer.sae, paths.sae_dir())
-    figures = _training_figures(trainer)
-    sae = trainer.sae
-    del subject, trainer  # free the cut LM, buffer and Adam state before loading the full LM
-    gc.collect()
-    summary = {**_evaluate(cfg, paths, sae), **figures}
-    atomic_write_json(summary_file, summary)
-    log.info("trained %s: %s", paths.sae_dir(), summary)
-    return summary
-
-
-def _evaluate(cfg: RunConfig, paths: RunPaths, sae: TopKSAE) -> dict[str, Any]:
+        save_sae(inference, paths.sae_dir())
     t0 = time.perf_counter()
     windows = load_windows(paths, "collect")[:EVAL_WINDOWS]
     if len(windows) == 0:
         raise ValueError("the collect split is empty: raise collect.num_tokens")
-    lm = load_causal_lm(cfg.model.name, cfg.model.dtype, cfg.model.device)
-    result = evaluate_spliced(sae.eval(), lm, cfg.layer, windows, cfg.data.exclude_first)
-    return {**result, "eval_s": time.perf_counter() - t0}
+    result = _evaluate(member.cfg, inference, subject, windows)
+    summary = {
+        **result,
+        "eval_s": time.perf_counter() - t0,
+        **_training_figures(trainer, member),
+    }
+    atomic_write_json(paths.train_summary(), summary)
+    log.info("trained %s: %s", paths.sae_dir(), summary)
+    return summary
 
 
-def _training_figures(trainer: Trainer) -> dict[str, Any]:
-    return {
-        "dead_pct": trainer.dead_pct(),
+def _training_figures(trainer: GroupTrainer, member: Member) -> dict[str, Any]:
+    sae = member.sae
+    figures = {
+        "architecture": member.cfg.sae.architecture,
+        "hookpoint": member.cfg.hookpoint,
+        "dead_pct": member.dead_pct(),
         "dead_window_tokens": trainer.plan.dead_window,
-        "num_latents": trainer.sae.num_latents,
-        "k": trainer.sae.k,
+        "num_latents": int(sae.num_latents),
         "tokens": trainer.tokens,
         "steps": trainer.step,
         "wall_s": trainer.wall_s,
         "tokens_per_s": trainer.tokens / max(trainer.wall_s, 1e-9),
+        "group_size": len(trainer.member_ids),
     }
+    if member.cfg.target != member.cfg.hookpoint:
+        figures["target_hookpoint"] = member.cfg.target
+    if getattr(sae, "k", None) is not None:
+        figures["k"] = int(sae.k)
+    return figures

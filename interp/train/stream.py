@@ -1,6 +1,13 @@
 """Activation streaming: train windows -> subject model -> shuffle buffer -> SAE batches.
 
-Shapes: B windows per LM forward, T = ctx_len, E = exclude_first, D = d_in, N vectors.
+Shapes: B windows per LM forward, T = ctx_len, E = exclude_first, N vectors, W = the
+summed width of every hookpoint the group reads (D_h for hookpoint h).
+
+One LM forward captures every hookpoint the group needs; the hookpoints' vectors of one
+token are concatenated side by side ([N, W]) and pass through the shuffle buffer
+together, so one permutation shuffles them all and every member sees the same tokens in
+the same order as it would alone. :class:`Columns` says which columns hold which
+hookpoint.
 
 Windows are read in order, ``lm_batch_size`` at a time, so the stream's whole state is
 the index of the next window. The shuffle buffer mixes vectors from many windows (one
@@ -11,6 +18,7 @@ one would.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,8 +27,29 @@ import torch
 from interp.models import SubjectModel
 
 
+class Columns:
+    """Column slices of each hookpoint in the concatenated [N, W] vectors."""
+
+    def __init__(self, hookpoints: Sequence[str], widths: dict[str, int]) -> None:
+        self.hookpoints = tuple(hookpoints)
+        self.slices: dict[str, slice] = {}
+        start = 0
+        for name in self.hookpoints:
+            self.slices[name] = slice(start, start + widths[name])
+            start += widths[name]
+        self.width = start
+
+    def take(self, batch_NW: torch.Tensor, hookpoint: str) -> torch.Tensor:
+        """[N, D_h] vectors of one hookpoint."""
+        return batch_NW[:, self.slices[hookpoint]]
+
+
 class ActivationStream:
-    """Residual-stream vectors of ``windows`` [n, T], one LM batch at a time, in order."""
+    """Hookpoint vectors of ``windows`` [n, T], one LM batch at a time, in order.
+
+    ``gather`` (distributed, hookpoint sharding) concatenates every rank's chunk so each
+    rank's buffer receives the world's vectors.
+    """
 
     def __init__(
         self,
@@ -28,12 +57,16 @@ class ActivationStream:
         windows: np.ndarray,
         lm_batch_size: int,
         exclude_first: int,
+        columns: Columns,
+        gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
         position: int = 0,
     ) -> None:
         self.subject = subject
         self.windows = windows
         self.lm_batch_size = lm_batch_size
         self.exclude_first = exclude_first
+        self.columns = columns
+        self.gather = gather
         self.position = position  # next window to read; always a multiple of lm_batch_size
 
     @property
@@ -41,13 +74,15 @@ class ActivationStream:
         return self.position >= len(self.windows)
 
     def next_chunk(self) -> torch.Tensor:
-        """The next LM batch's vectors, positions >= exclude_first: [B * (T - E), D]."""
+        """The next LM batch's vectors, positions >= exclude_first: [B * (T - E), W]."""
         assert not self.exhausted, "read past the end of the train split"
         stop = min(self.position + self.lm_batch_size, len(self.windows))
         ids_BT = torch.from_numpy(np.asarray(self.windows[self.position : stop], dtype=np.int64))
         self.position = stop
-        hidden_BTD = self.subject.hidden(ids_BT)
-        return hidden_BTD[:, self.exclude_first :].reshape(-1, hidden_BTD.shape[-1])
+        captured = self.subject.capture(ids_BT)
+        parts = [captured[h][:, self.exclude_first :] for h in self.columns.hookpoints]
+        chunk_NW = torch.cat(parts, dim=-1).reshape(-1, self.columns.width)
+        return self.gather(chunk_NW) if self.gather is not None else chunk_NW
 
 
 class ShuffleBuffer:
@@ -57,29 +92,29 @@ class ShuffleBuffer:
     resume) does not depend on the accelerator.
     """
 
-    def __init__(self, d_in: int, seed: int, device: torch.device) -> None:
-        self.pool_ND = torch.empty(0, d_in, device=device)
+    def __init__(self, width: int, seed: int, device: torch.device) -> None:
+        self.pool_NW = torch.empty(0, width, device=device)
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return self.pool_ND.shape[0]
+        return self.pool_NW.shape[0]
 
-    def push(self, vectors_ND: torch.Tensor) -> None:
-        self.pool_ND = torch.cat([self.pool_ND, vectors_ND.to(self.pool_ND.device)])
+    def push(self, vectors_NW: torch.Tensor) -> None:
+        self.pool_NW = torch.cat([self.pool_NW, vectors_NW.to(self.pool_NW.device)])
 
     def pop(self, n: int) -> torch.Tensor:
         """``n`` vectors drawn at random; the rest stay in the pool."""
         assert n <= len(self), f"asked for {n} vectors, the pool holds {len(self)}"
-        perm = torch.randperm(len(self), generator=self.generator).to(self.pool_ND.device)
-        batch_ND = self.pool_ND[perm[:n]]
-        self.pool_ND = self.pool_ND[perm[n:]]
-        return batch_ND
+        perm = torch.randperm(len(self), generator=self.generator).to(self.pool_NW.device)
+        batch_NW = self.pool_NW[perm[:n]]
+        self.pool_NW = self.pool_NW[perm[n:]]
+        return batch_NW
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pool": self.pool_ND.cpu(), "rng": self.generator.get_state()}
+        return {"pool": self.pool_NW.cpu(), "rng": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pool_ND = state["pool"].to(self.pool_ND.device)
+        self.pool_NW = state["pool"].to(self.pool_NW.device)
         self.generator.set_state(state["rng"])
 
 

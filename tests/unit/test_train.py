@@ -43,6 +43,14 @@ def read_metrics(paths: RunPaths) -> list[dict]:
     return [json.loads(line) for line in paths.train_metrics().read_text().splitlines()]
 
 
+def checkpoints(paths: RunPaths) -> list[str]:
+    """Committed checkpoint folders of the point's one-member train group."""
+    from interp.train import train_group_id
+
+    folder = paths.train_group_checkpoint_dir(train_group_id([paths.cfg]))
+    return sorted(c.name for c in folder.iterdir())
+
+
 def stop_after(n: int):
     calls = {"n": 0}
 
@@ -120,9 +128,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     stage.run(stopped, p, Task(0, 0, 1), stop_after(5))  # preempted after step 5
     assert not is_committed(p.manifest_file("train", 0))
     assert not p.sae_dir().exists() and not p.train_summary().exists()
-    assert [c.name for c in p.train_checkpoint_dir().iterdir()] == ["step-00000005.pt"]
+    assert checkpoints(p) == ["step-00000005"]
     assert train_sae(stopped, p, stop_after(3), checkpoint_every=4) is None  # stops at 8
-    assert [c.name for c in p.train_checkpoint_dir().iterdir()] == ["step-00000008.pt"]
+    assert checkpoints(p) == ["step-00000005", "step-00000008"]  # keep_checkpoints=2
     stage.run(stopped, p, Task(0, 0, 1), lambda: False)
     assert is_committed(p.manifest_file("train", 0))
 
