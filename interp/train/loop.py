@@ -43,13 +43,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from interp.config import RunConfig
 from interp.models import SubjectModel
 from interp.runs import RunIds, RunPaths
+from interp.sae.base import SparseCoder, TrainOutput
 from interp.train.checkpoint import (
     commit_checkpoint,
     latest_checkpoint,
@@ -148,18 +148,15 @@ class _Interval:
         self.sums = {k: v.to(device) for k, v in state["sums"].items()}
 
 
-def build_dictionary(cfg: RunConfig, d_in: int, d_out: int, device: torch.device) -> nn.Module:
+def build_dictionary(cfg: RunConfig, d_in: int, d_out: int, device: torch.device) -> SparseCoder:
     """The member's dictionary, initialised from ``train.seed`` only."""
+    from interp.sae import build_sae
+
     generator = torch.Generator().manual_seed(cfg.train.seed)
     try:
-        from interp.sae import build_sae
-    except ImportError:  # before the dictionary interface lands: the TopK SAE
-        from interp.sae import TopKSAE
-
-        return TopKSAE(
-            d_in, num_latents_of(cfg, d_in), cfg.sae.k, generator=generator, device=device
-        )
-    return build_sae(cfg.sae, d_in, d_out, generator=generator, device=device)
+        return build_sae(cfg.sae, d_in, d_out, generator=generator, device=device)
+    except ValueError as err:
+        raise ValueError(f"{cfg.hookpoint}/{cfg.sae.sae_id}: {err}") from None
 
 
 class Member:
@@ -192,7 +189,7 @@ class Member:
             partial(lr_factor, warmup=cfg.train.warmup_steps, total=plan.num_steps),
         )
         self.tokens_since_fired = torch.zeros(num_latents, dtype=torch.long, device=self.device)
-        self.dead_window = plan.dead_window
+        self.dead_window = cfg.sae.dead_tokens or plan.dead_window
         self.last_lr = 0.0  # lr of the latest step (the scheduler already points past it)
         self.interval = _Interval()
         self.evals: dict[str, float] = {}  # latest spliced evaluation, merged into the log
@@ -236,9 +233,9 @@ class Member:
 
 
 def _train_forward(
-    sae: nn.Module, x: torch.Tensor, y: torch.Tensor | None, dead_M: torch.Tensor, step: int
-) -> Any:
-    """The dictionary's training forward (TrainOutput: loss, fvu, l0, fired_M, metrics)."""
+    sae: SparseCoder, x: torch.Tensor, y: torch.Tensor | None, dead_M: torch.Tensor, step: int
+) -> TrainOutput:
+    """The dictionary's training forward (loss, fvu, l0, fired_M, metrics)."""
     return sae(x, y, dead_mask=dead_M, step=step)
 
 
@@ -317,11 +314,7 @@ class GroupTrainer:
         """Data-dependent init (b_dec = mean, ...), averaged over ranks under ddp."""
         sae = member.sae
         before = {n: p.detach().clone() for n, p in sae.named_parameters()}
-        if hasattr(sae, "init_from_batch"):
-            sae.init_from_batch(x, y)
-        else:  # the TopK SAE before the dictionary interface: b_dec = data mean
-            with torch.no_grad():
-                sae.b_dec.copy_((x if y is None else y).mean(0))
+        sae.init_from_batch(x, y)
         if self.replicated and self.dist.world_size > 1:
             with torch.no_grad():
                 for name, p in sae.named_parameters():
@@ -352,19 +345,13 @@ class GroupTrainer:
     def _optimizer_step(self, member: Member, out: Any) -> None:
         sae = member.sae
         self.dist.all_reduce_grads(sae)
-        if hasattr(sae, "before_optimizer_step"):
-            sae.before_optimizer_step()
-        else:
-            sae.remove_gradient_parallel_to_decoder_directions()
+        sae.before_optimizer_step()
         member.last_lr = member.optimizer.param_groups[0]["lr"]
         member.optimizer.step()
         member.optimizer.zero_grad(set_to_none=True)
         member.scheduler.step()
-        if hasattr(sae, "after_optimizer_step"):
-            sae.after_optimizer_step()
-        else:
-            sae.set_decoder_norm_to_unit_norm()
-        fired_M = _fired(out, member.tokens_since_fired.shape[0])
+        sae.after_optimizer_step()
+        fired_M = out.fired_M.detach()
         if self.replicated and self.dist.world_size > 1:
             fired_M = self.dist.all_reduce_(fired_M.to(torch.uint8), "max").bool()
         member.count_firing(fired_M, self.plan.tokens_per_step)
@@ -429,22 +416,9 @@ class GroupTrainer:
         log.info("resumed from %s (step %d, %d tokens)", path, self.step, self.tokens)
 
 
-def _fired(out: Any, num_latents: int) -> torch.Tensor:
-    """[M] bool fired mask of a training output (old TopK outputs: from the code)."""
-    fired_M = getattr(out, "fired_M", None)
-    if fired_M is not None:
-        return fired_M.detach()
-    fired_M = torch.zeros(num_latents, dtype=torch.bool, device=out.top_idx.device)
-    fired_M[out.top_idx[out.top_acts > 0]] = True
-    return fired_M
-
-
-def _step_metrics(out: Any) -> dict[str, torch.Tensor]:
-    values = {"fvu": out.fvu, "loss": getattr(out, "loss", out.fvu)}
-    l0 = getattr(out, "l0", None)
-    values["l0"] = l0 if l0 is not None else (out.top_acts > 0).sum(-1).float().mean()
-    values.update(getattr(out, "metrics", None) or {})
-    return values
+def _step_metrics(out: TrainOutput) -> dict[str, torch.Tensor]:
+    """Scalars logged for one step: fvu, loss, l0 and the architecture's extras."""
+    return {"fvu": out.fvu, "loss": out.loss, "l0": out.l0, **out.metrics}
 
 
 # ---------------------------------------------------------------------------- fitting

@@ -35,7 +35,6 @@ from interp.train.loop import (
     Member,
     TrainPlan,
     fit,
-    num_latents_of,
 )
 from interp.train.stream import Columns
 
@@ -92,7 +91,6 @@ def train_group(
     dist = dist or single_process(_device_of(cfgs[0]))
     subject = _load_subject(cfgs)
     columns = Columns(subject.hookpoints, subject.widths)
-    _check_members(cfgs, columns)
     trainer = _build_trainer(members, subject, columns, dist)
     paths0 = members[0][1]
     settings = FitSettings(
@@ -118,20 +116,6 @@ def _load_subject(cfgs: Sequence[RunConfig]) -> SubjectModel:
     deepest; layers past the cut are kept for spliced evaluation."""
     hookpoints = list(dict.fromkeys(h for c in cfgs for h in (c.hookpoint, c.target)))
     return load_subject(cfgs[0].model, hookpoints=hookpoints, keep_full=True)
-
-
-def _check_members(cfgs: Sequence[RunConfig], columns: Columns) -> None:
-    """Refuse impossible dictionaries before any training (ValueError naming the member)."""
-    for c in cfgs:
-        d_in = columns.slices[c.hookpoint].stop - columns.slices[c.hookpoint].start
-        width = num_latents_of(c, d_in)
-        k = getattr(c.sae, "k", None)
-        if c.sae.architecture in ("topk", "batchtopk") and k is not None and k >= width:
-            raise ValueError(
-                f"{c.hookpoint}/{c.sae.sae_id}: sae.k={k} >= the dictionary width {width} "
-                f"(d_in={d_in}): every latent would fire on every token; lower sae.k or raise "
-                "sae.expansion_factor / sae.num_latents"
-            )
 
 
 def _build_trainer(
@@ -193,7 +177,7 @@ def _finish(trainer: GroupTrainer, member: Member, subject: SubjectModel) -> dic
     paths = member.paths
     if (done := _finished(paths)) is not None:
         return done
-    inference = member.sae.to_inference() if hasattr(member.sae, "to_inference") else member.sae
+    inference = member.sae.to_inference()
     if not (paths.sae_dir() / WEIGHTS_FILE).is_file():
         remove_stale_tmp(paths.sae_dir().parent)  # half-written copies of killed attempts
         save_sae(inference, paths.sae_dir())
