@@ -129,27 +129,79 @@ class _TopKEncode(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = F.embedding_bag(top_idx_NK, W_MD, mode="sum", per_sample_weights=grad_NK)
         if ctx.needs_input_grad[1]:
-            grad_W = _sparse_grad_weight(grad_NK, top_idx_NK, x_ND, W_MD.shape[0])
+            grad_W = _sparse_grad_weight(grad_NK, top_idx_NK, x_ND, W_MD.shape[0], W_MD.dtype)
         if ctx.needs_input_grad[2]:
-            grad_b = torch.zeros(W_MD.shape[0], dtype=grad_NK.dtype, device=grad_NK.device)
-            grad_b.index_add_(0, top_idx_NK.reshape(-1), grad_NK.reshape(-1))
+            compute = torch.float32 if grad_NK.dtype in _HALF else grad_NK.dtype
+            grad_b = torch.zeros(W_MD.shape[0], dtype=compute, device=grad_NK.device)
+            grad_b.index_add_(0, top_idx_NK.reshape(-1), grad_NK.reshape(-1).to(compute))
+            grad_b = grad_b.to(ctx.b_dtype)
         return grad_x, grad_W, grad_b, None, None
 
 
+_HALF = (torch.bfloat16, torch.float16)
+
+
 def _sparse_grad_weight(
-    grad_NK: torch.Tensor, top_idx_NK: torch.Tensor, x_ND: torch.Tensor, num_latents: int
+    grad_NK: torch.Tensor,
+    top_idx_NK: torch.Tensor,
+    x_ND: torch.Tensor,
+    num_latents: int,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
     """dW[m] = sum over (n, j) with idx[n, j] = m of grad[n, j] * x[n], as a sparse [M, N]
-    @ dense [N, D] product (3-6x faster on CPU than index_add_ of N*K outer products)."""
+    @ dense [N, D] product (3-6x faster on CPU than index_add_ of N*K outer products).
+    Summed in float32 for half-precision inputs; returned in ``dtype``."""
     n, k = top_idx_NK.shape
+    compute = torch.float32 if x_ND.dtype in _HALF else x_ND.dtype
     token_of_entry = torch.arange(n, device=x_ND.device).repeat_interleave(k)
     grad_MN = torch.sparse_coo_tensor(
         torch.stack([top_idx_NK.reshape(-1), token_of_entry]),
-        grad_NK.reshape(-1).to(x_ND.dtype),
+        grad_NK.reshape(-1).to(compute),
         (num_latents, n),
         check_invariants=False,
     )
-    return torch.sparse.mm(grad_MN, x_ND)
+    return torch.sparse.mm(grad_MN, x_ND.to(compute)).to(dtype)
+
+
+def _gather_dot(idx_NK: torch.Tensor, G_ND: torch.Tensor, W_MD: torch.Tensor) -> torch.Tensor:
+    """out[n, j] = <G[n], W[idx[n, j]]> in float32 or float64, over chunks of tokens so
+    that the gathered [n, K, D] rows stay under 2**26 elements."""
+    n, k = idx_NK.shape
+    compute = torch.float64 if W_MD.dtype == torch.float64 else torch.float32
+    out_NK = torch.empty(n, k, dtype=compute, device=G_ND.device)
+    step = max(1, 2**26 // max(1, k * W_MD.shape[1]))
+    for n0 in range(0, n, step):
+        rows_nKD = W_MD[idx_NK[n0 : n0 + step]].to(compute)
+        out_NK[n0 : n0 + step] = torch.bmm(rows_nKD, G_ND[n0 : n0 + step, :, None].to(compute))[
+            :, :, 0
+        ]
+    return out_NK
+
+
+class _HalfDecode(torch.autograd.Function):
+    """The embedding-bag decoder for bfloat16/float16 W_dec, whose backward torch lacks on
+    CUDA (``_embedding_bag_per_sample_weights_backward_cuda`` has float32/64 only)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, top_idx_NK: torch.Tensor, top_acts_NK: torch.Tensor, W_dec_MD: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(top_idx_NK, top_acts_NK, W_dec_MD)
+        return F.embedding_bag(
+            top_idx_NK, W_dec_MD, mode="sum", per_sample_weights=top_acts_NK.to(W_dec_MD.dtype)
+        )
+
+    @staticmethod
+    def backward(ctx: Any, grad_ND: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        top_idx_NK, top_acts_NK, W_dec_MD = ctx.saved_tensors
+        grad_acts = grad_W = None
+        if ctx.needs_input_grad[1]:
+            grad_acts = _gather_dot(top_idx_NK, grad_ND, W_dec_MD).to(top_acts_NK.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_W = _sparse_grad_weight(
+                top_acts_NK, top_idx_NK, grad_ND, W_dec_MD.shape[0], W_dec_MD.dtype
+            )
+        return None, grad_acts, grad_W
 
 
 def topk_encode(
@@ -200,6 +252,8 @@ def topk_decode(
         _check_triton_dtypes(top_acts_NK, W_dec_MD)
         _check_indices(top_idx_NK, W_dec_MD.shape[0])
         return _triton_module().TritonDecode.apply(top_idx_NK, top_acts_NK, W_dec_MD)
+    if W_dec_MD.dtype in _HALF:
+        return _HalfDecode.apply(top_idx_NK, top_acts_NK, W_dec_MD)
     return F.embedding_bag(
         top_idx_NK, W_dec_MD, mode="sum", per_sample_weights=top_acts_NK.to(W_dec_MD.dtype)
     )

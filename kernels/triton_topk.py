@@ -38,16 +38,21 @@ import triton.language as tl
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-# Entries of one row summed by one program of scatter_rows. Rows used more often are split.
-_CHUNK = 256
+# Launch parameters (module constants so that bench/kernels.py can sweep them).
+_CHUNK = 256  # entries of one row summed by one scatter_rows program; more are split
+_BLOCK_D_MAX = 256  # columns per program
+_BLOCK_K_MAX = 16  # bag slots loaded at once by embedding_bag
+_DOT_BLOCK_K_MAX = 16  # bag slots per gather_dot program
+_BLOCK_E = 32  # sorted entries loaded at once by scatter_rows
+_NUM_WARPS = 4
 
 
 def _block_d(d: int) -> int:
-    return min(triton.next_power_of_2(d), 256)
+    return min(triton.next_power_of_2(d), _BLOCK_D_MAX)
 
 
-def _block_k(k: int) -> int:
-    return min(triton.next_power_of_2(k), 16)
+def _block_k(k: int, most: int) -> int:
+    return min(triton.next_power_of_2(k), most)
 
 
 @triton.jit
@@ -175,7 +180,7 @@ def embedding_bag(idx_NK: torch.Tensor, w_NK: torch.Tensor, W_MD: torch.Tensor) 
     grid = (n, triton.cdiv(d, block_d))
     _embedding_bag_kernel[grid](
         idx_NK.contiguous(), w_NK.contiguous(), W_MD, out_ND, k, d, W_MD.stride(0),
-        BLOCK_K=_block_k(k), BLOCK_D=block_d,
+        BLOCK_K=_block_k(k, _BLOCK_K_MAX), BLOCK_D=block_d, num_warps=_NUM_WARPS,
     )  # fmt: skip
     return out_ND
 
@@ -189,11 +194,11 @@ def gather_dot(idx_NK: torch.Tensor, G_ND: torch.Tensor, W_MD: torch.Tensor) -> 
     out_NK = torch.empty(n, k, dtype=G_ND.dtype, device=G_ND.device)
     if n == 0:
         return out_NK
-    block_k = _block_k(k)
+    block_k = _block_k(k, _DOT_BLOCK_K_MAX)
     grid = (n, triton.cdiv(k, block_k))
     _gather_dot_kernel[grid](
         idx_NK.contiguous(), G_ND.contiguous(), W_MD, out_NK, k, d, W_MD.stride(0),
-        BLOCK_K=block_k, BLOCK_D=_block_d(d),
+        BLOCK_K=block_k, BLOCK_D=_block_d(d), num_warps=_NUM_WARPS,
     )  # fmt: skip
     return out_NK
 
@@ -248,7 +253,7 @@ def scatter_rows(
         _scatter_rows_kernel[grid](
             entries.chunk_row_C, entries.chunk_start_C, entries.chunk_end_C, entries.token_E,
             w_E, X_ND.contiguous(), out_MD, sum_M, d,
-            WITH_SUM=with_sum, BLOCK_E=32, BLOCK_D=block_d,
+            WITH_SUM=with_sum, BLOCK_E=_BLOCK_E, BLOCK_D=block_d, num_warps=_NUM_WARPS,
         )  # fmt: skip
     return out_MD, (sum_M if with_sum else None)
 

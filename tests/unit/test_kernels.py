@@ -125,12 +125,13 @@ def test_half_precision_accumulates_in_float32(dtype):
     inputs and outputs (~1e-2 relative), not of a K- or N-long half-precision sum."""
     n, d, m, k = 64, 24, 40, 6
     tensors, grad_out = _inputs(n, d, m, k, dtype, seed=1)
-    out = _step(tensors, grad_out, k, "triton")
-    assert out[0].dtype == dtype
-    for g_out, t in zip(out[3], tensors):
-        assert g_out.dtype == t.dtype
-    # float64 on the same (rounded) inputs and the same selection.
-    _assert_close(out, _reference(tensors, grad_out, out[2]), 2e-2)
+    for backend in ("triton", "torch"):
+        out = _step(tensors, grad_out, k, backend)
+        assert out[0].dtype == dtype
+        for g_out, t in zip(out[3], tensors):
+            assert g_out.dtype == t.dtype
+        # float64 on the same (rounded) inputs and the same selection.
+        _assert_close(out, _reference(tensors, grad_out, out[2]), 2e-2)
 
 
 def test_decode_with_repeated_indices_in_one_token():
