@@ -445,6 +445,7 @@ class TorchDist:
         self.cfg = cfg or DistConfig(strategy=strategy)
         self._owners = list(owners) if owners is not None else None
         self._mesh: Any = None
+        self._world = world
 
     def shard_windows(self, windows: np.ndarray) -> np.ndarray:
         return windows[shard_evenly(len(windows), self.rank, self.world_size)]
@@ -549,24 +550,38 @@ class TorchDist:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            self.barrier()  # a rank leaving while gloo peers still talk aborts them
             dist.destroy_process_group()
 
-    def deepspeed_engine(self, module: nn.Module, lr: float) -> Any:
-        """A DeepSpeed engine training ``module`` with Adam at ``lr`` under ZeRO stage
-        ``cfg.zero_stage``: call ``engine.backward(loss)`` and ``engine.step()`` in place
-        of ``loss.backward()`` / ``optimizer.step()``."""
+    def deepspeed_engine(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> Any:
+        """A DeepSpeed engine training ``module`` with ``optimizer`` (built on its
+        parameters) under ZeRO stage ``cfg.zero_stage``: call ``engine(x)``,
+        ``engine.backward(loss)`` and ``engine.step()`` in place of ``module(x)``,
+        ``loss.backward()``, ``all_reduce_grads`` and ``optimizer.step()``.
+
+        ZeRO moves gradients into its partitioned buffers during backward, so anything
+        that must edit a gradient (the decoder's parallel-component removal) has to be a
+        tensor hook (``W_dec.register_hook``), not a pass over ``.grad`` after backward.
+        """
         if self.strategy != "deepspeed":
             raise ValueError(f"deepspeed_engine needs strategy deepspeed, not {self.strategy}")
         deepspeed = _import_deepspeed()
+        # DeepSpeed reads these from os.environ even over an existing process group.
+        for key, value in {
+            "RANK": self.rank,
+            "WORLD_SIZE": self.world_size,
+            "LOCAL_RANK": self.local_rank,
+            "MASTER_ADDR": self._world.master_addr,
+            "MASTER_PORT": self._world.master_port,
+        }.items():
+            os.environ.setdefault(key, str(value))
         config = {
             "train_micro_batch_size_per_gpu": 1,
             "gradient_accumulation_steps": 1,
             "zero_optimization": {"stage": self.cfg.zero_stage},
-            "optimizer": {"type": "Adam", "params": {"lr": lr, "torch_adam": True}},
+            "zero_allow_untested_optimizer": True,
         }
-        engine, *_ = deepspeed.initialize(
-            model=module, model_parameters=list(module.parameters()), config=config
-        )
+        engine, *_ = deepspeed.initialize(model=module, optimizer=optimizer, config=config)
         return engine
 
 
@@ -685,6 +700,42 @@ def _init_process_group(world: WorldInfo, backend: str, device: torch.device, ti
         timeout=datetime.timedelta(seconds=timeout_s),
         device_id=device if backend == "nccl" else None,
     )
+
+
+def full_state_dict(module: nn.Module) -> dict[str, Tensor]:
+    """``module.state_dict()`` as whole tensors on the CPU, whatever the strategy: FSDP's
+    sharded DTensors are all-gathered (a collective: call it on every rank)."""
+    from torch.distributed.tensor import DTensor
+
+    out = {}
+    for name, value in module.state_dict().items():
+        if isinstance(value, DTensor):
+            value = value.full_tensor()
+        out[name] = value.detach().to("cpu", copy=True)
+    return out
+
+
+@torch.no_grad()
+def copy_to_param_(param: Tensor, value: Tensor) -> Tensor:
+    """``param.copy_(value)`` for a whole ``value`` (the same on every rank), whatever
+    holds the parameter: FSDP's sharded DTensor (each rank keeps its slice; a collective)
+    or a DeepSpeed ZeRO parameter, whose optimiser keeps its own fp32 master copy that
+    would otherwise overwrite the edit at the next step. Use it for every in-place
+    parameter edit outside the optimiser: b_dec = the first batch's mean, and under
+    deepspeed the decoder renormalisation after each step."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(param, DTensor):
+        value = distribute_tensor(
+            value.to(param.to_local().device), param.device_mesh, param.placements
+        )
+        return param.copy_(value)
+    if hasattr(param, "_hp_mapping") or hasattr(param, "ds_id"):
+        from deepspeed.utils import safe_set_full_fp32_param
+
+        value = value.detach().clone()
+        safe_set_full_fp32_param(param, value)
+    return param.data.copy_(value)
 
 
 def global_total_variance(dist: Dist, y_ND: Tensor) -> Tensor:

@@ -1,0 +1,401 @@
+"""Distributed SAE training on CPU with gloo: 2 processes match 1, env mapping, refusals.
+
+The 2-process runs spawn real processes joined over a loopback port; each trains tiny
+TopK SAEs (D=16, M=32, K=4) on fixed synthetic activations with the same small loop a
+single process runs, through the :class:`Dist` protocol only.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from interp.sae import TopKSAE
+from interp.train.distributed import (
+    Dist,
+    DistConfig,
+    SingleProcess,
+    TorchDist,
+    WorldInfo,
+    assign_members,
+    check_strategy,
+    copy_to_param_,
+    expand_nodelist,
+    full_state_dict,
+    global_total_variance,
+    init_distributed,
+    shard_evenly,
+    single_process,
+    world_from_env,
+)
+
+pytestmark = pytest.mark.unit
+
+WORLD = 2
+D, M, K = 16, 32, 4
+STEPS, BATCH = 10, 64  # BATCH = the world batch; each rank takes BATCH // WORLD
+LR = 3e-3
+NUM_MEMBERS = 3  # shard_hookpoints: member m trains on hookpoint m % 2 with seed m
+TOL = 2e-5  # float32 summation order differs between 1 and 2 processes, nothing else
+
+
+# --------------------------------------------------------------------------------------
+# The tiny loop, shared by every run
+
+
+def activations() -> list[torch.Tensor]:
+    """Two fixed "hookpoints" of STEPS * BATCH vectors [T, D] with low-rank structure."""
+    g = torch.Generator().manual_seed(1234)
+    acts = []
+    for _ in range(2):
+        z_TR = torch.randn(STEPS * BATCH, 6, generator=g).relu()
+        a_RD = torch.randn(6, D, generator=g)
+        acts.append(z_TR @ a_RD + 0.05 * torch.randn(STEPS * BATCH, D, generator=g) + 1.0)
+    return acts
+
+
+def new_sae(seed: int) -> TopKSAE:
+    return TopKSAE(D, M, K, generator=torch.Generator().manual_seed(seed))
+
+
+def train(dist: Dist, sae: torch.nn.Module, batches: list[torch.Tensor], loss_dist: Dist):
+    """Adam on FVU over the world batch: each rank's loss is its share of
+    sum(e^2) / world total variance, so averaged gradients equal one process's.
+    ``loss_dist`` spans the ranks whose rows form one batch (the world for ddp/fsdp,
+    this rank alone for shard_hookpoints, where the batch is already gathered)."""
+    sae = dist.prepare_module(sae)
+    opt = torch.optim.Adam(sae.parameters(), lr=LR)
+    for step, x_ND in enumerate(batches):
+        if step == 0:
+            copy_to_param_(sae.b_dec, loss_dist.all_reduce_(x_ND.mean(0), "mean"))
+        out = sae(x_ND)
+        total_variance = global_total_variance(loss_dist, x_ND)
+        loss = (out.sae_out - x_ND).pow(2).sum() / total_variance * loss_dist.world_size
+        loss.backward()
+        dist.all_reduce_grads(sae)
+        sae.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sae.set_decoder_norm_to_unit_norm()
+    return full_state_dict(sae)
+
+
+def world_batches(dist: Dist, acts_TD: torch.Tensor) -> list[torch.Tensor]:
+    """This rank's share of each world batch (a process of its own takes all of it)."""
+    return [
+        acts_TD[s * BATCH : (s + 1) * BATCH][dist.shard_windows(np.arange(BATCH))]
+        for s in range(STEPS)
+    ]
+
+
+def train_ddp(dist: Dist) -> dict[str, torch.Tensor]:
+    return train(dist, new_sae(0), world_batches(dist, activations()[0]), dist)
+
+
+def train_sharded(dist: Dist) -> dict[int, dict[str, torch.Tensor]]:
+    """Every rank reads its share and all-gathers both hookpoints; owners train."""
+    acts = activations()
+    shares = [world_batches(dist, a) for a in acts]
+    gathered = [[dist.gather_activations(x) for x in share] for share in shares]
+    return {
+        m: train(dist, new_sae(m), gathered[m % 2], single_process())
+        for m in range(NUM_MEMBERS)
+        if dist.owns(m)
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Spawning
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_env(rank: int, port: int) -> dict[str, str]:
+    return {
+        "RANK": str(rank),
+        "WORLD_SIZE": str(WORLD),
+        "LOCAL_RANK": str(rank),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+
+
+def spawn(worker, out_dir: Path, *args) -> list[dict]:
+    """Run ``worker(rank, port, out_dir, *args)`` on WORLD processes; their results."""
+    port = free_port()
+    mp.start_processes(
+        worker, args=(port, out_dir, *args), nprocs=WORLD, join=True, start_method="spawn"
+    )
+    return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+def _worker(rank: int, port: int, out_dir: Path) -> None:
+    torch.set_num_threads(1)
+    env = torchrun_env(rank, port)
+    ddp = init_distributed(DistConfig(strategy="ddp"), env=env, device="cpu")
+    assert isinstance(ddp, TorchDist)
+    world = WorldInfo(rank, WORLD, rank, "127.0.0.1", port, "torchrun")
+    sharded = TorchDist(world, "shard_hookpoints", ddp.device, assign_members([1.0] * 3, WORLD))
+    fsdp = TorchDist(world, "fsdp", ddp.device)
+    result = {
+        "ddp": train_ddp(ddp),
+        "sharded": train_sharded(sharded),
+        "fsdp": train_ddp(fsdp),
+        "collectives": _collectives(ddp),
+    }
+    torch.save(result, out_dir / f"rank{rank}.pt")
+    ddp.close()
+
+
+def _collectives(dist: TorchDist) -> dict[str, object]:
+    r = dist.rank
+    uneven = torch.full((r + 1, 3), float(r))  # rank 0 sends 1 row, rank 1 two
+    return {
+        "mean": dist.all_reduce_(torch.tensor([1.0 + r, 10.0]), "mean"),
+        "sum": dist.all_reduce_(torch.tensor([1 + r]), "sum"),
+        "max": dist.all_reduce_(torch.tensor([5.0 - r, r]), "max"),
+        "min": dist.all_reduce_(torch.tensor([5.0 - r, r]), "min"),
+        "broadcast": dist.broadcast_(torch.tensor([100.0 + r]), src=1),
+        "gathered": dist.gather_activations(uneven),
+        "windows": dist.shard_windows(np.arange(7)),
+    }
+
+
+@pytest.fixture(scope="module")
+def two_process(tmp_path_factory) -> list[dict]:
+    return spawn(_worker, tmp_path_factory.mktemp("dist"))
+
+
+def assert_close(a: dict, b: dict, tol: float = TOL) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=tol, rtol=0, msg=name)
+
+
+# --------------------------------------------------------------------------------------
+# Two processes match one
+
+
+def test_ddp_two_processes_match_one(two_process) -> None:
+    single = train_ddp(single_process())
+    start = full_state_dict(new_sae(0))
+    moved = max((single[n] - start[n]).abs().max().item() for n in single)
+    assert moved > 1000 * TOL, "training must move the weights well past the tolerance"
+    assert_close(two_process[0]["ddp"], single)
+    for name, value in two_process[0]["ddp"].items():  # ranks stay bit-identical
+        assert torch.equal(value, two_process[1]["ddp"][name]), name
+
+
+def test_local_loss_alone_would_not_match(two_process) -> None:
+    """The control: one rank training on its half alone ends far from the world run."""
+    half = world_batches(TorchDist(WorldInfo(0, 2, 0, "x", 1, "torchrun"), "ddp", "cpu"),
+                         activations()[0])  # fmt: skip
+    alone = train(single_process(), new_sae(0), half, single_process())
+    gap = max((alone[n] - two_process[0]["ddp"][n]).abs().max().item() for n in alone)
+    assert gap > 100 * TOL
+
+
+def test_fsdp_two_processes_match_one(two_process) -> None:
+    single = train_ddp(single_process())
+    assert_close(two_process[0]["fsdp"], single)
+    assert_close(two_process[1]["fsdp"], two_process[0]["fsdp"], tol=0)
+
+
+def test_shard_hookpoints_each_member_trained_once_and_matches(two_process) -> None:
+    owners = assign_members([1.0] * NUM_MEMBERS, WORLD)
+    assert owners == [0, 1, 0]
+    for rank in range(WORLD):
+        got = two_process[rank]["sharded"]
+        assert sorted(got) == [m for m in range(NUM_MEMBERS) if owners[m] == rank]
+    acts = activations()
+    for m in range(NUM_MEMBERS):
+        batches = [acts[m % 2][s * BATCH : (s + 1) * BATCH] for s in range(STEPS)]
+        single = train(single_process(), new_sae(m), batches, single_process())
+        assert_close(two_process[owners[m]]["sharded"][m], single)
+
+
+def test_collectives(two_process) -> None:
+    for rank, result in enumerate(two_process):
+        c = result["collectives"]
+        assert c["mean"].tolist() == [1.5, 10.0]
+        assert c["sum"].tolist() == [3]
+        assert c["max"].tolist() == [5.0, 1.0]
+        assert c["min"].tolist() == [4.0, 0.0]
+        assert c["broadcast"].tolist() == [101.0]
+        assert c["gathered"].tolist() == [[0.0] * 3, [1.0] * 3, [1.0] * 3]
+        assert c["windows"].tolist() == [[0, 2, 4], [1, 3, 5]][rank]  # 7th dropped
+
+
+# --------------------------------------------------------------------------------------
+# DeepSpeed (optional dependency)
+
+
+def _deepspeed_worker(rank: int, port: int, out_dir: Path) -> None:
+    torch.set_num_threads(1)
+    cfg = DistConfig(strategy="deepspeed", zero_stage=2)
+    dist = init_distributed(cfg, env=torchrun_env(rank, port), device="cpu")
+    assert isinstance(dist, TorchDist)
+    sae = new_sae(0)
+    sae.W_dec.register_hook(project_decoder_grad(sae))  # ZeRO never exposes .grad
+    engine = dist.deepspeed_engine(sae, torch.optim.Adam(sae.parameters(), lr=LR))
+    for step, x_ND in enumerate(world_batches(dist, activations()[0])):
+        if step == 0:
+            copy_to_param_(sae.b_dec, dist.all_reduce_(x_ND.mean(0), "mean"))
+        out = engine(x_ND)
+        total_variance = global_total_variance(dist, x_ND)
+        engine.backward((out.sae_out - x_ND).pow(2).sum() / total_variance * WORLD)
+        engine.step()
+        sae.set_decoder_norm_to_unit_norm()
+        copy_to_param_(sae.W_dec, sae.W_dec)  # into ZeRO's fp32 master copy too
+    torch.save(full_state_dict(sae), out_dir / f"rank{rank}.pt")
+    dist.close()
+
+
+def project_decoder_grad(sae: TopKSAE):
+    """remove_gradient_parallel_to_decoder_directions as a gradient hook."""
+
+    def hook(grad_MD: torch.Tensor) -> torch.Tensor:
+        w_MD = sae.W_dec.detach()
+        return grad_MD - (grad_MD * w_MD).sum(1, keepdim=True) * w_MD
+
+    return hook
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_two_processes_train(tmp_path) -> None:
+    """ZeRO-2 over 2 CPU ranks (gloo) takes the single-process steps."""
+    pytest.importorskip("deepspeed")
+    ranks = spawn(_deepspeed_worker, tmp_path)
+    assert_close(ranks[0], ranks[1], tol=0)
+    single = train_ddp(single_process())
+    assert_close(ranks[0], single)
+
+
+def test_deepspeed_missing_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # import deepspeed -> ImportError
+    env = {**torchrun_env(0, 1), "WORLD_SIZE": "2"}
+    with pytest.raises(ValueError, match="pip install 'interp\\[gpu\\]'"):
+        init_distributed(DistConfig(strategy="deepspeed"), env=env, device="cpu")
+
+
+# --------------------------------------------------------------------------------------
+# Environment mapping (pure)
+
+
+def test_torchrun_env() -> None:
+    env = {**torchrun_env(1, 4321), "MASTER_ADDR": "node7", "SLURM_PROCID": "0"}
+    w = world_from_env(env)
+    assert (w.rank, w.world_size, w.local_rank, w.master_addr, w.master_port) == (
+        1, 2, 1, "node7", 4321)  # fmt: skip
+    assert w.source == "torchrun"  # torchrun inside srun: torchrun's ranks win
+
+
+def test_slurm_env_two_nodes() -> None:
+    env = {
+        "SLURM_PROCID": "5",
+        "SLURM_NTASKS": "8",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_NODELIST": "gpu[007-008]",
+        "SLURM_JOB_ID": "123456",
+    }
+    w = world_from_env(env, hostnames=expand_nodelist)
+    assert (w.rank, w.world_size, w.local_rank) == (5, 8, 1)
+    assert w.master_addr == "gpu007"
+    assert w.master_port == 20000 + 123456 % 20000
+    assert w.source == "slurm"
+
+
+def test_slurm_step_wins_over_job_and_overrides() -> None:
+    env = {
+        "SLURM_PROCID": "0",
+        "SLURM_NTASKS": "16",
+        "SLURM_STEP_NUM_TASKS": "4",
+        "SLURM_JOB_NODELIST": "a[1-4]",
+        "SLURM_STEP_NODELIST": "a[3-4]",
+        "SLURM_JOB_ID": "77",
+    }
+    w = world_from_env(env, hostnames=expand_nodelist)
+    assert (w.world_size, w.master_addr, w.local_rank) == (4, "a3", 0)
+    w = world_from_env({**env, "MASTER_ADDR": "h", "MASTER_PORT": "999"})
+    assert (w.master_addr, w.master_port) == ("h", 999)
+    assert world_from_env(env, DistConfig(master_port=3333), expand_nodelist).master_port == 3333
+
+
+def test_slurm_single_task_and_plain_env_are_one_process() -> None:
+    assert world_from_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}).world_size == 1
+    assert world_from_env({}).source == "single"
+    assert isinstance(init_distributed(DistConfig(), env={}, device="cpu"), SingleProcess)
+
+
+def test_bad_env_is_refused() -> None:
+    with pytest.raises(ValueError, match="RANK='x' is not an integer"):
+        world_from_env({"RANK": "x", "WORLD_SIZE": "2"})
+    with pytest.raises(ValueError, match="rank 3 is outside world size 2"):
+        world_from_env({"RANK": "3", "WORLD_SIZE": "2"})
+    with pytest.raises(ValueError, match="no SLURM_\\*NODELIST"):
+        world_from_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "2"})
+
+
+def test_expand_nodelist() -> None:
+    assert expand_nodelist("gpu[01-03,10],cpu5") == ["gpu01", "gpu02", "gpu03", "gpu10", "cpu5"]
+    assert expand_nodelist("r[1-2]n[08-09]") == ["r1n08", "r1n09", "r2n08", "r2n09"]
+    assert expand_nodelist("localhost") == ["localhost"]
+    with pytest.raises(ValueError, match="cannot parse"):
+        expand_nodelist("n[a-b]")
+
+
+# --------------------------------------------------------------------------------------
+# Assignment, sharding and refusals (pure)
+
+
+def test_assign_members_balances_cost() -> None:
+    owners = assign_members([4.0, 1.0, 1.0, 2.0, 2.0], 2)
+    loads = [sum(c for c, o in zip([4, 1, 1, 2, 2], owners) if o == r) for r in range(2)]
+    assert loads == [5, 5]
+    assert assign_members([1.0] * 4, 4) == [0, 1, 2, 3]
+
+
+def test_shard_evenly_equal_disjoint_shares() -> None:
+    shares = [shard_evenly(10, r, 3) for r in range(3)]
+    assert [len(s) for s in shares] == [3, 3, 3]
+    assert sorted(np.concatenate(shares).tolist()) == list(range(9))
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed", "shard_hookpoints"])
+def test_one_process_refuses_multi_rank_strategies(strategy) -> None:
+    with pytest.raises(ValueError, match=f"strategy {strategy} .* 1 process"):
+        init_distributed(DistConfig(strategy=strategy), env={}, device="cpu")
+
+
+def test_shard_hookpoints_needs_a_member_per_rank() -> None:
+    with pytest.raises(ValueError, match="2 SAEs for 4 ranks: train at least 4"):
+        check_strategy("shard_hookpoints", 4, 2)
+    check_strategy("shard_hookpoints", 4, 4)
+    check_strategy("ddp", 4, 1)
+
+
+def test_config_refusals() -> None:
+    with pytest.raises(ValueError, match="dist.strategy='dp' is unknown"):
+        DistConfig(strategy="dp")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="zero_stage=4"):
+        DistConfig(zero_stage=4)
+    with pytest.raises(ValueError, match="nccl needs CUDA"):
+        init_distributed(DistConfig(backend="nccl"), env=torchrun_env(0, 1), device="cpu")
+
+
+def test_single_process_is_identity() -> None:
+    d = single_process()
+    t = torch.tensor([2.0])
+    assert d.all_reduce_(t) is t and d.gather_activations(t) is t and d.owns(7)
+    with pytest.raises(ValueError, match="op='mean' needs a floating tensor"):
+        d.all_reduce_(torch.tensor([1]), "mean")
