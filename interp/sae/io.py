@@ -59,11 +59,17 @@ def sparsify_cfg(sae: SparseCoder) -> dict[str, Any]:
     if sae.d_out != sae.d_in:
         cfg["d_out"] = sae.d_out
     if sae.architecture != "topk":
-        cfg.update(sae.config_dict())
-        for key in ("architecture", "d_in", "num_latents", "transcode", "normalize_decoder"):
-            cfg.pop(key)
-        if sae.d_out == sae.d_in:
-            cfg.pop("d_out")
+        extra = sae.config_dict()
+        for key in (
+            "architecture",
+            "d_in",
+            "d_out",
+            "num_latents",
+            "transcode",
+            "normalize_decoder",
+        ):
+            extra.pop(key)
+        cfg.update(extra)
     return cfg
 
 
