@@ -4,6 +4,7 @@ SAEBench custom-SAE interface."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import shutil
@@ -17,6 +18,7 @@ from interp.sae import load_sae
 from interp.sae.build import ARCHITECTURES, architecture_class
 from interp.sae.formats import (
     SAELENS_WEIGHTS,
+    SAEBenchConfig,
     export_saelens,
     fold_decoder_norms,
     load_saelens,
@@ -80,6 +82,8 @@ def perturbed(arch: str, *, d_in: int = 12, m: int = 40, seed: int = 0):
         for name, p in sae.named_parameters():
             if name in ("threshold", "b_mag", "r_mag"):
                 p.copy_(0.1 * torch.rand(p.shape, generator=g))
+        if arch == "batchtopk":
+            sae.threshold.fill_(0.2)  # as if learned: the JumpReLU export must carry it
     return sae, 1.5 * torch.randn(16, d_in, generator=g)
 
 
@@ -175,20 +179,30 @@ def test_saelens_bad_input_is_refused(tmp_path):
             load_saelens(folder)
 
 
-def test_our_export_gives_saelens_the_same_outputs(tmp_path):
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu", "gated"])
+def test_our_export_gives_saelens_the_same_outputs(arch, tmp_path):
     """SAELens itself loaded our export (fixture script): it computed what we compute."""
-    ours = load_sae(FIX / "ours_topk")
-    assert_same_outputs(ours, expected("ours_topk.saelens"))
+    needs(arch)
+    name = f"ours_{arch}"
+    ours = load_sae(FIX / name)
+    assert ours.architecture == arch
+    assert_same_outputs(ours.to_inference(), expected(f"{name}.saelens"))
     # ... and today's exporter still writes exactly what SAELens was checked against.
-    export_saelens(ours, tmp_path / "x", hook_name="blocks.1.hook_resid_post", model_name="tiny")
-    committed = FIX / "ours_topk.saelens"
-    assert json.loads((tmp_path / "x" / "cfg.json").read_text()) == json.loads(
+    hook = "blocks.1.hook_resid_post"
+    export_saelens(ours, tmp_path / name, hook_name=hook, model_name="tiny")
+    committed = FIX / f"{name}.saelens"
+    assert json.loads((tmp_path / name / "cfg.json").read_text()) == json.loads(
         (committed / "cfg.json").read_text()
     )
-    now, then = (load_file(str(p / SAELENS_WEIGHTS)) for p in (tmp_path / "x", committed))
+    now, then = (load_file(str(p / SAELENS_WEIGHTS)) for p in (tmp_path / name, committed))
     assert now.keys() == then.keys()
     for key in now:
         torch.testing.assert_close(now[key], then[key], atol=0, rtol=0)
+
+
+def test_our_native_save_gives_sparsify_the_same_outputs():
+    """sparsify's SparseCoder.load_from_disk read our TopK folder (fixture script)."""
+    assert_same_outputs(load_sae(FIX / "ours_topk"), expected("ours_topk.sparsify"))
 
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu", "gated"])
@@ -197,7 +211,6 @@ def test_export_then_load_round_trip(arch, tmp_path):
     sae, x = perturbed(arch)
     if arch == "batchtopk":
         needs("jumprelu")
-        sae(x)  # learn a threshold
     inf = sae.to_inference()
     export_saelens(sae, tmp_path / arch, hook_name="blocks.0.hook_resid_post", model_name="m")
     back = load_saelens(tmp_path / arch)
@@ -215,6 +228,13 @@ def test_export_refuses_existing_nothing_and_transcoders(tmp_path):
 
 
 # ---------------------------------------------------------------------------- SAEBench
+def test_saebench_config_has_every_field_saebench_declares():
+    manifest = json.loads((FIX / "manifest.json").read_text())["saebench"]
+    ours = {f.name for f in dataclasses.fields(SAEBenchConfig)}
+    assert set(manifest["config_fields"]) <= ours
+    assert manifest["check_decoder_norms(ours_topk)"]  # SAEBench's own check, on our export
+
+
 def test_saebench_adapter_interface():
     sae = load_sparsify(FIX / "sparsify_run", "layers.0")
     bench = to_saebench(sae, model_name="tiny", hook_layer=0, context_size=32)
