@@ -224,8 +224,15 @@ class SparseCoder(nn.Module):
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """nn.Linear's default (Kaiming-uniform) encoder, zero biases, and the decoder tied
         to the encoder (W_dec = encoder.weight, rows unit-norm): sparsify's init, which
-        keeps most latents alive. A transcoder's decoder starts at zero (sparsify)."""
-        nn.init.kaiming_uniform_(self.encoder.weight, a=math.sqrt(5), generator=generator)
+        keeps most latents alive. A transcoder's decoder starts at zero (sparsify).
+
+        Random numbers come from ``generator`` (a CPU one; default: seed 0), drawn on the
+        CPU, so the global RNG is never touched and every device gets the same init.
+        """
+        generator = torch.Generator().manual_seed(0) if generator is None else generator
+        weight_MD = torch.empty(self.encoder.weight.shape, dtype=self.encoder.weight.dtype)
+        nn.init.kaiming_uniform_(weight_MD, a=math.sqrt(5), generator=generator)
+        self.encoder.weight.copy_(weight_MD)
         self.encoder.bias.zero_()
         self.b_dec.zero_()
         if self.transcode:

@@ -1,0 +1,145 @@
+"""BatchTopK SAE (Bussmann et al. 2024): a TopK whose k is an average over the batch.
+
+Shapes: N tokens, D = ``d_in``, E = ``d_out``, M = ``num_latents``.
+
+Training keeps the k * N largest of the flattened [N, M] ReLU pre-activations, so some
+tokens use more latents than others:
+
+    pre = relu((x - b_dec) @ encoder.weight.T + encoder.bias)            [N, M]
+    f   = pre where pre is among the top k*N of pre.flatten(), else 0    [N, M]
+    x_hat = f @ W_dec + b_dec
+
+Inference cannot depend on the batch, so it uses one global ``threshold``: an EMA (rate
+``threshold_ema``) of the smallest activation kept in each training batch, updated in
+:meth:`after_optimizer_step`. :meth:`encode` is ``f = pre * H(pre - threshold)``, and
+:meth:`to_inference` returns the :class:`JumpReLUSAE` computing exactly that.
+
+Parameters: sparsify's four (``encoder.weight`` [M, D], ``encoder.bias`` [M], ``W_dec``
+[M, E], ``b_dec`` [E]) plus the buffer ``threshold`` [] (0 until the first estimate).
+Loss = FVU (+ ``auxk_alpha`` * AuxK on dead latents, as TopK).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from interp.sae.base import (
+    BDecInit,
+    EncoderOutput,
+    SparseCoder,
+    TrainOutput,
+    auxk_loss,
+    dense_to_sparse,
+    total_variance,
+)
+from interp.sae.jumprelu import JumpReLUSAE, jump
+from kernels.topk import Backend
+
+
+class BatchTopKSAE(SparseCoder):
+    """BatchTopK SAE with tied init, unit-norm decoder and a learned global threshold."""
+
+    architecture = "batchtopk"
+
+    def __init__(
+        self,
+        d_in: int,
+        num_latents: int,
+        k: int,
+        *,
+        d_out: int | None = None,
+        transcode: bool = False,
+        auxk_alpha: float = 0.0,
+        threshold_ema: float = 0.01,
+        normalize_decoder: bool = True,
+        b_dec_init: BDecInit = "mean",
+        backend: Backend = "torch",
+        generator: torch.Generator | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        super().__init__(
+            d_in,
+            num_latents,
+            d_out=d_out,
+            transcode=transcode,
+            normalize_decoder=normalize_decoder,
+            b_dec_init=b_dec_init,
+            backend=backend,
+            generator=generator,
+            device=device,
+        )
+        if not 0 < k < num_latents:
+            raise ValueError(f"k={k} must be in [1, num_latents={num_latents})")
+        if not 0 < threshold_ema <= 1:
+            raise ValueError(f"threshold_ema={threshold_ema} must be in (0, 1]")
+        if auxk_alpha < 0:
+            raise ValueError(f"auxk_alpha={auxk_alpha} must be >= 0")
+        self.k, self.auxk_alpha, self.threshold_ema = k, auxk_alpha, threshold_ema
+        self.register_buffer("threshold", torch.zeros((), dtype=torch.float32, device=device))
+        self._pending_min_kept: torch.Tensor | None = None
+        self.reset_parameters(generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        super().reset_parameters(generator)
+        self.threshold.zero_()
+
+    def _encode_flat(self, x_ND: torch.Tensor) -> EncoderOutput:
+        """Inference code: the global threshold, not the batch (JumpReLU's formula)."""
+        return dense_to_sparse(jump(self.pre_acts(x_ND), self.threshold))
+
+    def _train_forward(
+        self, x_ND: torch.Tensor, y_NE: torch.Tensor, dead_M: torch.Tensor | None, step: int
+    ) -> TrainOutput:
+        pre_NM = F.relu(self.pre_acts(x_ND))
+        n_keep = min(self.k * pre_NM.shape[0], pre_NM.numel())
+        kept_vals, kept_flat = pre_NM.flatten().topk(n_keep, sorted=False)
+        keep_NM = torch.zeros_like(pre_NM, dtype=torch.bool).flatten()
+        keep_NM[kept_flat] = True
+        acts_NM = pre_NM * keep_NM.view_as(pre_NM)
+        positive = kept_vals[kept_vals > 0]
+        self._pending_min_kept = positive.min().detach() if positive.numel() else None
+        terms: dict[str, torch.Tensor] = {}
+        sae_out_NE = self.decode_dense(acts_NM)
+        if self.auxk_alpha > 0 and dead_M is not None:
+            e_NE = y_NE - sae_out_NE
+            aux = auxk_loss(pre_NM, dead_M, e_NE, total_variance(y_NE), self.W_dec)
+            terms["auxk"] = self.auxk_alpha * aux
+        return self._dense_output(acts_NM, y_NE, terms, sae_out_NE)
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """Renormalise decoder rows, and move the threshold towards the smallest
+        activation the last training batch kept (set to it on the first update)."""
+        super().after_optimizer_step()
+        if self._pending_min_kept is None:
+            return
+        new = self._pending_min_kept.to(self.threshold.dtype)
+        if self.threshold.item() <= 0:
+            self.threshold.copy_(new)
+        else:
+            self.threshold.lerp_(new, self.threshold_ema)
+        self._pending_min_kept = None
+
+    def to_inference(self) -> JumpReLUSAE:
+        """The JumpReLU with every threshold at the learned global one: equal outputs."""
+        out = JumpReLUSAE(
+            self.d_in,
+            self.num_latents,
+            d_out=self.d_out,
+            transcode=self.transcode,
+            normalize_decoder=self.normalize_decoder,
+            b_dec_init=self.b_dec_init,
+            backend=self.backend,
+            device=self.W_dec.device,
+        )
+        state = {k: v for k, v in self.state_dict().items() if k != "threshold"}
+        state["threshold"] = self.threshold.expand(self.num_latents).clone()
+        out.load_state_dict(state, strict=True)
+        return out
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {"k": self.k, "auxk_alpha": self.auxk_alpha, "threshold_ema": self.threshold_ema}

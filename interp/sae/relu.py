@@ -1,0 +1,111 @@
+"""ReLU SAE with an L1 penalty weighted by decoder norms ("standard"; Anthropic's April
+2024 update, SAELens ``StandardTrainingSAE``).
+
+Shapes: N tokens, D = ``d_in``, E = ``d_out``, M = ``num_latents``.
+
+    f = relu((x - b_dec) @ encoder.weight.T + encoder.bias)            [N, M]
+    x_hat = f @ W_dec + b_dec
+    loss = FVU + c(step) * mean_n sum_i f_ni * ||W_dec_i|| / rms(y)
+
+Weighting by ||W_dec_i|| stops the L1 from being dodged by shrinking activations and
+growing decoder rows, so the decoder need not be kept unit-norm (``normalize_decoder``
+false, the default in ``conf/sae/relu.yaml``). rms(y) = sqrt(mean_n ||y_n - mean y||^2)
+makes the penalty scale-free like the FVU. c warms up over ``sparsity_warmup_steps``.
+
+Parameters: sparsify's four, ``encoder.weight`` [M, D], ``encoder.bias`` [M], ``W_dec``
+[M, E], ``b_dec`` [E].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from interp.sae.base import (
+    BDecInit,
+    EncoderOutput,
+    SparseCoder,
+    TrainOutput,
+    dense_to_sparse,
+    total_variance,
+    warmup_factor,
+)
+from kernels.topk import Backend
+
+
+def weighted_l1(acts_NM: torch.Tensor, W_dec_ME: torch.Tensor, y_NE: torch.Tensor) -> torch.Tensor:
+    """mean_n sum_i acts_ni * ||W_dec_i||, divided by the RMS norm of the centred y."""
+    rms = (total_variance(y_NE) / y_NE.shape[0]).sqrt().clamp_min(1e-12)
+    return (acts_NM * W_dec_ME.norm(dim=1)).sum(-1).mean() / rms
+
+
+class SparsityPenaltyMixin:
+    """Constructor checks and hyperparameters shared by the L1-penalised architectures."""
+
+    l1_coefficient: float
+    sparsity_warmup_steps: int
+
+    def _set_penalty(self, l1_coefficient: float, sparsity_warmup_steps: int) -> None:
+        if l1_coefficient < 0 or sparsity_warmup_steps < 0:
+            raise ValueError(
+                f"l1_coefficient={l1_coefficient} and sparsity_warmup_steps="
+                f"{sparsity_warmup_steps} must be >= 0"
+            )
+        self.l1_coefficient = l1_coefficient
+        self.sparsity_warmup_steps = sparsity_warmup_steps
+
+    def _coefficient(self, step: int) -> float:
+        return self.l1_coefficient * warmup_factor(step, self.sparsity_warmup_steps)
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {
+            "l1_coefficient": self.l1_coefficient,
+            "sparsity_warmup_steps": self.sparsity_warmup_steps,
+        }
+
+
+class ReLUSAE(SparsityPenaltyMixin, SparseCoder):
+    """ReLU SAE, tied init, L1 weighted by decoder row norms."""
+
+    architecture = "relu"
+
+    def __init__(
+        self,
+        d_in: int,
+        num_latents: int,
+        *,
+        d_out: int | None = None,
+        transcode: bool = False,
+        l1_coefficient: float = 1.0,
+        sparsity_warmup_steps: int = 0,
+        normalize_decoder: bool = False,
+        b_dec_init: BDecInit = "mean",
+        backend: Backend = "torch",
+        generator: torch.Generator | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        super().__init__(
+            d_in,
+            num_latents,
+            d_out=d_out,
+            transcode=transcode,
+            normalize_decoder=normalize_decoder,
+            b_dec_init=b_dec_init,
+            backend=backend,
+            generator=generator,
+            device=device,
+        )
+        self._set_penalty(l1_coefficient, sparsity_warmup_steps)
+        self.reset_parameters(generator)
+
+    def _encode_flat(self, x_ND: torch.Tensor) -> EncoderOutput:
+        return dense_to_sparse(F.relu(self.pre_acts(x_ND)))
+
+    def _train_forward(
+        self, x_ND: torch.Tensor, y_NE: torch.Tensor, dead_M: torch.Tensor | None, step: int
+    ) -> TrainOutput:
+        acts_NM = F.relu(self.pre_acts(x_ND))
+        l1 = self._coefficient(step) * weighted_l1(acts_NM, self.W_dec, y_NE)
+        return self._dense_output(acts_NM, y_NE, {"sparsity_loss": l1})
