@@ -15,9 +15,11 @@ and, with several seeds, ``<run>/<hookpoint>/seed<N>/``. That is our native layo
 :func:`load_sparsify` finds the folder and hands it to :func:`interp.sae.io.load_sae`.
 
 SAELens (6.x; 5.x configs translated) writes ``cfg.json`` + ``sae_weights.safetensors``
-(``W_enc`` [D, M], ``b_enc`` [M], ``W_dec`` [M, D], ``b_dec`` [D]; jumprelu ``threshold``
-[M]; gated ``b_gate``, ``b_mag``, ``r_mag`` [M] and no ``b_enc``). Two of its switches have
-no counterpart in our classes and are folded into the weights, exactly:
+(``W_enc`` [D, M], ``b_enc`` [M], ``W_dec`` [M, E], ``b_dec`` [E]; jumprelu ``threshold``
+[M]; gated ``b_gate``, ``b_mag``, ``r_mag`` [M] and no ``b_enc``). Its ReLU and JumpReLU
+transcoders ("transcoder", "jumprelu_transcoder", ``d_out`` = E) are our relu/jumprelu with
+``transcode=True``: neither centres x by b_dec. Two of its switches have no counterpart
+in our classes and are folded into the weights, exactly:
 
 - ``apply_b_dec_to_input: false`` (Gemma Scope): x @ W_enc + b = (x - b_dec) @ W_enc +
   (b + b_dec @ W_enc), so the encoder biases absorb b_dec @ W_enc.
@@ -56,6 +58,9 @@ without one (or older than 6.0) through its pre-6.0 translation."""
 # SAELens architecture -> ours. batchtopk is saved by SAELens as jumprelu already.
 _FROM_SAELENS = {"topk": "topk", "jumprelu": "jumprelu", "standard": "relu", "gated": "gated"}
 _TO_SAELENS = {ours: theirs for theirs, ours in _FROM_SAELENS.items()}
+# SAELens transcoders (input at one hook, output at another; x is never centred by b_dec).
+_TRANSCODERS = {"transcoder": "relu", "jumprelu_transcoder": "jumprelu"}
+_TO_SAELENS_TRANSCODER = {ours: theirs for theirs, ours in _TRANSCODERS.items()}
 # SAELens input normalisations that are per-token functions at inference: not expressible.
 _RUNTIME_NORMS = ("constant_norm_rescale", "layer_norm", "covariance_whitening")
 
@@ -171,10 +176,12 @@ def load_saelens(path: str | Path, *, device: str | torch.device = "cpu") -> Spa
     folder = Path(path)
     cfg = read_saelens_cfg(folder)
     arch = cfg.get("architecture", "standard")
-    if arch not in _FROM_SAELENS:
+    ours_arch = _FROM_SAELENS.get(arch) or _TRANSCODERS.get(arch)
+    if ours_arch is None:
         raise ValueError(
             f"{folder}: SAELens architecture {arch!r} is not supported: use one of "
-            f"{sorted(_FROM_SAELENS)} (batchtopk loads once SAELens saved it as jumprelu)"
+            f"{sorted([*_FROM_SAELENS, *_TRANSCODERS])} (batchtopk loads once SAELens saved "
+            "it as jumprelu)"
         )
     norm = cfg.get("normalize_activations", "none")
     if norm in _RUNTIME_NORMS:
@@ -192,28 +199,31 @@ def load_saelens(path: str | Path, *, device: str | torch.device = "cpu") -> Spa
     if cfg.get("reshape_activations", "none") == "hook_z":
         log.info("%s: hook_z SAE: flatten [..., heads, d_head] to [..., D] before encode", folder)
     tensors = {k: v.to(torch.float32) for k, v in load_file(str(folder / SAELENS_WEIGHTS)).items()}
-    ours = _saelens_to_ours(_FROM_SAELENS[arch], cfg, tensors, folder)
+    transcode = arch in _TRANSCODERS
+    ours = _saelens_to_ours(ours_arch, cfg, tensors, folder, transcode=transcode)
     hyper = {"k": int(cfg["k"])} if arch == "topk" else {}
-    return _build(_FROM_SAELENS[arch], int(cfg["d_in"]), ours, hyper, device)
+    return _build(ours_arch, int(cfg["d_in"]), ours, hyper, device, transcode=transcode)
 
 
 def _saelens_to_ours(
-    arch: str, cfg: dict[str, Any], t: dict[str, torch.Tensor], folder: Path
+    arch: str, cfg: dict[str, Any], t: dict[str, torch.Tensor], folder: Path, *, transcode: bool
 ) -> dict[str, torch.Tensor]:
     """SAELens tensors -> ours (encoder.weight [M, D] ...), the folds applied."""
     W_enc_DM, W_dec_MD, b_dec_D = t["W_enc"], t["W_dec"], t["b_dec"]
     bias_M = t["b_gate"] if arch == "gated" else t["b_enc"]
     d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
-    if W_enc_DM.shape != (d_in, d_sae) or W_dec_MD.shape != (d_sae, d_in):
+    d_out = int(cfg.get("d_out", d_in))
+    if W_enc_DM.shape != (d_in, d_sae) or W_dec_MD.shape != (d_sae, d_out):
         raise ValueError(
             f"{folder}: W_enc {tuple(W_enc_DM.shape)} / W_dec {tuple(W_dec_MD.shape)} do not "
-            f"match cfg d_in={d_in}, d_sae={d_sae} (expected [{d_in}, {d_sae}] / [{d_sae}, {d_in}])"
+            f"match cfg d_in={d_in}, d_sae={d_sae}, d_out={d_out} (expected [{d_in}, {d_sae}] "
+            f"/ [{d_sae}, {d_out}])"
         )
     out: dict[str, torch.Tensor] = {"W_dec": W_dec_MD, "b_dec": b_dec_D}
     if arch == "gated":
         out["r_mag"] = t["r_mag"]
         out["b_mag"] = t["b_mag"]
-    if not cfg.get("apply_b_dec_to_input", True):
+    if not transcode and not cfg.get("apply_b_dec_to_input", True):
         bias_M = bias_M + b_dec_D @ W_enc_DM
         if arch == "gated":
             out["b_mag"] = out["b_mag"] + b_dec_D @ (W_enc_DM * out["r_mag"].exp())
@@ -235,13 +245,23 @@ def _build(
     tensors: dict[str, torch.Tensor],
     hyper: dict[str, Any],
     device: str | torch.device,
+    *,
+    transcode: bool = False,
 ) -> SparseCoder:
     """Our ``arch`` dictionary holding ``tensors`` (our names), decoder constraint on only
     when the stored rows are unit-norm (so further training keeps what was loaded)."""
-    num_latents = tensors["W_dec"].shape[0]
+    num_latents, d_out = tensors["W_dec"].shape
     unit = bool(torch.allclose(tensors["W_dec"].norm(dim=1), torch.ones(num_latents), atol=1e-4))
     cls = architecture_class(arch)
-    sae = cls(d_in, num_latents, normalize_decoder=unit, device=device, **hyper)
+    sae = cls(
+        d_in,
+        num_latents,
+        d_out=d_out,
+        transcode=transcode,
+        normalize_decoder=unit,
+        device=device,
+        **hyper,
+    )
     missing = set(sae.state_dict()) ^ set(tensors)
     if missing:
         raise ValueError(f"tensors {sorted(missing)} do not match our {arch} dictionary")
@@ -263,7 +283,8 @@ def export_saelens(
 
     ``hook_name`` is the TransformerLens hook SAELens will attach it to (e.g.
     ``blocks.6.hook_resid_post``) and ``model_name`` the TransformerLens model name.
-    BatchTopK is exported as its inference JumpReLU (as SAELens itself saves it).
+    BatchTopK is exported as its inference JumpReLU (as SAELens itself saves it); ReLU
+    and JumpReLU transcoders as SAELens' "transcoder" / "jumprelu_transcoder".
     """
     inf = sae.to_inference()
     if inf.architecture not in _TO_SAELENS:
@@ -271,10 +292,10 @@ def export_saelens(
             f"cannot export a {inf.architecture!r} dictionary: SAELens has "
             f"{sorted(_TO_SAELENS)} (batchtopk exports via its jumprelu form)"
         )
-    if inf.transcode:
+    if inf.transcode and inf.architecture not in _TO_SAELENS_TRANSCODER:
         raise ValueError(
-            "transcoders are not exported: SAELens' transcoder classes are ReLU/JumpReLU only "
-            "and read their input without b_dec; export the SAE variant instead"
+            f"cannot export a {inf.architecture} transcoder: SAELens' transcoders are "
+            f"{sorted(_TO_SAELENS_TRANSCODER)} only"
         )
     cfg = saelens_cfg(inf, hook_name=hook_name, model_name=model_name, context_size=context_size)
     if hook_layer is not None:
@@ -291,14 +312,16 @@ def saelens_cfg(
     sae: SparseCoder, *, hook_name: str, model_name: str, context_size: int | None = None
 ) -> dict[str, Any]:
     """The SAELens 6.x cfg.json of our (inference) dictionary ``sae``."""
-    arch = _TO_SAELENS[sae.architecture]
+    table = _TO_SAELENS_TRANSCODER if sae.transcode else _TO_SAELENS
+    arch = table[sae.architecture]
     cfg: dict[str, Any] = {
         "architecture": arch,
         "d_in": sae.d_in,
         "d_sae": sae.num_latents,
         "dtype": "float32",
         "device": "cpu",
-        "apply_b_dec_to_input": True,  # our encoders always see x - b_dec
+        # our encoders see x - b_dec, except a transcoder's (b_dec is in the output space)
+        "apply_b_dec_to_input": not sae.transcode,
         "normalize_activations": "none",
         "reshape_activations": "none",
         "metadata": {
@@ -311,6 +334,8 @@ def saelens_cfg(
     }
     if arch == "topk":
         cfg.update(k=int(sae.k), rescale_acts_by_decoder_norm=False)  # type: ignore[attr-defined]
+    if sae.transcode:
+        cfg["d_out"] = sae.d_out
     return cfg
 
 

@@ -41,6 +41,17 @@ SAELENS_FIXTURES = {  # fixture folder -> our architecture it loads as
     "saelens_batchtopk": "jumprelu",
     "saelens_standard": "relu",
     "saelens_gated": "gated",
+    "saelens_transcoder": "relu",
+    "saelens_jumprelu_transcoder": "jumprelu",
+}
+OURS = {  # our dictionaries exported for SAELens by the fixture script -> architecture
+    "ours_topk": "topk",
+    "ours_batchtopk": "batchtopk",
+    "ours_jumprelu": "jumprelu",
+    "ours_relu": "relu",
+    "ours_gated": "gated",
+    "ours_relu_transcoder": "relu",
+    "ours_jumprelu_transcoder": "jumprelu",
 }
 
 
@@ -71,13 +82,18 @@ def assert_same_outputs(sae, exp: dict[str, torch.Tensor]) -> None:
     torch.testing.assert_close(recon, exp["recon"], **TOL)
 
 
-def perturbed(arch: str, *, d_in: int = 12, m: int = 40, seed: int = 0):
-    """A fresh dictionary of ``arch`` with non-trivial biases (and thresholds)."""
+def perturbed(arch: str, *, d_in: int = 12, m: int = 40, d_out: int = 0, seed: int = 0):
+    """A fresh dictionary of ``arch`` with non-trivial biases (and thresholds); a
+    transcoder to width ``d_out`` when that is set."""
     g = torch.Generator().manual_seed(seed)
     kwargs = {"k": 5} if arch in ("topk", "batchtopk") else {}
+    if d_out:
+        kwargs.update(transcode=True, d_out=d_out)
     sae = architecture_class(arch)(d_in, m, generator=g, **kwargs)
     with torch.no_grad():
-        sae.b_dec.copy_(0.3 * torch.randn(d_in, generator=g))
+        if d_out:
+            sae.W_dec.copy_(torch.randn(m, d_out, generator=g))
+        sae.b_dec.copy_(0.3 * torch.randn(sae.d_out, generator=g))
         sae.encoder.bias.copy_(0.1 * torch.randn(m, generator=g))
         for name, p in sae.named_parameters():
             if name in ("threshold", "b_mag", "r_mag"):
@@ -179,13 +195,12 @@ def test_saelens_bad_input_is_refused(tmp_path):
             load_saelens(folder)
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu", "gated"])
-def test_our_export_gives_saelens_the_same_outputs(arch, tmp_path):
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_our_export_gives_saelens_the_same_outputs(name, tmp_path):
     """SAELens itself loaded our export (fixture script): it computed what we compute."""
-    needs(arch)
-    name = f"ours_{arch}"
+    needs(OURS[name])
     ours = load_sae(FIX / name)
-    assert ours.architecture == arch
+    assert ours.architecture == OURS[name] and ours.transcode == name.endswith("transcoder")
     assert_same_outputs(ours.to_inference(), expected(f"{name}.saelens"))
     # ... and today's exporter still writes exactly what SAELens was checked against.
     hook = "blocks.1.hook_resid_post"
@@ -205,24 +220,28 @@ def test_our_native_save_gives_sparsify_the_same_outputs():
     assert_same_outputs(load_sae(FIX / "ours_topk"), expected("ours_topk.sparsify"))
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu", "gated"])
-def test_export_then_load_round_trip(arch, tmp_path):
+@pytest.mark.parametrize(
+    ("arch", "d_out"),
+    [("topk", 0), ("batchtopk", 0), ("jumprelu", 0), ("relu", 0), ("gated", 0),
+     ("relu", 7), ("jumprelu", 7)],
+)  # fmt: skip
+def test_export_then_load_round_trip(arch, d_out, tmp_path):
     needs(arch)
-    sae, x = perturbed(arch)
+    sae, x = perturbed(arch, d_out=d_out)
     if arch == "batchtopk":
         needs("jumprelu")
     inf = sae.to_inference()
     export_saelens(sae, tmp_path / arch, hook_name="blocks.0.hook_resid_post", model_name="m")
     back = load_saelens(tmp_path / arch)
-    assert back.architecture == inf.architecture
+    assert back.architecture == inf.architecture and back.transcode == bool(d_out)
     with torch.no_grad():
         torch.testing.assert_close(dense_code(back, x), dense_code(inf, x), **TOL)
         torch.testing.assert_close(back.decode(*back.encode(x)), inf.decode(*inf.encode(x)))
 
 
-def test_export_refuses_existing_nothing_and_transcoders(tmp_path):
+def test_export_refuses_what_saelens_cannot_express(tmp_path):
     tc = load_sparsify(FIX / "sparsify_transcoder")
-    with pytest.raises(ValueError, match="transcoders are not exported"):
+    with pytest.raises(ValueError, match="cannot export a topk transcoder"):
         export_saelens(tc, tmp_path / "t", hook_name="h", model_name="m")
     assert not (tmp_path / "t").exists()
 
