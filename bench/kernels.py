@@ -214,16 +214,15 @@ def _time_ms(fn: Callable[[], Any], reps: int) -> float:
     return statistics.median(times)
 
 
-LAUNCH_SWEEP = [  # (BLOCK_D max, bag BLOCK_K max, BLOCK_E, num_warps, dot BLOCK_K max)
-    (256, 16, 32, 4, 16), (512, 16, 32, 4, 16), (512, 1, 1, 4, 16), (256, 1, 1, 4, 32),
-    (1024, 1, 1, 4, 16), (512, 4, 4, 4, 16), (128, 16, 64, 2, 16), (512, 1, 1, 8, 16),
-    (256, 4, 8, 2, 32),
+LAUNCH_SWEEP = [  # (bag row bytes, scatter row bytes, dot BLOCK_D, dot BLOCK_K, num_warps)
+    (1024, 2048, 256, 32, 4), (512, 1024, 256, 32, 4), (2048, 4096, 256, 32, 4),
+    (1024, 2048, 128, 32, 4), (1024, 2048, 256, 16, 4), (1024, 2048, 256, 32, 2),
+    (1024, 2048, 256, 32, 8),
 ]  # fmt: skip
-DEFAULT_LAUNCH = (256, 16, 32, 4, 16)
 
 
 def set_launch(T: Any, launch: tuple[int, int, int, int, int]) -> None:
-    T._BLOCK_D_MAX, T._BLOCK_K_MAX, T._BLOCK_E, T._NUM_WARPS, T._DOT_BLOCK_K_MAX = launch
+    T._BAG_ROW_BYTES, T._SCATTER_ROW_BYTES, T._DOT_BLOCK_D, T._DOT_BLOCK_K, T._NUM_WARPS = launch
 
 
 def micro_one(dtype: torch.dtype, n: int, d: int, m: int, k: int, reps: int) -> None:
@@ -255,16 +254,55 @@ def micro_one(dtype: torch.dtype, n: int, d: int, m: int, k: int, reps: int) -> 
             print(f"  {launch}: failed: {type(e).__name__}: {str(e)[:200]}")
             continue
         print(f"  {launch}: bag {t_bag:.3f}  gather-dot {t_dot:.3f}  scatter {t_sc:.3f}")
-    set_launch(T, DEFAULT_LAUNCH)
+    set_launch(T, LAUNCH_SWEEP[0])
 
 
 def micro(reps: int) -> None:
     """The sparse ops alone at one shape, triton (several launch settings) vs torch."""
     for n, d, m, k in [(16384, 2048, 32768, 64), (16384, 576, 36864, 32)]:
         print(f"\n## sparse ops alone: N={n} D={d} M={m} K={k}, median ms of {reps}")
-        print("launch = (BLOCK_D max, bag BLOCK_K max, BLOCK_E, num_warps, dot BLOCK_K max)")
+        print("launch = (bag row bytes, scatter row bytes, dot BLOCK_D, dot BLOCK_K, warps)")
         for dtype in (torch.float32, torch.bfloat16):
             micro_one(dtype, n, d, m, k, reps)
+
+
+def profile(d: int, e: int, k: int, n: int, mode: str) -> None:
+    """Where a step's GPU time goes, per backend: the top kernels by total CUDA time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    m = d * e
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float32
+    x = torch.randn(n, d, device="cuda", dtype=dtype)
+    for backend in ("triton", "torch", "dense"):
+        p = make_params(d, m, dtype)
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if mode == "amp"
+            else contextlib.nullcontext()
+        )
+
+        def step(p=p, backend=backend, autocast=autocast):
+            for t in p.values():
+                t.grad = None
+            with autocast:
+                loss = dense_step(p, x, k) if backend == "dense" else sparse_step(p, x, k, backend)
+            loss.backward()
+
+        for _ in range(2):
+            step()
+        torch.cuda.synchronize()
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+        print(f"\n## profile {backend}: D={d} M={m} k={k} N={n} {mode} (3 steps)")
+        print(
+            prof.key_averages().table(
+                sort_by="cuda_time_total", row_limit=14, max_name_column_width=60
+            )
+        )
+        del p
 
 
 def main() -> None:
@@ -273,6 +311,7 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--sparsify", action="store_true", help="also time eai-sparsify (amp)")
     ap.add_argument("--micro", action="store_true", help="only the sparse ops alone")
+    ap.add_argument("--profile", help="only a profile of one shape: D,expansion,k,N,mode")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--json", help="write every measurement here")
     args = ap.parse_args()
@@ -283,6 +322,10 @@ def main() -> None:
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")  # fmt: skip
     if args.micro:
         micro(args.reps)
+        return
+    if args.profile:
+        d, e, k, n, mode = args.profile.split(",")
+        profile(int(d), int(e), int(k), int(n), mode)
         return
     backends = ["torch", "triton", "dense"] + (["sparsify"] if args.sparsify else [])
     grid = FULL_GRID if args.grid == "full" else QUICK_GRID

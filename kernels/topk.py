@@ -127,7 +127,9 @@ class _TopKEncode(torch.autograd.Function):
             return (*grads, None, None)
         grad_x = grad_W = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = F.embedding_bag(top_idx_NK, W_MD, mode="sum", per_sample_weights=grad_NK)
+            grad_x = F.embedding_bag(
+                top_idx_NK, W_MD, mode="sum", per_sample_weights=grad_NK.to(W_MD.dtype)
+            ).to(x_ND.dtype)
         if ctx.needs_input_grad[1]:
             grad_W = _sparse_grad_weight(grad_NK, top_idx_NK, x_ND, W_MD.shape[0], W_MD.dtype)
         if ctx.needs_input_grad[2]:

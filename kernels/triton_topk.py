@@ -38,21 +38,25 @@ import triton.language as tl
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-# Launch parameters (module constants so that bench/kernels.py can sweep them).
+# Launch parameters (module constants so that bench/kernels.py can sweep them). Measured
+# on an H100 (bench/kernels.py --micro): one decoder/input row at a time with the columns
+# spread over the program beats loading [BLOCK_K, BLOCK_D] tiles and reducing across
+# them (2-7x in bfloat16), and a program that spans about 1 KiB (bag) or 2 KiB (scatter)
+# of a row is fastest.
 _CHUNK = 256  # entries of one row summed by one scatter_rows program; more are split
-_BLOCK_D_MAX = 256  # columns per program
-_BLOCK_K_MAX = 16  # bag slots loaded at once by embedding_bag
-_DOT_BLOCK_K_MAX = 16  # bag slots per gather_dot program
-_BLOCK_E = 32  # sorted entries loaded at once by scatter_rows
+_BAG_ROW_BYTES = 1024  # bytes of a row per embedding_bag program
+_SCATTER_ROW_BYTES = 2048  # bytes of a row per scatter_rows program
+_DOT_BLOCK_D = 256  # columns per step of gather_dot
+_DOT_BLOCK_K = 32  # bag slots per gather_dot program
 _NUM_WARPS = 4
 
 
-def _block_d(d: int) -> int:
-    return min(triton.next_power_of_2(d), _BLOCK_D_MAX)
-
-
-def _block_k(k: int, most: int) -> int:
-    return min(triton.next_power_of_2(k), most)
+def _block_d(d: int, dtype: torch.dtype, row_bytes: int) -> int:
+    """Columns per program: the whole row when it is at most twice ``row_bytes``, else
+    ``row_bytes`` worth (a power of two either way)."""
+    whole = triton.next_power_of_2(d)
+    most = max(16, row_bytes // dtype.itemsize)
+    return whole if whole <= 2 * most else most
 
 
 @triton.jit
@@ -64,24 +68,17 @@ def _embedding_bag_kernel(
     K,
     D,
     stride_W,
-    BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
     n = tl.program_id(0).to(tl.int64)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
     acc_D = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < K
-        rows_K = tl.load(idx_ptr + n * K + offs_k, mask=mask_k, other=0)
-        w_K = tl.load(w_ptr + n * K + offs_k, mask=mask_k, other=0.0).to(tl.float32)
-        tile_KD = tl.load(
-            W_ptr + rows_K[:, None] * stride_W + offs_d[None, :],
-            mask=mask_k[:, None] & mask_d[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        acc_D += tl.sum(tile_KD * w_K[:, None], axis=0)
+    for j in range(0, K):
+        row = tl.load(idx_ptr + n * K + j)
+        w = tl.load(w_ptr + n * K + j).to(tl.float32)
+        W_D = tl.load(W_ptr + row * stride_W + offs_d, mask=mask_d, other=0.0)
+        acc_D += w * W_D.to(tl.float32)
     tl.store(out_ptr + n * D + offs_d, acc_D.to(out_ptr.dtype.element_ty), mask=mask_d)
 
 
@@ -127,7 +124,6 @@ def _scatter_rows_kernel(
     sum_ptr,  # [M] float32, zeroed (read only when WITH_SUM)
     D,
     WITH_SUM: tl.constexpr,
-    BLOCK_E: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
     c = tl.program_id(0)
@@ -139,23 +135,17 @@ def _scatter_rows_kernel(
         offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         mask_d = offs_d < D
         acc_D = tl.zeros([BLOCK_D], dtype=tl.float32)
-        wsum_E = tl.zeros([BLOCK_E], dtype=tl.float32)
-        for e0 in range(start, end, BLOCK_E):
-            offs_e = e0 + tl.arange(0, BLOCK_E)
-            mask_e = offs_e < end
-            tok_E = tl.load(token_ptr + offs_e, mask=mask_e, other=0)
-            w_E = tl.load(w_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
-            tile_ED = tl.load(
-                X_ptr + tok_E[:, None] * D + offs_d[None, :],
-                mask=mask_e[:, None] & mask_d[None, :],
-                other=0.0,
-            ).to(tl.float32)
-            acc_D += tl.sum(tile_ED * w_E[:, None], axis=0)
-            wsum_E += w_E
+        w_sum = tl.zeros([1], dtype=tl.float32)
+        for e in range(start, end):
+            tok = tl.load(token_ptr + e)
+            w = tl.load(w_ptr + e).to(tl.float32)
+            X_D = tl.load(X_ptr + tok * D + offs_d, mask=mask_d, other=0.0)
+            acc_D += w * X_D.to(tl.float32)
+            w_sum += w
         tl.atomic_add(out_ptr + row * D + offs_d, acc_D, mask=mask_d)
         if WITH_SUM:  # noqa: SIM102 (a compile-time branch, then a run-time one)
             if pid_d == 0:
-                tl.atomic_add(sum_ptr + row, tl.sum(wsum_E, axis=0))
+                tl.atomic_add(sum_ptr + row + tl.arange(0, 1), w_sum)
 
 
 def _check(*tensors: torch.Tensor) -> None:
@@ -176,11 +166,11 @@ def embedding_bag(idx_NK: torch.Tensor, w_NK: torch.Tensor, W_MD: torch.Tensor) 
     out_ND = torch.empty(n, d, dtype=W_MD.dtype, device=W_MD.device)
     if n == 0 or d == 0:
         return out_ND
-    block_d = _block_d(d)
+    block_d = _block_d(d, W_MD.dtype, _BAG_ROW_BYTES)
     grid = (n, triton.cdiv(d, block_d))
     _embedding_bag_kernel[grid](
         idx_NK.contiguous(), w_NK.contiguous(), W_MD, out_ND, k, d, W_MD.stride(0),
-        BLOCK_K=_block_k(k, _BLOCK_K_MAX), BLOCK_D=block_d, num_warps=_NUM_WARPS,
+        BLOCK_D=block_d, num_warps=_NUM_WARPS,
     )  # fmt: skip
     return out_ND
 
@@ -194,11 +184,12 @@ def gather_dot(idx_NK: torch.Tensor, G_ND: torch.Tensor, W_MD: torch.Tensor) -> 
     out_NK = torch.empty(n, k, dtype=G_ND.dtype, device=G_ND.device)
     if n == 0:
         return out_NK
-    block_k = _block_k(k, _DOT_BLOCK_K_MAX)
+    block_k = min(triton.next_power_of_2(k), _DOT_BLOCK_K)
+    block_d = min(triton.next_power_of_2(d), _DOT_BLOCK_D)
     grid = (n, triton.cdiv(k, block_k))
     _gather_dot_kernel[grid](
         idx_NK.contiguous(), G_ND.contiguous(), W_MD, out_NK, k, d, W_MD.stride(0),
-        BLOCK_K=block_k, BLOCK_D=_block_d(d), num_warps=_NUM_WARPS,
+        BLOCK_K=block_k, BLOCK_D=block_d, num_warps=_NUM_WARPS,
     )  # fmt: skip
     return out_NK
 
@@ -215,9 +206,11 @@ class SortedEntries:
         sorted_rows_E, self.order_E = torch.sort(flat_E)
         self.token_E = self.order_E // k
         self.num_rows = num_rows
-        counts_M = torch.bincount(flat_E, minlength=num_rows)
-        end_M = torch.cumsum(counts_M, 0)
-        start_M = end_M - counts_M
+        # Segment bounds by binary search in the sorted rows (bincount would sync the host).
+        bounds = torch.arange(num_rows + 1, device=idx_NK.device)
+        edges_M1 = torch.searchsorted(sorted_rows_E, bounds)
+        start_M, end_M = edges_M1[:-1], edges_M1[1:]
+        counts_M = end_M - start_M
         chunks_M = (counts_M + _CHUNK - 1) // _CHUNK
         chunk_end_M = torch.cumsum(chunks_M, 0)
         # An upper bound on the number of chunks, so that no value is read back to the host.
@@ -248,12 +241,12 @@ def scatter_rows(
     )
     if w_NK.numel() and d:
         w_E = w_NK.reshape(-1)[entries.order_E].contiguous()
-        block_d = _block_d(d)
+        block_d = _block_d(d, X_ND.dtype, _SCATTER_ROW_BYTES)
         grid = (entries.chunk_row_C.shape[0], triton.cdiv(d, block_d))
         _scatter_rows_kernel[grid](
             entries.chunk_row_C, entries.chunk_start_C, entries.chunk_end_C, entries.token_E,
             w_E, X_ND.contiguous(), out_MD, sum_M, d,
-            WITH_SUM=with_sum, BLOCK_E=_BLOCK_E, BLOCK_D=block_d, num_warps=_NUM_WARPS,
+            WITH_SUM=with_sum, BLOCK_D=block_d, num_warps=_NUM_WARPS,
         )  # fmt: skip
     return out_MD, (sum_M if with_sum else None)
 
