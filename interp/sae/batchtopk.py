@@ -11,8 +11,10 @@ tokens use more latents than others:
 
 Inference cannot depend on the batch, so it uses one global ``threshold``: an EMA (rate
 ``threshold_ema``) of the smallest activation kept in each training batch, updated in
-:meth:`after_optimizer_step`. :meth:`encode` is ``f = pre * H(pre - threshold)``, and
-:meth:`to_inference` returns the :class:`JumpReLUSAE` computing exactly that.
+:meth:`after_optimizer_step` from this process's batch (under data parallelism, average
+the ``threshold`` buffer across ranks after it, as for any buffer). :meth:`encode` is
+``f = pre * H(pre - threshold)``, and :meth:`to_inference` returns the
+:class:`JumpReLUSAE` computing exactly that.
 
 Parameters: sparsify's four (``encoder.weight`` [M, D], ``encoder.bias`` [M], ``W_dec``
 [M, E], ``b_dec`` [E]) plus the buffer ``threshold`` [] (0 until the first estimate).
@@ -100,8 +102,9 @@ class BatchTopKSAE(SparseCoder):
         keep_NM = torch.zeros_like(pre_NM, dtype=torch.bool).flatten()
         keep_NM[kept_flat] = True
         acts_NM = pre_NM * keep_NM.view_as(pre_NM)
-        positive = kept_vals[kept_vals > 0]
-        self._pending_min_kept = positive.min().detach() if positive.numel() else None
+        # inf when nothing positive was kept (then the threshold stays); no host sync.
+        positive = torch.where(kept_vals > 0, kept_vals, torch.inf)
+        self._pending_min_kept = positive.detach().min()
         terms: dict[str, torch.Tensor] = {}
         sae_out_NE = self.decode_dense(acts_NM)
         if self.auxk_alpha > 0 and dead_M is not None:
@@ -118,10 +121,8 @@ class BatchTopKSAE(SparseCoder):
         if self._pending_min_kept is None:
             return
         new = self._pending_min_kept.to(self.threshold.dtype)
-        if self.threshold.item() <= 0:
-            self.threshold.copy_(new)
-        else:
-            self.threshold.lerp_(new, self.threshold_ema)
+        moved = torch.where(self.threshold > 0, self.threshold.lerp(new, self.threshold_ema), new)
+        self.threshold.copy_(torch.where(torch.isfinite(new), moved, self.threshold))
         self._pending_min_kept = None
 
     def to_inference(self) -> JumpReLUSAE:

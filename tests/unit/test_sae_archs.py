@@ -65,13 +65,13 @@ def config(arch: str, **kw) -> SAEConfig:
 
 def train(sae, steps: int, *, seed: int = 2, lr: float = 3e-3, target=None):
     """A minimal loop through the interface; returns the first and last TrainOutput."""
-    g = rng(seed)
+    g, device = rng(seed), sae.W_dec.device
     opt = torch.optim.Adam(sae.parameters(), lr=lr)
-    x = sparse_data(128, g)
+    x = sparse_data(128, g).to(device)
     sae.init_from_batch(x, None if target is None else target(x))
     first = last = None
     for step in range(steps):
-        x = sparse_data(128, g)
+        x = sparse_data(128, g).to(device)
         out = sae(x, None if target is None else target(x), step=step)
         out.loss.backward()
         sae.before_optimizer_step()
@@ -514,3 +514,34 @@ def test_sae_ids_name_what_the_dictionary_computes():
     assert len(ids) == 6
     # Fields the architecture does not read do not change its id.
     assert SAEConfig(bandwidth=0.3).sae_id == SAEConfig().sae_id
+
+
+# ------------------------------------------------------------------ GPU (skipped on CPU)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cuda_matches_cpu_and_trains(arch, tmp_path):
+    """Same init on every device (drawn on the CPU); the CUDA forward, backward, step
+    hooks, export and save/load run and agree with the CPU within float tolerance."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    cpu = build_sae(config(arch, multi_topk=arch == "topk"), D, generator=rng(0))
+    gpu = build_sae(config(arch, multi_topk=arch == "topk"), D, generator=rng(0), device="cuda")
+    assert torch.equal(cpu.encoder.weight, gpu.encoder.weight.cpu())
+    x = sparse_data(128, rng(40))
+    for sae, xx in ((cpu, x), (gpu, x.cuda())):
+        sae.init_from_batch(xx)
+    a, b = (
+        cpu(x, dead_mask=torch.ones(M, dtype=torch.bool)),
+        gpu(x.cuda(), dead_mask=torch.ones(M, dtype=torch.bool, device="cuda")),
+    )
+    torch.testing.assert_close(a.loss, b.loss.cpu(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a.sae_out, b.sae_out.cpu(), rtol=1e-4, atol=1e-4)
+    first, last = train(gpu, 100)
+    assert last.fvu < first.fvu and last.sae_out.is_cuda
+    inference = gpu.to_inference()
+    acts, idx = inference.encode(x.cuda())
+    assert acts.is_cuda and idx.dtype == torch.int64
+    save_sae(inference, tmp_path / "sae")
+    loaded = load_sae(tmp_path / "sae", device="cuda")
+    assert torch.equal(loaded.encode(x.cuda()).top_acts, acts)
