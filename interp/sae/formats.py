@@ -36,7 +36,7 @@ import logging
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -383,6 +383,14 @@ class SAEBenchConfig:
     training_tokens: int = -100_000
     sae_lens_training_version: str | None = None
     neuronpedia_id: str | None = None
+    # Class attributes in SAEBench too (not fields); its core eval reads them.
+    activation_fn_kwargs: ClassVar[dict[str, Any]] = {}
+    model_from_pretrained_kwargs: ClassVar[dict[str, Any]] = {}
+
+    @property
+    def architecture_str(self) -> str:
+        """SAEBench's core eval reads the gated bias as ``b_mag`` when this is "gated"."""
+        return self.architecture
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -404,6 +412,15 @@ class SAEBenchSAE(nn.Module):
         self.device: torch.device = sae.W_dec.device
         self.dtype: torch.dtype = sae.W_dec.dtype
 
+    def to(self, *args: Any, **kwargs: Any) -> SAEBenchSAE:
+        """Move/cast like ``nn.Module.to``, keeping ``device``, ``dtype`` and the cfg's
+        strings in step (SAEBench's evals call ``sae.to(device=..., dtype=...)``)."""
+        super().to(*args, **kwargs)
+        self.device, self.dtype = self.sae.W_dec.device, self.sae.W_dec.dtype
+        self.cfg.device = str(self.device)
+        self.cfg.dtype = str(self.dtype).removeprefix("torch.")
+        return self
+
     @property
     def W_enc(self) -> torch.Tensor:
         """[D, M] encoder (SAELens/SAEBench layout)."""
@@ -423,6 +440,13 @@ class SAEBenchSAE(nn.Module):
     def b_dec(self) -> torch.Tensor:
         """[D] decoder bias."""
         return self.sae.b_dec
+
+    @property
+    def b_mag(self) -> torch.Tensor:
+        """[M] magnitude-path bias (Gated only; SAEBench reports it as the encoder bias)."""
+        if self.sae.architecture != "gated":
+            raise AttributeError("b_mag: only Gated dictionaries have a magnitude bias")
+        return self.sae.b_mag  # type: ignore[return-value]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[..., D] activations -> [..., M] dense latent activations."""

@@ -265,6 +265,10 @@ def test_saebench_adapter_interface():
     assert cfg.hook_name == "blocks.0.hook_resid_post" and cfg.architecture == "topk"
     assert cfg.dtype == "float32" and cfg.context_size == 32 and cfg.model_name == "tiny"
     assert bench.check_decoder_norms()
+    assert not hasattr(bench, "b_mag") and bench.cfg.model_from_pretrained_kwargs == {}
+    assert bench.to(device="cpu", dtype=torch.float64) is bench
+    assert bench.dtype == torch.float64 and bench.cfg.dtype == "float64"
+    bench.to(dtype=torch.float32)
     x = expected("sparsify_run.layers.0")["x"].reshape(2, 8, d)  # [batch, seq, D] works
     with torch.no_grad():
         f = bench.encode(x)
@@ -276,15 +280,21 @@ def test_saebench_adapter_interface():
         )
 
 
-def test_saebench_adapter_folds_decoder_norms():
-    needs("relu")
-    sae = load_saelens(FIX / "saelens_standard")
+@pytest.mark.parametrize("name", ["saelens_standard", "saelens_jumprelu", "saelens_gated"])
+def test_saebench_adapter_folds_decoder_norms(name):
+    """SAELens leaves decoder rows off unit norm; the adapter folds the norms into the
+    encoder (thresholds, magnitude bias) so SAEBench's check passes and outputs stay."""
+    needs(SAELENS_FIXTURES[name])
+    sae = load_saelens(FIX / name)
     assert not torch.allclose(sae.W_dec.norm(dim=1), torch.ones(sae.num_latents))
     bench = to_saebench(sae, model_name="tiny", hook_layer=1)
     assert bench.check_decoder_norms()
-    exp = expected("saelens_standard")
+    assert bench.cfg.architecture_str == SAELENS_FIXTURES[name]
+    exp = expected(name)
     with torch.no_grad():
         torch.testing.assert_close(bench(exp["x"]), exp["recon"], **TOL)
+        active = bench.encode(exp["x"]) > 0  # the same latents fire, scaled by the norms
+        assert torch.equal(active, exp["acts"] > 0)
     assert not torch.allclose(sae.W_dec.norm(dim=1), torch.ones(sae.num_latents))  # a copy
 
 
