@@ -10,11 +10,13 @@ latent ranges ``[start, stop)`` for compact and interpret.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from interp.config import RunConfig
-from interp.runs import RunIds, RunPaths, is_committed
+from interp.config import RunConfig, id_dict, load_run_config, to_dict
+from interp.runs import RunIds, RunPaths, is_committed, short_hash
 
 Stage = Literal["train", "collect", "compact", "interpret", "gather"]
 
@@ -37,7 +39,9 @@ class StageJob:
     run_id: str
     tasks: tuple[Task, ...]
     depends_on: tuple[str, ...]  # keys of jobs that must all succeed first
-    point: str  # point id whose config drives it ("" for gather)
+    point: str  # point id whose config drives it ("" for gather; the first member of a group)
+    members: tuple[str, ...] = ()
+    """Point ids trained together from one LM forward (a train group job); () otherwise."""
 
 
 @dataclass(frozen=True)
@@ -101,12 +105,39 @@ def plan_point(cfg: RunConfig, d_in: int) -> list[StageJob]:
     return [train, collect, compact, interpret]
 
 
-def plan_sweep(points: list[tuple[RunConfig, int]]) -> Plan:
-    """Plan every point (deduplicating shared stages), then one gather over all points."""
+def train_group_id(cfg: RunConfig) -> str:
+    """Id of the points whose SAEs can train from one LM forward pass.
+
+    Members share the model, the data and how the activation stream is read (token
+    count, batch sizes, shuffle buffer, seed); they may differ in layer / hookpoint,
+    dictionary and optimiser settings. Each member then sees the same vectors in the
+    same order as it would alone, so grouping never changes a member's result (its train
+    id), only how many forwards are paid.
+    """
+    t = cfg.train
+    stream = {
+        "num_tokens": t.num_tokens,
+        "batch_size": t.batch_size,
+        "lm_batch_size": t.lm_batch_size,
+        "buffer_batches": t.buffer_batches,
+        "seed": t.seed,
+    }
+    return short_hash({"data": RunIds.of(cfg).data, "model": id_dict(cfg.model), "stream": stream})
+
+
+def plan_sweep(points: list[tuple[RunConfig, int]], *, group_train: bool = True) -> Plan:
+    """Plan every point (deduplicating shared stages), then one gather over all points.
+
+    With ``group_train``, the train jobs of points that share a :func:`train_group_id`
+    (and differ in what they train) become one train-group job: one task, one LM forward
+    feeding every member's dictionary; each member's collect waits on the group.
+    """
     jobs: dict[str, StageJob] = {}
     for cfg, d_in in points:
         for job in plan_point(cfg, d_in):
             jobs.setdefault(job.key, job)
+    if group_train:
+        jobs = _group_train_jobs(jobs, {RunIds.of(cfg).point: cfg for cfg, _ in points})
     finals = tuple(k for k, j in jobs.items() if j.stage == "interpret")
     point_ids = sorted({j.point for j in jobs.values()})
     gather_id = "-".join(point_ids)[:64]
@@ -114,9 +145,82 @@ def plan_sweep(points: list[tuple[RunConfig, int]]) -> Plan:
     return Plan(tuple(jobs.values()) + (gather,))
 
 
-def pending(job: StageJob, paths: RunPaths | None) -> list[Task]:
-    """Tasks of ``job`` not yet committed (the gather job is always redone)."""
+def _group_train_jobs(
+    jobs: dict[str, StageJob], cfgs: Mapping[str, RunConfig]
+) -> dict[str, StageJob]:
+    """Merge train jobs by :func:`train_group_id`; redirect their collects to the group."""
+    groups: dict[str, list[StageJob]] = {}
+    for job in jobs.values():
+        if job.stage == "train":
+            groups.setdefault(train_group_id(cfgs[job.point]), []).append(job)
+    renamed: dict[str, str] = {}
+    merged: dict[str, StageJob] = {}
+    for gid, members in groups.items():
+        if len(members) < 2:
+            continue
+        members.sort(key=lambda j: j.run_id)
+        key = f"train-group-{gid}"
+        point_ids = tuple(j.point for j in members)
+        merged[key] = StageJob(key, "train", gid, (Task(0, 0, 1),), (), point_ids[0], point_ids)
+        renamed.update({j.key: key for j in members})
+    if not merged:
+        return jobs
+    out: dict[str, StageJob] = dict(merged)
+    for key, job in jobs.items():
+        if key in renamed:
+            continue
+        deps = tuple(dict.fromkeys(renamed.get(d, d) for d in job.depends_on))
+        out[key] = job if deps == job.depends_on else _with_deps(job, deps)
+    return out
+
+
+def _with_deps(job: StageJob, deps: tuple[str, ...]) -> StageJob:
+    return StageJob(job.key, job.stage, job.run_id, job.tasks, deps, job.point, job.members)
+
+
+def pending(
+    job: StageJob, paths: RunPaths | None, members: list[RunPaths] | None = None
+) -> list[Task]:
+    """Tasks of ``job`` not yet committed (the gather job is always redone).
+
+    A train group's single task is pending while any member's train manifest is not
+    committed; ``members`` are the members' paths (see :func:`job_pending`).
+    """
     if job.stage == "gather":
         return list(job.tasks)
+    if job.members:
+        assert members is not None, f"{job.key} is a train group: pass its members' paths"
+        done = all(is_committed(m.manifest_file("train", 0)) for m in members)
+        return [] if done else list(job.tasks)
     assert paths is not None
     return [t for t in job.tasks if not is_committed(paths.manifest_file(job.stage, t.index))]
+
+
+def job_pending(job: StageJob, root: Path, cfgs: Mapping[str, RunConfig]) -> list[Task]:
+    """:func:`pending` for a job of a sweep whose point configs are ``cfgs``."""
+    cfg = cfgs.get(job.point)
+    members = [RunPaths(root, cfgs[p]) for p in job.members]
+    return pending(job, RunPaths(root, cfg) if cfg else None, members)
+
+
+def job_payload(job: StageJob, cfgs: Mapping[str, RunConfig]) -> dict[str, Any] | None:
+    """What the worker gets for ``job``: the point's config as a plain dict, the
+    members' configs (``{"members": [...]}``) for a train group, ``None`` for gather."""
+    if job.members:
+        return {"members": [to_dict(cfgs[p]) for p in job.members]}
+    cfg = cfgs.get(job.point)
+    return to_dict(cfg) if cfg else None
+
+
+def task_committed(stage: str, payload: dict[str, Any] | None, root: Path, task: Task) -> bool:
+    """Whether the task a worker got (:func:`job_payload`) has committed its work.
+
+    The gather commits no manifest (it is redone whole), so it counts as committed.
+    """
+    if stage == "gather":
+        return True
+    assert payload is not None
+    if "members" in payload:
+        cfgs = [load_run_config(d) for d in payload["members"]]
+        return all(is_committed(RunPaths(root, c).manifest_file("train", 0)) for c in cfgs)
+    return is_committed(RunPaths(root, load_run_config(payload)).manifest_file(stage, task.index))

@@ -2,14 +2,19 @@
 
 python launch/sweep.py                       # the embedded default, on this machine
 python launch/sweep.py experiment=tiny       # small and fast
-python launch/sweep.py -m layer=9,15         # a sweep: one DAG per point, then gather
+python launch/sweep.py -m layer=9,15         # a sweep: every point planned together, then gather
 python launch/sweep.py -m layer=3,6 cluster=local_slurm   # submit to SLURM and return
 python launch/sweep.py --help-fields         # every config key, documented
+
+In a multirun each Hydra job only validates and records its point; the callback
+``slurm.callbacks.RunSweep`` then plans all points as one DAG (points that can share an
+LM forward train together) and runs or submits it.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,10 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(composed: DictConfig) -> None:
-    from interp.config import load_run_config
-    from slurm.status import SlurmError
-    from slurm.submit import check_cluster, run_points
+def main(composed: DictConfig) -> dict[str, Any] | None:
+    from interp.config import load_run_config, to_dict
+    from slurm.submit import check_cluster, record_point, run_and_report
     from slurm.worker import setup_logging
 
     setup_logging()
@@ -32,15 +36,11 @@ def main(composed: DictConfig) -> None:
         check_cluster(cluster)
     except ValueError as err:
         sys.exit(f"config error: {err}")
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    try:
-        root = run_points([cfg], cluster, gather=not multirun)
-    except SlurmError as err:
-        sys.exit(f"not submitted: {err}")
-    if cluster["executor"] == "slurm":
-        print(f"\nsweep folder: {root}\n  submitted; progress: python launch/status.py {root}")
-    else:
-        print(f"\nsweep folder: {root}\n  table: {root / 'gather' / 'latents.parquet'}")
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        record_point(cfg)
+        return to_dict(cfg)  # run with the other points by the callback
+    run_and_report([cfg], cluster)
+    return None
 
 
 if __name__ == "__main__":

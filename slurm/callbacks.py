@@ -1,27 +1,37 @@
-"""Hydra callback: after a multirun has run (or submitted) every point, gather the sweep.
+"""Hydra callback: a multirun's points are planned and run (or submitted) as one sweep.
 
-On SLURM the points' DAGs are only submitted by then; the gather is submitted as one job
-that waits (afterok) on every point's interpret jobs, found in the run folder.
+Each Hydra job of the multirun only validates and records its point and returns its
+resolved config; :class:`RunSweep` collects them and, once every job has returned, plans
+all points together - so points that can share an LM forward train in one job, shared
+stages run once - then runs the DAG here or submits it to SLURM, gather included.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 
-class GatherAfterMultirun(Callback):
+class RunSweep(Callback):
+    def __init__(self) -> None:
+        self.points: list[dict[str, Any]] = []
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status == JobStatus.COMPLETED and job_return.return_value:
+            self.points.append(job_return.return_value)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from interp.config import load_run_config
-        from interp.runs import RunPaths
-        from slurm.submit import run_gather
+        from slurm.submit import run_and_report
 
+        if not self.points:
+            sys.exit("no sweep point was recorded: nothing to run")
         config = config.copy()
         with open_dict(config):
             del config["hydra"]  # holds per-job interpolations (hydra.job.num) unset here
-        raw = OmegaConf.to_container(config, resolve=True)
-        cluster = raw.pop("cluster")
-        root = RunPaths.sweep_root(load_run_config(raw))
-        run_gather(root, cluster)
+        cluster = OmegaConf.to_container(config, resolve=True)["cluster"]
+        run_and_report([load_run_config(p) for p in self.points], cluster)

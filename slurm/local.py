@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from interp.config import RunConfig, to_dict
-from interp.plan import Plan, StageJob, Task, pending
-from interp.runs import RunPaths
+from interp.config import RunConfig
+from interp.plan import Plan, StageJob, Task, job_payload, job_pending
 from slurm.worker import execute
 
 log = logging.getLogger("interp.local")
@@ -27,13 +26,12 @@ class TaskFailed(RuntimeError):
 
 def run_plan(plan: Plan, cfgs: dict[str, RunConfig], root: Path, cluster: dict[str, Any]) -> None:
     for job in plan.jobs:
-        cfg = cfgs.get(job.point)
-        todo = pending(job, RunPaths(root, cfg) if cfg else None)
+        todo = job_pending(job, root, cfgs)
         if not todo:
             log.info("%s: all %d task(s) committed, nothing to do", job.key, len(job.tasks))
             continue
         log.info("%s: %d of %d task(s) to run", job.key, len(todo), len(job.tasks))
-        cfg_dict = to_dict(cfg) if cfg else None
+        cfg_dict = job_payload(job, cfgs)
         if cluster.get("executor") == "inprocess":
             for task in todo:
                 execute(job.stage, cfg_dict, str(root), task)

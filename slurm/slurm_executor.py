@@ -36,9 +36,9 @@ from typing import Any
 
 import submitit
 
-from interp.config import RunConfig, build, load_run_config, to_dict
-from interp.plan import Plan, StageJob, Task, pending
-from interp.runs import RunPaths, atomic_write_json, cluster_config_file, is_committed, job_log_dir
+from interp.config import RunConfig, build
+from interp.plan import Plan, StageJob, Task, job_payload, job_pending, task_committed
+from interp.runs import atomic_write_json, cluster_config_file, job_log_dir
 from slurm.status import (
     Attempt,
     SlurmError,
@@ -345,11 +345,7 @@ def load_worker(spec: str) -> Callable[[str, Any, str, Task], Any]:
 
 
 def _committed(stage: str, cfg_dict: dict[str, Any] | None, root: str, task: Task) -> bool:
-    if stage == "gather":  # commits no manifest; it is redone whole, never resumed
-        return True
-    assert cfg_dict is not None
-    paths = RunPaths(Path(root), load_run_config(cfg_dict))
-    return is_committed(paths.manifest_file(stage, task.index))
+    return task_committed(stage, cfg_dict, Path(root), task)
 
 
 @contextlib.contextmanager
@@ -510,8 +506,7 @@ def submit_plan(
     after: dict[str, list[str]] = {}  # job key -> ids its dependants wait for
     submitted: list[Submission] = []
     for job in plan.jobs:
-        cfg = cfgs.get(job.point)
-        uncommitted = pending(job, RunPaths(root, cfg) if cfg else None)
+        uncommitted = job_pending(job, root, cfgs)
         tries = attempts(root, job.key, queue)
         upstream = [i for key in job.depends_on for i in after.get(key, [])]
         if job not in submitting:
@@ -522,7 +517,7 @@ def submit_plan(
         if job.stage == "gather" and todo and not upstream and gather_is_current(root):
             todo = []  # every point is committed and already gathered
         cancel(decision.cancel)
-        cfg_dict = to_dict(cfg) if cfg else None
+        cfg_dict = job_payload(job, cfgs)
         subs = submit_tasks(root, job, todo, cfg_dict, cluster, upstream, max_array)
         after[job.key] = dependency_ids(decision.keep, subs)
         submitted += subs

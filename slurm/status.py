@@ -15,16 +15,15 @@ import getpass
 import json
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from interp.config import RunConfig
-from interp.plan import Plan, StageJob, pending
+from interp.plan import Plan, StageJob, job_pending
 from interp.runs import (
     RunIds,
-    RunPaths,
     atomic_write_json,
     gather_manifest,
     job_log_file,
@@ -195,14 +194,14 @@ def gather_is_current(root: Path) -> bool:
 def job_status(
     root: Path,
     job: StageJob,
-    cfg: RunConfig | None,
+    cfgs: Mapping[str, RunConfig],
     queue: dict[str, QueueEntry],
     accounting: dict[str, str],
     current: bool,
 ) -> StageStatus:
     """Classify every task of ``job`` (``current``: gather is up to date)."""
     row = StageStatus(job.point, job.stage, job.key, len(job.tasks))
-    todo = {t.index: t for t in pending(job, RunPaths(root, cfg) if cfg else None)}
+    todo = {t.index: t for t in job_pending(job, root, cfgs)}
     if job.stage == "gather" and current:
         todo = {}
     tries = attempts(root, job.key, queue)
@@ -249,10 +248,7 @@ def sweep_status(root: Path, plan: Plan, cfgs: list[RunConfig]) -> list[StageSta
         gone += [a.slurm_id for a in attempts(root, job.key, queue).values() if a.live is None]
     accounting = read_accounting(gone)
     current = gather_is_current(root)
-    return [
-        job_status(root, job, by_point.get(job.point), queue, accounting, current)
-        for job in plan.jobs
-    ]
+    return [job_status(root, job, by_point, queue, accounting, current) for job in plan.jobs]
 
 
 def format_status(root: Path, rows: list[StageStatus]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +74,20 @@ def run_points(cfgs: list[RunConfig], cluster: dict[str, Any], *, gather: bool) 
     return root
 
 
-def run_gather(root: Path, cluster: dict[str, Any]) -> None:
-    """Gather the sweep; on SLURM, submit one gather job after every point's jobs."""
-    if cluster.get("executor") == "slurm":
-        resubmit(root, cluster, stages={"gather"})
-        return
-    from slurm.local import run_plan
+def run_and_report(cfgs: list[RunConfig], cluster: dict[str, Any]) -> Path:
+    """The sweep command's body: run or submit every point and the gather, then say where
+    the results are; a refusal by SLURM exits with its message (nothing half-submitted)."""
+    from slurm.status import SlurmError
 
-    plan = Plan(tuple(j for j in plan_sweep([]).jobs if j.stage == "gather"))
-    run_plan(plan, {}, root, cluster)
+    try:
+        root = run_points(cfgs, cluster, gather=True)
+    except SlurmError as err:
+        sys.exit(f"not submitted: {err}")
+    if cluster["executor"] == "slurm":
+        print(f"\nsweep folder: {root}\n  submitted; progress: python launch/status.py {root}")
+    else:
+        print(f"\nsweep folder: {root}\n  table: {root / 'gather' / 'latents.parquet'}")
+    return root
 
 
 def load_sweep(root: Path) -> tuple[Plan, dict[str, RunConfig]]:

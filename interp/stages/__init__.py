@@ -32,7 +32,9 @@ def run_task(
     """Entry point for every executor (in-process, submitit local, SLURM).
 
     ``cfg_dict`` is the point's resolved config as a plain dict (picklable, and the
-    same dict that is saved in the run folder); ``None`` for the sweep-level gather.
+    same dict that is saved in the run folder); ``None`` for the sweep-level gather;
+    ``{"members": [config, ...]}`` for a train group (several points' dictionaries
+    trained from one LM forward, see :func:`interp.plan.train_group_id`).
     """
     module = importlib.import_module(f"interp.stages.{stage}")
     root = Path(root)
@@ -40,5 +42,10 @@ def run_task(
         module.run(root, task, should_stop)
         return
     assert cfg_dict is not None, f"stage {stage} needs its point's config"
+    if "members" in cfg_dict:
+        assert stage == "train", f"only train tasks have members, not {stage}"
+        members = [load_run_config(d) for d in cfg_dict["members"]]
+        module.run_group([(c, RunPaths(root, c)) for c in members], task, should_stop)
+        return
     cfg = load_run_config(cfg_dict)
     module.run(cfg, RunPaths(root, cfg), task, should_stop)

@@ -51,12 +51,14 @@ def fake_run_task(
     if stage == "gather":
         fake_gather(root)
         return
-    paths = RunPaths(root, load_run_config(cfg_dict))
-    out = paths.stage_dir(stage) / "fake" / f"{stage}-{task.index:05d}.json"
-    atomic_write_json(
-        out, {"stage": stage, "task": task.index, "sum": sum(range(task.start, task.stop))}
-    )
-    commit_task(paths.manifest_file(stage, task.index), {"stage": stage, "task": task.index})
+    assert cfg_dict is not None
+    for member in cfg_dict.get("members", [cfg_dict]):  # a train group commits every member
+        paths = RunPaths(root, load_run_config(member))
+        out = paths.stage_dir(stage) / "fake" / f"{stage}-{task.index:05d}.json"
+        atomic_write_json(
+            out, {"stage": stage, "task": task.index, "sum": sum(range(task.start, task.stop))}
+        )
+        commit_task(paths.manifest_file(stage, task.index), {"stage": stage, "task": task.index})
 
 
 def fake_gather(root: Path) -> None:

@@ -3,8 +3,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp.config import load_run_config
-from interp.plan import intervals, pending, plan_point, plan_sweep
-from interp.runs import RunPaths, commit_task
+from interp.plan import (
+    intervals,
+    job_payload,
+    job_pending,
+    pending,
+    plan_point,
+    plan_sweep,
+    task_committed,
+    train_group_id,
+)
+from interp.runs import RunIds, RunPaths, commit_task
 
 D_IN = 576
 
@@ -35,7 +44,7 @@ def test_sweep_shares_stages_and_gathers_everything() -> None:
     a = load_run_config({"interpret": {"num_latents": 4}})
     b = load_run_config({"interpret": {"num_latents": 8}})  # same train/collect
     c = load_run_config({"layer": 3})
-    plan = plan_sweep([(a, D_IN), (b, D_IN), (c, D_IN)])
+    plan = plan_sweep([(a, D_IN), (b, D_IN), (c, D_IN)], group_train=False)
     stages = [j.stage for j in plan.jobs]
     assert stages.count("train") == 2 and stages.count("interpret") == 3
     gather = plan.jobs[-1]
@@ -44,7 +53,37 @@ def test_sweep_shares_stages_and_gathers_everything() -> None:
     for job in plan.jobs:  # topological order
         assert set(job.depends_on) <= seen
         seen.add(job.key)
-    assert plan_sweep([(a, D_IN), (b, D_IN), (c, D_IN)]) == plan  # pure
+    assert plan_sweep([(a, D_IN), (b, D_IN), (c, D_IN)], group_train=False) == plan  # pure
+
+
+def test_points_sharing_a_forward_train_in_one_group_job(tmp_path: Path) -> None:
+    a = load_run_config({"out_dir": str(tmp_path), "layer": 3})
+    b = load_run_config({"out_dir": str(tmp_path), "layer": 9, "sae": {"k": 16}})
+    c = load_run_config({"out_dir": str(tmp_path), "layer": 9, "train": {"lr": 1e-3}})
+    other = load_run_config({"out_dir": str(tmp_path), "train": {"seed": 1}})  # other stream
+    plan = plan_sweep([(cfg, D_IN) for cfg in (a, b, c, other)])
+    trains = [j for j in plan.jobs if j.stage == "train"]
+    (group,) = [j for j in trains if j.members]
+    assert len(trains) == 2 and len(group.members) == 3 and len(group.tasks) == 1
+    assert train_group_id(a) == train_group_id(b) != train_group_id(other)
+    collects = [j for j in plan.jobs if j.stage == "collect"]
+    assert sum(j.depends_on == (group.key,) for j in collects) == 3
+    seen: set[str] = set()
+    for job in plan.jobs:
+        assert set(job.depends_on) <= seen
+        seen.add(job.key)
+    # the group is pending until every member's train manifest is committed
+    cfgs = {RunIds.of(x).point: x for x in (a, b, c, other)}
+    assert job_pending(group, tmp_path, cfgs) == list(group.tasks)
+    payload = job_payload(group, cfgs)
+    assert payload is not None and len(payload["members"]) == 3
+    for point in group.members[:2]:
+        commit_task(RunPaths(tmp_path, cfgs[point]).manifest_file("train", 0), {})
+    assert job_pending(group, tmp_path, cfgs) == list(group.tasks)
+    assert not task_committed("train", payload, tmp_path, group.tasks[0])
+    commit_task(RunPaths(tmp_path, cfgs[group.members[2]]).manifest_file("train", 0), {})
+    assert job_pending(group, tmp_path, cfgs) == []
+    assert task_committed("train", payload, tmp_path, group.tasks[0])
 
 
 def test_pending_skips_committed_tasks(tmp_path: Path) -> None:

@@ -61,8 +61,8 @@ def test_planning_a_million_latent_sweep_takes_well_under_a_second() -> None:
     plan = plan_sweep([(cfg, 576) for cfg in cfgs])
     chunks = [split_tasks(j.tasks, 1001) for j in plan.jobs]
     elapsed = time.perf_counter() - t0
-    assert plan.num_tasks == 3 * (1 + 2 + 1024 + 1024) + 1
-    assert sum(len(c) for c in chunks) == 3 * 6 + 1  # compact and interpret: 2 arrays each
+    assert plan.num_tasks == 1 + 3 * (2 + 1024 + 1024) + 1  # one train group for 3 layers
+    assert sum(len(c) for c in chunks) == 1 + 3 * 5 + 1  # compact and interpret: 2 arrays each
     assert elapsed < 1.0, elapsed
 
 
