@@ -23,9 +23,10 @@ in our classes and are folded into the weights, exactly:
 
 - ``apply_b_dec_to_input: false`` (Gemma Scope): x @ W_enc + b = (x - b_dec) @ W_enc +
   (b + b_dec @ W_enc), so the encoder biases absorb b_dec @ W_enc.
-- ``rescale_acts_by_decoder_norm: true`` (TopK): top-k runs on pre * ||W_dec_i|| and decode
-  divides it back out, i.e. W_enc[:, i], b_enc[i] scaled by ||W_dec_i|| and W_dec[i]
-  divided by it; the latent activations stay the ones SAELens reports.
+- ``rescale_acts_by_decoder_norm: true`` (TopK, BatchTopK): top-k (or the BatchTopK
+  threshold) runs on pre * ||W_dec_i|| and decode divides it back out, i.e. W_enc[:, i],
+  b_enc[i] scaled by ||W_dec_i|| and W_dec[i] divided by it; the latent activations stay
+  the ones SAELens reports.
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ SAELENS_FORMAT_VERSION = "6.0.0"
 """Config-format version we write as ``metadata.sae_lens_version``: SAELens reads a file
 without one (or older than 6.0) through its pre-6.0 translation."""
 
-# SAELens architecture -> ours. batchtopk is saved by SAELens as jumprelu already.
-_FROM_SAELENS = {"topk": "topk", "jumprelu": "jumprelu", "standard": "relu", "gated": "gated"}
-_TO_SAELENS = {ours: theirs for theirs, ours in _FROM_SAELENS.items()}
+# SAELens inference architecture <-> ours.
+_TO_SAELENS = {"topk": "topk", "jumprelu": "jumprelu", "relu": "standard", "gated": "gated"}
+_FROM_SAELENS = {theirs: ours for ours, theirs in _TO_SAELENS.items()}
+# A BatchTopK *training* checkpoint (SAE.save_model; its inference save is jumprelu
+# already) loads as the JumpReLU that SAELens' save_inference_model would write.
+_FROM_SAELENS["batchtopk"] = "jumprelu"
 # SAELens transcoders (input at one hook, output at another; x is never centred by b_dec).
 _TRANSCODERS = {"transcoder": "relu", "jumprelu_transcoder": "jumprelu"}
 _TO_SAELENS_TRANSCODER = {ours: theirs for theirs, ours in _TRANSCODERS.items()}
@@ -180,8 +184,7 @@ def load_saelens(path: str | Path, *, device: str | torch.device = "cpu") -> Spa
     if ours_arch is None:
         raise ValueError(
             f"{folder}: SAELens architecture {arch!r} is not supported: use one of "
-            f"{sorted([*_FROM_SAELENS, *_TRANSCODERS])} (batchtopk loads once SAELens saved "
-            "it as jumprelu)"
+            f"{sorted([*_FROM_SAELENS, *_TRANSCODERS])}"
         )
     norm = cfg.get("normalize_activations", "none")
     if norm in _RUNTIME_NORMS:
@@ -228,9 +231,11 @@ def _saelens_to_ours(
         if arch == "gated":
             out["b_mag"] = out["b_mag"] + b_dec_D @ (W_enc_DM * out["r_mag"].exp())
     if arch == "jumprelu":
+        # BatchTopK keeps one global threshold (float64 buffer) in its training checkpoint.
+        theta = t["threshold"] if "threshold" in t else t["topk_threshold"].expand(d_sae)
         # SAELens computes relu(pre) * (pre > threshold): a negative threshold acts as 0.
-        out["threshold"] = t["threshold"].clamp_min(0.0)
-    if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm", False):
+        out["threshold"] = theta.clamp_min(0.0).contiguous()
+    if cfg.get("rescale_acts_by_decoder_norm", False):  # TopK and BatchTopK configs only
         norm_M = W_dec_MD.norm(dim=1).clamp_min(1e-8)  # SAELens' own clamp
         W_enc_DM, bias_M = W_enc_DM * norm_M, bias_M * norm_M
         out["W_dec"] = W_dec_MD / norm_M[:, None]

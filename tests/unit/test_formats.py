@@ -39,6 +39,7 @@ SAELENS_FIXTURES = {  # fixture folder -> our architecture it loads as
     "saelens_pre6_topk": "topk",
     "saelens_jumprelu": "jumprelu",
     "saelens_batchtopk": "jumprelu",
+    "saelens_batchtopk_training": "jumprelu",
     "saelens_standard": "relu",
     "saelens_gated": "gated",
     "saelens_transcoder": "relu",
