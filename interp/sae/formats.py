@@ -37,7 +37,7 @@ import logging
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -360,6 +360,33 @@ def _ours_to_saelens(sae: SparseCoder) -> dict[str, torch.Tensor]:
         out["threshold"] = state.pop("threshold").expand(sae.num_latents).contiguous()
     assert not state, f"unexported tensors {sorted(state)}"
     return out
+
+
+# ---------------------------------------------------------------------------- either
+def detect_format(path: str | Path) -> Literal["sparsify", "saelens"]:
+    """Which layout folder ``path`` holds: SAELens (sae_weights.safetensors) or sparsify /
+    ours (cfg.json + sae.safetensors, or a run folder of hookpoint folders)."""
+    root = Path(path)
+    if (root / SAELENS_WEIGHTS).is_file():
+        return "saelens"
+    if (root / "sae.safetensors").is_file() or sparsify_hookpoints(root):
+        return "sparsify"
+    raise FileNotFoundError(
+        f"{root} is neither a SAELens SAE folder (cfg.json + {SAELENS_WEIGHTS}) nor a sparsify "
+        "one (cfg.json + sae.safetensors, or a run folder with one such folder per hookpoint)"
+    )
+
+
+def load_dictionary(
+    path: str | Path, hookpoint: str | None = None, *, device: str | torch.device = "cpu"
+) -> SparseCoder:
+    """Load a dictionary written by sparsify, by us, or by SAELens, whichever ``path``
+    holds (``hookpoint`` picks one folder of a sparsify run)."""
+    if detect_format(path) == "saelens":
+        if hookpoint is not None:
+            raise ValueError(f"{path} is one SAELens SAE: drop hookpoint={hookpoint!r}")
+        return load_saelens(path, device=device)
+    return load_sparsify(path, hookpoint, device=device)
 
 
 # ---------------------------------------------------------------------------- SAEBench

@@ -19,8 +19,10 @@ from interp.sae.build import ARCHITECTURES, architecture_class
 from interp.sae.formats import (
     SAELENS_WEIGHTS,
     SAEBenchConfig,
+    detect_format,
     export_saelens,
     fold_decoder_norms,
+    load_dictionary,
     load_saelens,
     load_sparsify,
     load_sparsify_many,
@@ -245,6 +247,18 @@ def test_export_refuses_what_saelens_cannot_express(tmp_path):
     with pytest.raises(ValueError, match="cannot export a topk transcoder"):
         export_saelens(tc, tmp_path / "t", hook_name="h", model_name="m")
     assert not (tmp_path / "t").exists()
+
+
+# ---------------------------------------------------------------------------- either
+def test_load_dictionary_detects_the_format(tmp_path):
+    assert detect_format(FIX / "saelens_topk") == "saelens"
+    assert detect_format(FIX / "ours_topk") == detect_format(FIX / "sparsify_run") == "sparsify"
+    assert load_dictionary(FIX / "saelens_topk").architecture == "topk"
+    assert load_dictionary(FIX / "sparsify_run", "layers.1").num_latents == 96
+    with pytest.raises(ValueError, match="drop hookpoint"):
+        load_dictionary(FIX / "saelens_topk", "layers.1")
+    with pytest.raises(FileNotFoundError, match="neither a SAELens SAE folder"):
+        detect_format(tmp_path)
 
 
 # ---------------------------------------------------------------------------- SAEBench
