@@ -302,6 +302,8 @@ def export_saelens(
             f"cannot export a {inf.architecture} transcoder: SAELens' transcoders are "
             f"{sorted(_TO_SAELENS_TRANSCODER)} only"
         )
+    if Path(path).exists():
+        raise FileExistsError(f"{path} exists: remove it or export to another folder")
     cfg = saelens_cfg(inf, hook_name=hook_name, model_name=model_name, context_size=context_size)
     if hook_layer is not None:
         cfg["metadata"]["hook_layer"] = hook_layer

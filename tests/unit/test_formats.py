@@ -242,6 +242,13 @@ def test_export_then_load_round_trip(arch, d_out, tmp_path):
         torch.testing.assert_close(back.decode(*back.encode(x)), inf.decode(*inf.encode(x)))
 
 
+def test_export_never_overwrites(tmp_path):
+    sae = load_sae(FIX / "ours_topk")
+    export_saelens(sae, tmp_path / "x", hook_name="h", model_name="m")
+    with pytest.raises(FileExistsError, match="remove it"):
+        export_saelens(sae, tmp_path / "x", hook_name="h", model_name="m")
+
+
 def test_export_refuses_what_saelens_cannot_express(tmp_path):
     tc = load_sparsify(FIX / "sparsify_transcoder")
     with pytest.raises(ValueError, match="cannot export a topk transcoder"):
