@@ -1,9 +1,13 @@
 """collect: one token slice of the collect split -> SAE latents -> one slice group.
 
 Task ``[start, stop)`` indexes the flattened collect windows. Memory is bounded by the
-slice: its TopK outputs are held until the group is written.
+slice: its sparse codes are held until the group is written. The LM runs up to the
+dictionary's input hookpoint (``cfg.hookpoint``: ``layers.N`` by default, any module or
+``module:input`` for transcoders and MLP dictionaries).
 
-Tensor legend: B windows per forward, T = ctx_len, D = d_in, N = tokens, K = SAE k.
+Tensor legend: B windows per forward, T = ctx_len, D = d_in, N = tokens, K = active
+latents per token in a batch's code (TopK: k; threshold architectures: the most active
+of any token of the batch, shorter rows padded with 0 = absent).
 """
 
 from __future__ import annotations
@@ -97,7 +101,7 @@ def _check_windows(cfg: RunConfig, windows: np.ndarray, task: Task) -> None:
 def _store_meta(cfg: RunConfig, sae: Any, token_dtype: str) -> StoreMeta:
     return StoreMeta(
         n_latents=int(sae.num_latents),
-        k=int(sae.k),
+        k=int(sae.max_active or 0),
         ctx_len=cfg.data.ctx_len,
         n_tokens=cfg.collect.num_tokens,
         d_in=int(sae.d_in),
@@ -120,12 +124,11 @@ def _encode_slice(
 
     from interp.models import load_subject
 
-    subject = load_subject(cfg.model, cfg.layer)
+    subject = load_subject(cfg.model, hookpoints=[cfg.hookpoint])
     ctx, batch = cfg.data.ctx_len, cfg.collect.lm_batch_size
     w0, w1 = task.start // ctx, task.stop // ctx
     n = task.stop - task.start
-    latent_idx = np.empty((n, sae.k), np.int64)
-    latent_val = np.empty((n, sae.k), np.float32)
+    codes: list[tuple[np.ndarray, np.ndarray]] = []  # per forward: idx [rows, K], val
     quiet = not sys.stderr.isatty()  # batch logs: a line every 30 s, not every 0.1 s
     bar = tqdm(
         total=n,
@@ -143,9 +146,23 @@ def _encode_slice(
             hidden_BTD = subject.hidden(ids_BT)
             x_ND = hidden_BTD.reshape(-1, hidden_BTD.shape[-1])
             acts_NK, idx_NK = sae.encode(x_ND.to(device))
-            r0, r1 = (b0 - w0) * ctx, (b1 - w0) * ctx
-            latent_idx[r0:r1] = idx_NK.cpu().numpy()
-            latent_val[r0:r1] = acts_NK.float().cpu().numpy()
-            bar.update(r1 - r0)
+            codes.append((idx_NK.cpu().numpy(), acts_NK.float().cpu().numpy()))
+            bar.update((b1 - b0) * ctx)
+    latent_idx, latent_val = _stack_codes(codes, n)
     keep = np.arange(n) % ctx >= cfg.data.exclude_first
     return SliceActs(latent_idx, latent_val, np.asarray(windows[w0:w1]).reshape(-1), keep)
+
+
+def _stack_codes(codes: list[tuple[np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, ...]:
+    """Per-forward [rows, K_b] codes -> one [n, max K_b] pair, padded with value 0."""
+    k = max((idx.shape[1] for idx, _ in codes), default=1)
+    latent_idx = np.zeros((n, k), np.int64)
+    latent_val = np.zeros((n, k), np.float32)
+    r0 = 0
+    for idx, val in codes:
+        r1 = r0 + idx.shape[0]
+        latent_idx[r0:r1, : idx.shape[1]] = idx
+        latent_val[r0:r1, : val.shape[1]] = val
+        r0 = r1
+    assert r0 == n, f"encoded {r0} tokens, expected {n}"
+    return latent_idx, latent_val

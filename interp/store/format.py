@@ -76,7 +76,7 @@ class StoreMeta:
     """Store-wide facts. Every collect task writes the same content, so races are harmless."""
 
     n_latents: int
-    k: int
+    k: int  # active latents per token when fixed (TopK); 0 = data-dependent (threshold SAEs)
     ctx_len: int
     n_tokens: int
     d_in: int

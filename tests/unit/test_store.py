@@ -443,6 +443,8 @@ class FakeSAE:
             self.d_in, self.num_latents, generator=torch.Generator().manual_seed(1)
         )
 
+    max_active = k
+
     def encode(self, x):
         import torch
 
@@ -450,8 +452,21 @@ class FakeSAE:
         return top.values, top.indices
 
 
-@pytest.fixture()
-def fake_pipeline(monkeypatch, tmp_path):
+class FakeThresholdSAE(FakeSAE):
+    """A threshold dictionary: as many active latents per token as clear 2.0, so K (the
+    most active of any token in a batch) differs from batch to batch."""
+
+    max_active = None
+
+    def encode(self, x):
+        from interp.sae.base import dense_to_sparse
+
+        acts = x @ self.w
+        return dense_to_sparse(acts * (acts > 2.0))
+
+
+@pytest.fixture(params=[FakeSAE, FakeThresholdSAE], ids=["topk", "threshold"])
+def fake_pipeline(request, monkeypatch, tmp_path):
     import interp.data
     import interp.models
     import interp.sae
@@ -466,9 +481,10 @@ def fake_pipeline(monkeypatch, tmp_path):
         }
     )  # fmt: skip
     windows = np.random.default_rng(3).integers(0, 1000, (9, 32))
-    subject, sae = FakeSubject(1000, 8), FakeSAE()
+    subject, sae = FakeSubject(1000, 8), request.param()
     monkeypatch.setattr(interp.data, "load_windows", lambda p, split: windows, raising=False)
-    monkeypatch.setattr(interp.models, "load_subject", lambda m, layer: subject, raising=False)
+    fake_load = lambda m, layer=None, hookpoints=(): subject  # noqa: E731
+    monkeypatch.setattr(interp.models, "load_subject", fake_load, raising=False)
     monkeypatch.setattr(interp.sae, "load_sae", lambda d, device="cpu": sae, raising=False)
     return cfg, RunPaths(tmp_path / cfg.name, cfg), windows, subject, sae
 
