@@ -174,9 +174,11 @@ def _translate_pre6(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def load_saelens(path: str | Path, *, device: str | torch.device = "cpu") -> SparseCoder:
     """Load a SAELens SAE folder (``SAE.save_model`` / ``save_inference_model``) as our
-    dictionary: topk, jumprelu (also BatchTopK, which SAELens saves as jumprelu), standard
-    (-> relu) and gated. The result gives SAELens's latent activations and reconstructions
-    on the same inputs (up to float32 rounding); see the module docstring for the folds."""
+    dictionary: topk, jumprelu, standard (-> relu), gated, BatchTopK (its inference save
+    is jumprelu; a training checkpoint loads as that same jumprelu), and the ReLU/JumpReLU
+    transcoders (-> relu/jumprelu with ``transcode=True``). The result gives SAELens's
+    latent activations and reconstructions on the same inputs (up to float32 rounding);
+    see the module docstring for the folds. Weights of any dtype load as float32."""
     folder = Path(path)
     cfg = read_saelens_cfg(folder)
     arch = cfg.get("architecture", "standard")
@@ -267,9 +269,9 @@ def _build(
         device=device,
         **hyper,
     )
-    missing = set(sae.state_dict()) ^ set(tensors)
-    if missing:
-        raise ValueError(f"tensors {sorted(missing)} do not match our {arch} dictionary")
+    mismatched = set(sae.state_dict()) ^ set(tensors)
+    if mismatched:
+        raise ValueError(f"tensors {sorted(mismatched)} do not match our {arch} dictionary")
     sae.load_state_dict({k: v.to(device) for k, v in tensors.items()}, strict=True)
     return sae
 
