@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import statistics
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,15 @@ def dense_step(p: dict[str, torch.Tensor], x: torch.Tensor, k: int) -> torch.Ten
 
 
 def build_sparsify(d: int, m: int, k: int, dtype: torch.dtype) -> Any:
+    if "sparsify" not in sys.modules:
+        # sparsify/__init__.py imports its trainer (datasets, schedulefree, ...): load the
+        # package's modules without it.
+        spec = importlib.util.find_spec("sparsify")
+        if spec is None:
+            sys.exit("--sparsify: put eai-sparsify on PYTHONPATH (pip download eai-sparsify)")
+        package = types.ModuleType("sparsify")
+        package.__path__ = list(spec.submodule_search_locations or [])
+        sys.modules["sparsify"] = package
     from sparsify.config import SparseCoderConfig
     from sparsify.sparse_coder import SparseCoder
 
