@@ -165,3 +165,27 @@ def test_transcoder_without_target_and_mixed_streams_are_refused(tmp_path):
         check_group([config(tmp_path), config(tmp_path, train={"batch_size": 128})])
     with pytest.raises(ValueError, match="same training twice"):
         check_group([config(tmp_path), config(tmp_path)])
+
+
+@pytest.mark.slow  # ~20 s on 2 idle cores: five dictionaries, five evaluations
+def test_every_architecture_trains_in_one_group(tmp_path):
+    from interp.sae import load_sae
+    from interp.train import train_group
+
+    extras = {"topk": "auxk", "batchtopk": None, "jumprelu": "sparsity_loss",
+              "relu": "sparsity_loss", "gated": "sparsity_loss"}  # fmt: skip
+    members = [
+        config(tmp_path, layer=1, sae={"architecture": a, "auxk_alpha": 0.03 if a == "topk" else 0})
+        for a in extras
+    ]
+    summaries = train_group([(c, paths_of(c)) for c in members])
+    assert summaries is not None
+    for cfg, summary in zip(members, summaries):
+        arch = cfg.sae.architecture
+        last = json.loads(paths_of(cfg).train_metrics().read_text().splitlines()[-1])
+        assert last["step"] == 7 and math.isfinite(last["loss"]) and last["lr"] > 0, arch
+        if extras[arch]:
+            assert extras[arch] in last, f"{arch} did not log {extras[arch]}"
+        assert 0 < summary["fvu"] < 1.5 and summary["architecture"] == arch
+        saved = load_sae(paths_of(cfg).sae_dir())
+        assert saved.architecture == ("jumprelu" if arch == "batchtopk" else arch)
