@@ -18,12 +18,23 @@ and :func:`init_distributed` builds the real one from the environment. Strategie
   checkpoints the members it owns, which avoids sparsify's resume bug where only rank 0
   saved optimiser state and every rank loaded it.
 - ``fsdp``: as ``ddp``, but :meth:`Dist.prepare_module` shards each SAE's parameters
-  and optimiser state over ranks with torch's FSDP2 (``fully_shard``), for dictionaries
-  too wide to replicate. Gradients are reduce-scattered by FSDP itself, so
-  :meth:`Dist.all_reduce_grads` is a no-op.
-- ``deepspeed``: ZeRO sharding through DeepSpeed (optional dependency; install the
-  ``gpu`` extra). :meth:`Dist.prepare_module` is not enough there: DeepSpeed owns the
-  optimiser, so the loop builds members through :meth:`TorchDist.deepspeed_engine`.
+  and optimiser state over ranks with torch's FSDP2 (``fully_shard``; parameters become
+  DTensors sharded along dim 0, i.e. by latent), for dictionaries too wide to
+  replicate. Gradients are reduce-scattered by FSDP itself, so
+  :meth:`Dist.all_reduce_grads` is a no-op. Row-wise edits (decoder renormalisation)
+  work on the DTensors directly; edits that mix in plain tensors (b_dec = batch mean)
+  go inside :meth:`Dist.whole_params`.
+- ``deepspeed``: ZeRO stage 1 or 2 through DeepSpeed (optional dependency: the ``gpu``
+  extra; runs on CPU with gloo too). DeepSpeed owns the backward and the step, so the
+  loop builds such members with :meth:`TorchDist.deepspeed_engine`, edits gradients
+  with tensor hooks and parameters inside :meth:`Dist.whole_params` (ZeRO steps fp32
+  master copies that would otherwise undo the edit).
+
+For every strategy: parameter edits outside the optimiser go inside
+``dist.whole_params(module)``, and :func:`full_state_dict` gives whole CPU tensors for
+saving. With the loss ``sum_local(e^2) / global_total_variance(...) * world_size``
+(:func:`global_total_variance`), W ranks on batches of N take the same steps as one
+process on the W*N batch (the test shows it to float32 rounding).
 
 Why plain ``torch.distributed`` and not accelerate: a TopK SAE has four parameter
 tensors, so averaging their gradients is four (asynchronous) all-reduces; DDP's bucketing
@@ -48,7 +59,8 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -106,7 +118,13 @@ class DistConfig:
     )
     zero_stage: int = field(
         default=2,
-        metadata={"doc": "DeepSpeed ZeRO stage (1, 2 or 3); used by 'deepspeed' only.", "id": True},
+        metadata={
+            "doc": "DeepSpeed ZeRO stage: 1 = optimiser state sharded, 2 = gradients too. "
+            "Stage 3 (parameters too) is refused: it frees parameters between forward and "
+            "backward, which the sparse decode's saved weight does not survive; use "
+            "strategy fsdp to shard parameters.",
+            "id": True,
+        },
     )
 
     def __post_init__(self) -> None:
@@ -121,8 +139,11 @@ class DistConfig:
             raise ValueError(f"dist.timeout_s={self.timeout_s} must be > 0")
         if not 0 <= self.master_port < 65536:
             raise ValueError(f"dist.master_port={self.master_port} must be in [0, 65535]")
-        if self.zero_stage not in (1, 2, 3):
-            raise ValueError(f"dist.zero_stage={self.zero_stage} must be 1, 2 or 3")
+        if self.zero_stage not in (1, 2):
+            raise ValueError(
+                f"dist.zero_stage={self.zero_stage} must be 1 or 2 (for parameter sharding "
+                "use dist.strategy=fsdp)"
+            )
 
 
 # --------------------------------------------------------------------------------------
@@ -342,6 +363,13 @@ class Dist(Protocol):
         parameter sharding (fsdp). Returns the module to train."""
         ...
 
+    def whole_params(self, module: nn.Module) -> AbstractContextManager[None]:
+        """Inside (under ``torch.no_grad``), ``module``'s parameters are whole plain
+        tensors that may be edited in place outside the optimiser (data-dependent init, renormalisation); on exit the
+        edits reach FSDP's shards or DeepSpeed's fp32 master copy (rank 0's edit wins).
+        A collective under fsdp and deepspeed: every rank enters it together."""
+        ...
+
     def all_reduce_grads(self, module: nn.Module) -> None:
         """Average ``module``'s gradients over ranks (ddp); a no-op otherwise."""
         ...
@@ -386,6 +414,11 @@ class SingleProcess:
 
     def prepare_module(self, module: nn.Module) -> nn.Module:
         return module
+
+    @contextmanager
+    def whole_params(self, module: nn.Module) -> Iterator[None]:
+        with torch.no_grad():
+            yield
 
     def all_reduce_grads(self, module: nn.Module) -> None:
         return None
@@ -471,6 +504,18 @@ class TorchDist:
         if self._mesh is None:
             self._mesh = init_device_mesh(self.device.type, (self.world_size,))
         return fully_shard(module, mesh=self._mesh)
+
+    @contextmanager
+    def whole_params(self, module: nn.Module) -> Iterator[None]:
+        with torch.no_grad():
+            if self.strategy == "fsdp":
+                with _whole_dtensor_params(module):
+                    yield
+            elif self.strategy == "deepspeed":
+                with _whole_zero_params(module):
+                    yield
+            else:
+                yield
 
     def all_reduce_grads(self, module: nn.Module) -> None:
         if self.strategy != "ddp":
@@ -715,27 +760,39 @@ def full_state_dict(module: nn.Module) -> dict[str, Tensor]:
     return out
 
 
-@torch.no_grad()
-def copy_to_param_(param: Tensor, value: Tensor) -> Tensor:
-    """``param.copy_(value)`` for a whole ``value`` (the same on every rank), whatever
-    holds the parameter: FSDP's sharded DTensor (each rank keeps its slice; a collective)
-    or a DeepSpeed ZeRO parameter, whose optimiser keeps its own fp32 master copy that
-    would otherwise overwrite the edit at the next step. Use it for every in-place
-    parameter edit outside the optimiser: b_dec = the first batch's mean, and under
-    deepspeed the decoder renormalisation after each step."""
+@contextmanager
+def _whole_dtensor_params(module: nn.Module) -> Iterator[None]:
+    """Swap every FSDP-sharded DTensor parameter for its whole tensor, then scatter the
+    (edited) whole tensors back into the shards and restore the DTensors."""
     from torch.distributed.tensor import DTensor, distribute_tensor
 
-    if isinstance(param, DTensor):
-        value = distribute_tensor(
-            value.to(param.to_local().device), param.device_mesh, param.placements
-        )
-        return param.copy_(value)
-    if hasattr(param, "_hp_mapping") or hasattr(param, "ds_id"):
-        from deepspeed.utils import safe_set_full_fp32_param
+    swapped = []
+    with torch.no_grad():
+        for sub in module.modules():
+            for name, p in list(sub._parameters.items()):
+                if isinstance(p, DTensor):
+                    whole = nn.Parameter(p.full_tensor(), requires_grad=p.requires_grad)
+                    sub._parameters[name] = whole
+                    swapped.append((sub, name, p, whole))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for sub, name, p, whole in swapped:
+                shard = distribute_tensor(whole.detach(), p.device_mesh, p.placements)
+                p.to_local().copy_(shard.to_local())
+                sub._parameters[name] = p
 
-        value = value.detach().clone()
-        safe_set_full_fp32_param(param, value)
-    return param.data.copy_(value)
+
+@contextmanager
+def _whole_zero_params(module: nn.Module) -> Iterator[None]:
+    """ZeRO 1/2 keep whole parameters on every rank but step fp32 master partitions
+    that the next step copies back over them: push the edits into those partitions."""
+    from deepspeed.utils import safe_set_full_fp32_param
+
+    yield
+    for p in module.parameters():
+        safe_set_full_fp32_param(p, p.detach().clone())
 
 
 def global_total_variance(dist: Dist, y_ND: Tensor) -> Tensor:
