@@ -7,6 +7,7 @@ single process runs, through the :class:`Dist` protocol only.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ from interp.train.distributed import (
     init_distributed,
     shard_evenly,
     single_process,
+    slurm_hostnames,
     world_from_env,
 )
 
@@ -120,6 +122,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_slurm_port() -> int:
+    """A free port that a SLURM job id maps to (20000 + id % 20000)."""
+    for port in np.random.default_rng().permutation(np.arange(20000, 40000))[:200]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", int(port)))
+            except OSError:
+                continue
+            return int(port)
+    raise RuntimeError("no free port in [20000, 40000)")
+
+
+def slurm_env(rank: int, port: int) -> dict[str, str]:
+    """What srun gives task ``rank`` of a 2-task step on this one node."""
+    return {
+        "SLURM_PROCID": str(rank),
+        "SLURM_NTASKS": str(WORLD),
+        "SLURM_LOCALID": str(rank),
+        "SLURM_JOB_NODELIST": "localhost",
+        "SLURM_JOB_ID": str(port - 20000 + 20000 * 7),  # maps back to ``port``
+    }
+
+
 def torchrun_env(rank: int, port: int) -> dict[str, str]:
     return {
         "RANK": str(rank),
@@ -130,9 +155,9 @@ def torchrun_env(rank: int, port: int) -> dict[str, str]:
     }
 
 
-def spawn(worker, out_dir: Path, *args) -> list[dict]:
+def spawn(worker, out_dir: Path, *args, port: int | None = None) -> list[dict]:
     """Run ``worker(rank, port, out_dir, *args)`` on WORLD processes; their results."""
-    port = free_port()
+    port = port or free_port()
     mp.start_processes(
         worker, args=(port, out_dir, *args), nprocs=WORLD, join=True, start_method="spawn"
     )
@@ -140,11 +165,12 @@ def spawn(worker, out_dir: Path, *args) -> list[dict]:
 
 
 def _worker(rank: int, port: int, out_dir: Path) -> None:
+    """Joins through the SLURM mapping (srun's variables, scontrol when installed)."""
     torch.set_num_threads(1)
-    env = torchrun_env(rank, port)
+    env = slurm_env(rank, port)
     ddp = init_distributed(DistConfig(strategy="ddp"), env=env, device="cpu")
     assert isinstance(ddp, TorchDist)
-    world = WorldInfo(rank, WORLD, rank, "127.0.0.1", port, "torchrun")
+    world = world_from_env(env)
     sharded = TorchDist(world, "shard_hookpoints", ddp.device, assign_members([1.0] * 3, WORLD))
     fsdp = TorchDist(world, "fsdp", ddp.device)
     result = {
@@ -173,7 +199,7 @@ def _collectives(dist: TorchDist) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def two_process(tmp_path_factory) -> list[dict]:
-    return spawn(_worker, tmp_path_factory.mktemp("dist"))
+    return spawn(_worker, tmp_path_factory.mktemp("dist"), port=free_slurm_port())
 
 
 def assert_close(a: dict, b: dict, tol: float = TOL) -> None:
@@ -346,6 +372,12 @@ def test_bad_env_is_refused() -> None:
         world_from_env({"RANK": "3", "WORLD_SIZE": "2"})
     with pytest.raises(ValueError, match="no SLURM_\\*NODELIST"):
         world_from_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "2"})
+
+
+@pytest.mark.skipif(shutil.which("scontrol") is None, reason="needs SLURM's scontrol")
+def test_expand_nodelist_agrees_with_scontrol() -> None:
+    for nodelist in ["gpu[01-03,10],cpu5", "r[1-2]n[08-09]", "node-[9-11]", "a1,b[2]"]:
+        assert slurm_hostnames(nodelist) == expand_nodelist(nodelist), nodelist
 
 
 def test_expand_nodelist() -> None:
