@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -290,36 +290,49 @@ class GroupTrainer:
         """
         t0 = time.perf_counter()
         batch_NW = self.next_batch()
-        outputs = [self._forward_backward(m, batch_NW) for m in self.members]
-        losses = [out.loss.detach().reshape(()) for out in outputs]
-        stop = self._agree_on_flags(losses, should_stop)
-        for member, out in zip(self.members, outputs):
-            self._optimizer_step(member, out)
+        results = [self._forward_backward(m, batch_NW) for m in self.members]
+        stop = self._agree_on_flags([r.loss for r in results], should_stop)
+        for member, result in zip(self.members, results):
+            self._optimizer_step(member, result.fired_M)
         self.step += 1
         seconds = time.perf_counter() - t0
         self.wall_s += seconds
-        for member, out in zip(self.members, outputs):
-            member.interval.add(_step_metrics(out), seconds)
+        for member, result in zip(self.members, results):
+            member.interval.add(result.metrics, seconds)
         return stop
 
-    def _forward_backward(self, member: Member, batch_NW: torch.Tensor) -> Any:
+    def _forward_backward(self, member: Member, batch_NW: torch.Tensor) -> _StepResult:
+        """Forward and backward of one member; keeps only scalars and the fired mask (not
+        the [N, M] codes) until every member's loss is known to be finite."""
         x, y = member.inputs(batch_NW)
         if self.step == 0:
             self._init_from_batch(member, x, y)
         out = _train_forward(member.sae, x, y, member.dead_mask(), self.step)
         out.loss.backward()
-        return out
+        metrics = {"fvu": out.fvu, "loss": out.loss, "l0": out.l0, **out.metrics}
+        return _StepResult(
+            out.loss.detach().reshape(()),
+            out.fired_M.detach(),
+            {k: v.detach() for k, v in metrics.items()},
+        )
 
     def _init_from_batch(self, member: Member, x: torch.Tensor, y: torch.Tensor | None) -> None:
-        """Data-dependent init (b_dec = mean, ...), averaged over ranks under ddp."""
+        """Data-dependent init (b_dec = mean, ...), averaged over ranks under ddp: every
+        parameter the init changed on any rank."""
         sae = member.sae
-        before = {n: p.detach().clone() for n, p in sae.named_parameters()}
+        before = [p.detach().clone() for p in sae.parameters()]
         sae.init_from_batch(x, y)
-        if self.replicated and self.dist.world_size > 1:
-            with torch.no_grad():
-                for name, p in sae.named_parameters():
-                    if not torch.equal(p, before[name]):
-                        self.dist.all_reduce_(p.data, "mean")
+        if not self.replicated or self.dist.world_size == 1:
+            return
+        params = list(sae.parameters())
+        changed = torch.tensor(
+            [float(not torch.equal(p, b)) for p, b in zip(params, before)], device=self.dist.device
+        )
+        self.dist.all_reduce_(changed, "max")
+        with torch.no_grad():
+            for p, flag in zip(params, changed.tolist()):
+                if flag:
+                    self.dist.all_reduce_(p.data, "mean")
 
     def _agree_on_flags(self, losses: list[torch.Tensor], should_stop: Callable[[], bool]) -> bool:
         bad_L = ~torch.isfinite(torch.stack(losses)) if losses else torch.zeros(0, dtype=torch.bool)
@@ -342,7 +355,7 @@ class GroupTrainer:
             "train.warmup_steps; a rerun resumes from that checkpoint."
         )
 
-    def _optimizer_step(self, member: Member, out: Any) -> None:
+    def _optimizer_step(self, member: Member, fired_M: torch.Tensor) -> None:
         sae = member.sae
         self.dist.all_reduce_grads(sae)
         sae.before_optimizer_step()
@@ -351,7 +364,6 @@ class GroupTrainer:
         member.optimizer.zero_grad(set_to_none=True)
         member.scheduler.step()
         sae.after_optimizer_step()
-        fired_M = out.fired_M.detach()
         if self.replicated and self.dist.world_size > 1:
             fired_M = self.dist.all_reduce_(fired_M.to(torch.uint8), "max").bool()
         member.count_firing(fired_M, self.plan.tokens_per_step)
@@ -416,9 +428,12 @@ class GroupTrainer:
         log.info("resumed from %s (step %d, %d tokens)", path, self.step, self.tokens)
 
 
-def _step_metrics(out: TrainOutput) -> dict[str, torch.Tensor]:
-    """Scalars logged for one step: fvu, loss, l0 and the architecture's extras."""
-    return {"fvu": out.fvu, "loss": out.loss, "l0": out.l0, **out.metrics}
+class _StepResult(NamedTuple):
+    """What a member's step keeps after its backward."""
+
+    loss: torch.Tensor  # 0-d
+    fired_M: torch.Tensor  # [M] bool
+    metrics: dict[str, torch.Tensor]  # 0-d each: fvu, loss, l0 and the architecture's extras
 
 
 # ---------------------------------------------------------------------------- fitting
