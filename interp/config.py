@@ -198,6 +198,20 @@ class SAEConfig:
             "target_l0 (SAELens 0.01, dictionary_learning 0.001)."
         ),
     )
+    lr_scale: float = field(
+        default=1.0,
+        metadata=_meta(
+            "This dictionary trains at train.lr times this (so one sweep can mix "
+            "architectures: L1 penalties need ~10x the TopK rate to sparsify in 200k tokens)."
+        ),
+    )
+    threshold_lr_scale: float = field(
+        default=1.0,
+        metadata=_meta(
+            "jumprelu: the thresholds' learning rate is train lr times this (Adam moves a "
+            "threshold by about lr per step; short runs need it larger)."
+        ),
+    )
     threshold_ema: float = field(
         default=0.01,
         metadata=_meta(
@@ -212,14 +226,14 @@ class SAEConfig:
 
     # Fields each architecture reads; the others do not change what it computes.
     _COMMON: ClassVar[frozenset[str]] = frozenset(
-        {"b_dec_init", "normalize_decoder", "dead_tokens"}
+        {"b_dec_init", "normalize_decoder", "dead_tokens", "lr_scale"}
     )
     _READ_BY: ClassVar[dict[str, frozenset[str]]] = {
         "topk": _COMMON | {"k", "multi_topk", "auxk_alpha"},
         "batchtopk": _COMMON | {"k", "auxk_alpha", "threshold_ema"},
         "jumprelu": _COMMON
         | {"l0_coefficient", "sparsity_loss", "target_l0", "bandwidth", "threshold_init"}
-        | {"sparsity_warmup_steps"},
+        | {"sparsity_warmup_steps", "threshold_lr_scale"},
         "relu": _COMMON | {"l1_coefficient", "sparsity_warmup_steps"},
         "gated": _COMMON | {"l1_coefficient", "sparsity_warmup_steps"},
     }
@@ -247,6 +261,10 @@ class SAEConfig:
                 raise ValueError(f"sae.{name}={getattr(self, name)} must be >= 0")
         if self.dead_tokens < 0 or self.sparsity_warmup_steps < 0:
             raise ValueError("sae.dead_tokens and sae.sparsity_warmup_steps must be >= 0")
+        if self.lr_scale <= 0:
+            raise ValueError(f"sae.lr_scale={self.lr_scale} must be > 0")
+        if self.threshold_lr_scale <= 0:
+            raise ValueError(f"sae.threshold_lr_scale={self.threshold_lr_scale} must be > 0")
         if not 0 < self.threshold_ema <= 1:
             raise ValueError(f"sae.threshold_ema={self.threshold_ema} must be in (0, 1]")
         if self.multi_topk and self.architecture != "topk":

@@ -181,6 +181,9 @@ class SparseCoder(nn.Module):
     """
 
     architecture: ClassVar[str]
+    lr_scale: float = 1.0
+    """Multiplier of the trainer's learning rate for every parameter (set by build_sae
+    from ``SAEConfig.lr_scale``; training-only, not saved)."""
 
     def __init__(
         self,
@@ -371,6 +374,25 @@ class SparseCoder(nn.Module):
             metrics={name: t.detach() for name, t in loss_terms.items()},
             acts_NM=acts_NM,
         )
+
+    def lr_scales(self) -> dict[str, float]:
+        """Per-parameter learning-rate multipliers (name -> scale); absent names get 1."""
+        return {}
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: ``torch.optim.Adam(sae.param_groups(lr))``.
+
+        Every parameter gets ``lr * lr_scale``, times its entry in :meth:`lr_scales`
+        (e.g. JumpReLU thresholds, which Adam moves by about lr per step whatever
+        their scale).
+        """
+        scales = self.lr_scales()
+        unknown = set(scales) - {name for name, _ in self.named_parameters()}
+        assert not unknown, f"lr_scales names no parameter: {sorted(unknown)}"
+        groups: dict[float, list[nn.Parameter]] = {}
+        for name, p in self.named_parameters():
+            groups.setdefault(scales.get(name, 1.0), []).append(p)
+        return [{"params": ps, "lr": lr * self.lr_scale * scale} for scale, ps in groups.items()]
 
     def decoder_norms(self) -> torch.Tensor:
         """[M] L2 norm of every decoder row."""

@@ -49,6 +49,7 @@ def _architecture_args(cfg: SAEConfig) -> dict[str, Any]:
             "target_l0": cfg.target_l0,
             "threshold_init": cfg.threshold_init,
             "sparsity_warmup_steps": cfg.sparsity_warmup_steps,
+            "threshold_lr_scale": cfg.threshold_lr_scale,
         }
     return {
         "l1_coefficient": cfg.l1_coefficient,
@@ -78,7 +79,7 @@ def build_sae(
             f"target width {d_out} differs from input width {d_in}: set sae.transcode=true"
         )
     cls = architecture_class(cfg.architecture)
-    return cls(
+    sae = cls(
         d_in,
         num_latents,
         d_out=d_out,
@@ -90,3 +91,5 @@ def build_sae(
         device=device,
         **_architecture_args(cfg),
     )
+    sae.lr_scale = cfg.lr_scale  # training-only: not saved with the weights
+    return sae

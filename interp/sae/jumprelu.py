@@ -96,7 +96,9 @@ class JumpReLUSAE(SparseCoder):
 
     ``bandwidth`` is eps, in pre-activation units. ``threshold_init`` > 0 starts every
     threshold there; 0 sets them, in :meth:`init_from_batch`, to the one value at which
-    the first batch has L0 = ``target_l0``.
+    the first batch has L0 = ``target_l0``. Adam moves a threshold by about lr per
+    step, slow next to pre-activations of order 1 in a short run:
+    ``threshold_lr_scale`` multiplies its learning rate (through :meth:`param_groups`).
     """
 
     architecture = "jumprelu"
@@ -114,6 +116,7 @@ class JumpReLUSAE(SparseCoder):
         target_l0: float = 32.0,
         threshold_init: float = 0.0,
         sparsity_warmup_steps: int = 0,
+        threshold_lr_scale: float = 1.0,
         normalize_decoder: bool = True,
         b_dec_init: BDecInit = "mean",
         backend: Backend = "torch",
@@ -139,12 +142,15 @@ class JumpReLUSAE(SparseCoder):
             raise ValueError(f"sparsity_loss={sparsity_loss!r}: use 'l0' or 'target_l0'")
         if l0_coefficient < 0 or threshold_init < 0 or sparsity_warmup_steps < 0:
             raise ValueError("l0_coefficient, threshold_init, sparsity_warmup_steps must be >= 0")
+        if threshold_lr_scale <= 0:
+            raise ValueError(f"threshold_lr_scale={threshold_lr_scale} must be > 0")
         self.bandwidth = bandwidth
         self.sparsity_loss: SparsityLoss = sparsity_loss
         self.l0_coefficient = l0_coefficient
         self.target_l0 = target_l0
         self.threshold_init = threshold_init
         self.sparsity_warmup_steps = sparsity_warmup_steps
+        self.threshold_lr_scale = threshold_lr_scale
         self.threshold = torch.nn.Parameter(
             torch.full((num_latents,), threshold_init, dtype=torch.float32, device=device)
         )
@@ -196,4 +202,9 @@ class JumpReLUSAE(SparseCoder):
             "target_l0": self.target_l0,
             "threshold_init": self.threshold_init,
             "sparsity_warmup_steps": self.sparsity_warmup_steps,
+            "threshold_lr_scale": self.threshold_lr_scale,
         }
+
+    def lr_scales(self) -> dict[str, float]:
+        """The threshold learns at lr * threshold_lr_scale (see :meth:`param_groups`)."""
+        return {"threshold": self.threshold_lr_scale}

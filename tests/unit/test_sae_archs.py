@@ -298,6 +298,20 @@ def test_decoder_stays_unit_norm_and_parallel_gradient_is_removed():
     assert (sae.threshold >= 0).all()
 
 
+def test_param_groups_scale_the_learning_rate():
+    cfg = config("jumprelu", lr_scale=2.0, threshold_lr_scale=50.0)
+    sae = build_sae(cfg, D)
+    groups = sae.param_groups(1e-3)
+    assert sorted(g["lr"] for g in groups) == pytest.approx([2e-3, 0.1])
+    (thr_group,) = [g for g in groups if any(p is sae.threshold for p in g["params"])]
+    assert thr_group["params"] == [sae.threshold] and thr_group["lr"] == pytest.approx(0.1)
+    assert sum(len(g["params"]) for g in groups) == len(list(sae.parameters()))
+    opt = torch.optim.Adam(sae.param_groups(1e-3))  # what a trainer does
+    assert len(opt.param_groups) == 2
+    plain = build_sae(config("topk"), D).param_groups(1e-3)
+    assert len(plain) == 1 and plain[0]["lr"] == 1e-3
+
+
 # ------------------------------------------------------------------ BatchTopK export
 
 
@@ -475,6 +489,8 @@ def test_tied_init_for_every_architecture():
         ({"architecture": "gated", "auxk_alpha": 0.1}, "auxk_alpha > 0 needs"),
         ({"threshold_ema": 0.0}, "threshold_ema=0.0 must be in (0, 1]"),
         ({"l1_coefficient": -1}, "sae.l1_coefficient=-1.0 must be >= 0"),
+        ({"lr_scale": 0}, "sae.lr_scale=0.0 must be > 0"),
+        ({"threshold_lr_scale": -1}, "sae.threshold_lr_scale=-1.0 must be > 0"),
     ],
 )
 def test_bad_sae_configs_are_refused_with_the_key_named(raw, message):
