@@ -1,0 +1,714 @@
+"""SAE training speed, side by side: our trainer vs eai-sparsify 1.3.3 (in its own venv).
+
+    python bench/train_vs_sparsify.py                 # full run, writes bench/RESULTS.md
+    python bench/train_vs_sparsify.py --quick --no-write   # a smoke run (minutes)
+
+Same TopK SAE on both sides: SmolLM2-135M residual stream after layer 15 (D=576),
+x16 expansion (M=9216), k=32, fp32, SAE batch 8192 vectors, equal torch thread counts.
+
+1. Tokens: our data pipeline (``interp.data.pack_windows``, the bundled corpus, 256-token
+   windows starting with BOS). Activations: our cut subject model (fp32), position 0 of
+   every window EXCLUDED (our ``data.exclude_first=1``: its norm is ~140x the median);
+   shuffled once and cached on disk, so both sides read the very same [N, D] batches.
+2. SAE step alone, on the cached batches: ours = ``interp.train.Trainer.train_step`` (TopK
+   SAE, fused Adam, LR schedule, decoder renorm, firing counts) with its batch source
+   replaced by the cache; sparsify = ``SparseCoder`` + the per-step work of
+   ``Trainer.fit`` replayed op for op (mask + clone, renorm, total variance, forward,
+   fire mask, float(fvu), backward, parallel-gradient removal, optimizer, dead counts),
+   with its default optimizer (signum = ScheduleFree(SignSGD)) and with Adam (+ its
+   linear warmup schedule) for a like-for-like.
+3. End to end (LM forward + SAE step) on the same token windows: ours = the real
+   ``Trainer`` (model cut after layer 15, shuffle buffer, default ``buffer_batches``);
+   sparsify = the real ``sparsify.Trainer.fit`` (whole 30-layer ``AutoModel``, default
+   signum, ``exclude_tokens=[BOS]`` so it trains on the same positions), paced step by
+   step through a forward pre-hook.
+
+Both sides stay warm in their own processes; repetitions are interleaved (the order
+rotates) and the first step of each side is excluded. Figures are medians over
+repetitions, with the range. Load average is sampled before and after every measurement.
+
+Shapes: N vectors per SAE batch, D = d_in, M = latents, K = k, B windows, T = ctx_len.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.anchors import SPARSIFY, AnchorWorker, cache_root, ensure_venv, read_stamp  # noqa: E402
+from interp.config import DataConfig, ModelConfig, RunConfig, SAEConfig, TrainConfig  # noqa: E402
+from interp.runs import atomic_write_bytes, atomic_write_text, short_hash  # noqa: E402
+
+log = logging.getLogger("bench.train_vs_sparsify")
+
+LAYER = 15
+CTX_LEN = 256
+EXPANSION = 16
+K = 32
+SAE_BATCH = 8192  # vectors per SAE step (sparsify's default: 32 windows x 256)
+LM_BATCH = 32  # windows per LM forward, both sides
+EXCLUDE_FIRST = 1
+MODEL = "smollm2-135m"
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+BEGIN, END = "<!-- train_vs_sparsify:begin -->", "<!-- train_vs_sparsify:end -->"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def cache_dir() -> Path:
+    key = short_hash({"model": MODEL, "layer": LAYER, "ctx": CTX_LEN, "v": 1})
+    return cache_root() / "bench" / f"train_vs_sparsify-{key}"
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def bench_windows(n_windows: int) -> np.ndarray:
+    """[n_windows, T] token ids from our pipeline (bundled corpus, BOS first), cached."""
+    path = cache_dir() / f"windows-{n_windows}.npy"
+    if not path.exists():
+        from interp.data import pack_windows
+        from interp.models import load_tokenizer
+
+        cfg = DataConfig(source="bundled", ctx_len=CTX_LEN, max_tokens=n_windows * CTX_LEN)
+        log.info("tokenising the bundled corpus into %d windows of %d", n_windows, CTX_LEN)
+        windows = pack_windows(cfg, load_tokenizer(MODEL)).astype(np.int64)
+        if len(windows) < n_windows:
+            raise ValueError(f"the bundled corpus gave {len(windows)} < {n_windows} windows")
+        _save_npy(path, windows[:n_windows])
+    return np.load(path)
+
+
+def load_subject_fp32() -> Any:
+    from interp.models import load_subject
+
+    return load_subject(ModelConfig(name=MODEL, dtype="float32", device="cpu"), LAYER)
+
+
+def cached_activations(windows_BT: np.ndarray, num_batches: int) -> Path:
+    """Layer-15 activations of the first windows, position 0 excluded, shuffled once:
+    [num_batches * SAE_BATCH, D] float32 in an .npy file (computed once, then reused)."""
+    n_vectors = num_batches * SAE_BATCH
+    n_windows = math.ceil(n_vectors / (CTX_LEN - EXCLUDE_FIRST))
+    path = cache_dir() / f"acts-{num_batches}x{SAE_BATCH}.npy"
+    if path.exists():
+        return path
+    subject = load_subject_fp32()
+    chunks = []
+    t0 = time.perf_counter()
+    for start in range(0, n_windows, LM_BATCH):
+        ids_BT = torch.from_numpy(windows_BT[start : min(start + LM_BATCH, n_windows)])
+        hidden_BTD = subject.hidden(ids_BT)
+        chunks.append(hidden_BTD[:, EXCLUDE_FIRST:].reshape(-1, subject.d_in))
+        log.info(
+            "caching activations: %d / %d windows", min(start + LM_BATCH, n_windows), n_windows
+        )
+    acts_ND = torch.cat(chunks)
+    perm = torch.randperm(len(acts_ND), generator=torch.Generator().manual_seed(0))
+    acts_ND = acts_ND[perm[:n_vectors]].contiguous()
+    log.info(
+        "cached %d vectors from %d windows in %.0f s -> %s",
+        len(acts_ND),
+        n_windows,
+        time.perf_counter() - t0,
+        path,
+    )
+    _save_npy(path, acts_ND.numpy())
+    return path
+
+
+# ----------------------------------------------------------------------------- our side
+
+
+def bench_config(num_windows: int) -> RunConfig:
+    """Our run config for the bench: the defaults, with the bench's shapes and fp32."""
+    return RunConfig(
+        layer=LAYER,
+        model=ModelConfig(name=MODEL, dtype="float32", device="cpu"),
+        data=DataConfig(
+            source="bundled", ctx_len=CTX_LEN, exclude_first=EXCLUDE_FIRST, max_tokens=10**9
+        ),
+        sae=SAEConfig(expansion_factor=EXPANSION, k=K),
+        train=TrainConfig(
+            num_tokens=num_windows * CTX_LEN, batch_size=SAE_BATCH, lm_batch_size=LM_BATCH
+        ),
+    )
+
+
+class _NoLM:
+    """Stands in for the subject model when batches come from the activation cache."""
+
+    def capture(self, _ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise AssertionError("the SAE-alone bench must not run the LM")
+
+
+def _never_stop() -> bool:
+    return False
+
+
+def build_trainer(subject: Any, windows_BT: np.ndarray, d_in: int, root: Path) -> Any:
+    """Our real one-member ``GroupTrainer`` (as ``interp.train.run`` builds it), single
+    process, planned over ``windows_BT``; nothing is written under ``root``."""
+    from interp.runs import RunPaths
+    from interp.train import TrainPlan
+    from interp.train.distributed import single_process
+    from interp.train.loop import GroupTrainer
+    from interp.train.stream import Columns
+
+    cfg = bench_config(len(windows_BT))
+    columns = Columns([cfg.hookpoint], {cfg.hookpoint: d_in})
+    plan = TrainPlan.of(cfg, len(windows_BT))
+    members = [(cfg, RunPaths(root, cfg))]
+    return GroupTrainer(members, subject, windows_BT, plan, single_process("cpu"), columns)
+
+
+def _fvu_sum(trainer: Any) -> float:
+    """Running FVU sum of the member's metric interval (to read one step's FVU)."""
+    return float(trainer.members[0].interval.sums.get("fvu", 0.0))
+
+
+class OurSaeStep:
+    """Our ``GroupTrainer.train_step`` fed the cached batches (its LM stream never runs).
+
+    Everything of the step runs: forward/backward of the TopK SAE (sparse kernels of
+    ``kernels.topk``), the NaN/stop check, decoder-gradient projection, fused Adam, LR
+    schedule, decoder renorm, firing counts and metric sums.
+    """
+
+    def __init__(self, acts_ND: torch.Tensor, root: Path) -> None:
+        self.batches = acts_ND.split(SAE_BATCH)
+        dummy = np.zeros((10_000, CTX_LEN), dtype=np.int64)  # plans the LR schedule only
+        self.trainer = build_trainer(_NoLM(), dummy, acts_ND.shape[1], root)
+        self._i = 0
+        self.trainer.next_batch = self._next_batch  # the one seam: batches from the cache
+
+    def _next_batch(self) -> torch.Tensor:
+        batch_ND = self.batches[self._i % len(self.batches)]
+        self._i += 1
+        return batch_ND
+
+    def steps(self, n: int) -> dict[str, list[float]]:
+        seconds, fvu = [], []
+        for _ in range(n):
+            before = _fvu_sum(self.trainer)
+            t0 = time.perf_counter()
+            self.trainer.train_step(_never_stop)
+            seconds.append(time.perf_counter() - t0)
+            fvu.append(_fvu_sum(self.trainer) - before)
+        return {"seconds": seconds, "fvu": fvu}
+
+
+class OurEndToEnd:
+    """Our real ``GroupTrainer`` on token windows: LM cut after layer 15, shuffle
+    buffer (default ``train.buffer_batches``), SAE step."""
+
+    def __init__(self, windows_BT: np.ndarray, root: Path) -> None:
+        subject = load_subject_fp32()
+        self.trainer = build_trainer(subject, windows_BT, subject.d_in, root)
+        self.lm_s = 0.0
+        original = subject.capture
+
+        def timed_capture(ids: torch.Tensor) -> dict[str, torch.Tensor]:
+            t0 = time.perf_counter()
+            out = original(ids)
+            self.lm_s += time.perf_counter() - t0
+            return out
+
+        subject.capture = timed_capture  # timing only: the LM share of each step
+
+    def steps(self, n: int) -> dict[str, list[float]]:
+        seconds, tokens, lm = [], [], []
+        stream = self.trainer.stream
+        for _ in range(n):
+            pos0, self.lm_s = stream.position, 0.0
+            t0 = time.perf_counter()
+            self.trainer.train_step(_never_stop)
+            seconds.append(time.perf_counter() - t0)
+            tokens.append((stream.position - pos0) * CTX_LEN)
+            lm.append(self.lm_s)
+        return {"seconds": seconds, "tokens": tokens, "lm_seconds": lm}
+
+
+# ------------------------------------------------------------------------ sparsify side
+
+SPARSIFY_SAE_WORKER = r"""
+import time
+import numpy as np
+import torch
+from sparsify import SparseCoder, SaeConfig
+from sparsify.sign_sgd import SignSGD
+from schedulefree import ScheduleFreeWrapper
+from transformers import get_linear_schedule_with_warmup
+
+torch.set_num_threads(ARGS["threads"])
+torch.set_float32_matmul_precision("high")  # as Trainer.fit does
+acts = torch.from_numpy(np.load(ARGS["acts"]))
+batches = acts.split(ARGS["batch"])
+D = acts.shape[1]
+
+
+class Side:
+    # One SparseCoder + optimizer, stepping exactly as Trainer.fit does for loss_fn="fvu"
+    # (grad_acc_steps = micro_acc_steps = 1, auxk_alpha = 0, multi_topk = False).
+    def __init__(self, optimizer):
+        torch.manual_seed(0)
+        self.sae = SparseCoder(D, SaeConfig(expansion_factor=ARGS["expansion"], k=ARGS["k"]),
+                               torch.device("cpu"), dtype=torch.float32)
+        M = self.sae.num_latents
+        self.schedulers = []
+        if optimizer == "signum":
+            pgs = [dict(params=self.sae.parameters(), lr=5e-3 / (M / 2**14) ** 0.5)]
+            self.opt = ScheduleFreeWrapper(SignSGD(pgs), momentum=0.95)
+            self.opt.train()
+        else:
+            pgs = [dict(params=self.sae.parameters(), lr=2e-4 / (M / 2**14) ** 0.5)]
+            self.opt = torch.optim.Adam(pgs)
+            self.schedulers = [get_linear_schedule_with_warmup(self.opt, 1000, 10_000)]
+        self.counts = torch.zeros(M, dtype=torch.long)
+        self.did_fire = torch.zeros(M, dtype=torch.bool)
+        self.step = 0
+
+    def one(self, batch):
+        mask = torch.ones(len(batch), dtype=torch.bool)  # no excluded token in the cache
+        outputs = batch
+        all_outputs = outputs.detach().clone()
+        outputs = outputs[mask]
+        sae = self.sae
+        if self.step == 0:
+            sae.b_dec.data = outputs.mean(0).to(sae.dtype)
+        sae.set_decoder_norm_to_unit_norm()
+        total_variance = (outputs - outputs.mean(0)).pow(2).sum()
+        out = sae(x=outputs, y=outputs, dead_mask=None, total_variance=total_variance)
+        self.did_fire[out.latent_indices.flatten()] = True
+        fvu = float(out.fvu.detach())
+        loss = out.fvu + 0.0 * out.auxk_loss + out.multi_topk_fvu / 8
+        loss.backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        self.opt.step()
+        self.opt.zero_grad()
+        for s in self.schedulers:
+            s.step()
+        with torch.no_grad():
+            self.counts += int(mask.sum())
+            self.counts[self.did_fire] = 0
+            self.did_fire.zero_()
+        self.step += 1
+        return fvu
+
+
+sides = {}
+
+
+def handle(req):
+    name = req["optimizer"]
+    if name not in sides:
+        sides[name] = Side(name)
+    side = sides[name]
+    seconds, fvu = [], []
+    for _ in range(req["n"]):
+        batch = batches[side.step % len(batches)]
+        t0 = time.perf_counter()
+        fvu.append(side.one(batch))
+        seconds.append(time.perf_counter() - t0)
+    return {"seconds": seconds, "fvu": fvu}
+"""
+
+SPARSIFY_E2E_WORKER = r"""
+import queue, threading, time, tempfile
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import AutoModel
+from sparsify import SaeConfig, Trainer, TrainConfig
+
+torch.set_num_threads(ARGS["threads"])
+windows = np.load(ARGS["windows"])
+ds = Dataset.from_dict({"input_ids": windows.tolist()}).with_format("torch")
+model = AutoModel.from_pretrained(ARGS["model"], dtype=torch.float32)  # as the CLI on CPU
+cfg = TrainConfig(
+    SaeConfig(expansion_factor=ARGS["expansion"], k=ARGS["k"]),
+    batch_size=ARGS["lm_batch"],
+    hookpoints=[f"layers.{ARGS['layer']}"],
+    exclude_tokens=[ARGS["bos"]],
+    log_to_wandb=False,
+    save_every=10**9,
+    save_dir=tempfile.mkdtemp(),
+)
+trainer = Trainer(cfg, ds, model)
+grants, times = queue.Queue(), queue.Queue()
+state = {"t": None, "left": 0, "x": None}
+
+
+class Stop(Exception):
+    pass
+
+
+def pace(module, args, kwargs):
+    # Step i runs from this hook's return at batch i to its entry at batch i + 1.
+    now = time.perf_counter()
+    if state["t"] is not None:
+        times.put(now - state["t"])
+    if state["left"] == 0:
+        state["left"] = grants.get()
+        if state["left"] is None:
+            raise Stop()
+    state["left"] -= 1
+    state["t"] = time.perf_counter()
+
+
+model.register_forward_pre_hook(pace, with_kwargs=True)
+
+
+def run():
+    try:
+        trainer.fit()
+    except Stop:
+        pass
+    except BaseException as e:
+        times.put(e)
+
+
+threading.Thread(target=run, daemon=True).start()
+
+
+def handle(req):
+    if req.get("op") == "stop":
+        grants.put(None)
+        return {}
+    grants.put(req["n"])
+    seconds = []
+    for _ in range(req["n"]):
+        t = times.get()
+        if isinstance(t, BaseException):
+            raise t
+        seconds.append(t)
+    tokens = [ARGS["lm_batch"] * ARGS["ctx"]] * req["n"]
+    return {"seconds": seconds, "tokens": tokens}
+"""
+
+
+# ------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Series:
+    """Per-repetition figures of one side: seconds and tokens of its timed steps."""
+
+    label: str
+    reps: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, result: dict[str, Any], tokens_per_step: int | None = None) -> None:
+        tokens = result.get("tokens") or [tokens_per_step] * len(result["seconds"])
+        self.reps.append({**result, "tokens": tokens})
+
+    def rates(self) -> list[float]:
+        """Tokens/s of each repetition (its timed steps together)."""
+        return [sum(r["tokens"]) / sum(r["seconds"]) for r in self.reps]
+
+
+def median_range(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def _rotate(items: list[Any], i: int) -> list[Any]:
+    return items[i % len(items) :] + items[: i % len(items)]
+
+
+def interleave(
+    sides: dict[str, Callable[[int], dict[str, Any]]],
+    series: dict[str, Series],
+    reps: int,
+    steps: int,
+    tokens_per_step: int | None,
+    loads: list[float],
+) -> None:
+    """``reps`` rounds; in each, every side runs ``steps`` timed steps (order rotates)."""
+    names = list(sides)
+    for i in range(reps):
+        for name in _rotate(names, i):
+            loads.append(os.getloadavg()[0])
+            result = sides[name](steps)
+            series[name].add(result, tokens_per_step)
+            rate = sum(series[name].reps[-1]["tokens"]) / sum(result["seconds"])
+            log.info("rep %d/%d %-24s %8.0f tok/s", i + 1, reps, name, rate)
+    loads.append(os.getloadavg()[0])
+
+
+def bench_sae_step(acts_path: Path, threads: int, reps: int, steps: int) -> dict[str, Any]:
+    acts_ND = torch.from_numpy(np.load(acts_path))
+    args = {"acts": str(acts_path), "batch": SAE_BATCH, "expansion": EXPANSION, "k": K}
+    loads: list[float] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-train-") as tmp,
+        AnchorWorker(SPARSIFY, SPARSIFY_SAE_WORKER, {**args, "threads": threads}) as sp,
+    ):
+        ours = OurSaeStep(acts_ND, Path(tmp))
+        sides: dict[str, Callable[[int], dict[str, Any]]] = {
+            "ours (adam)": ours.steps,
+            "sparsify (signum)": lambda n: sp.request({"optimizer": "signum", "n": n}),
+            "sparsify (adam)": lambda n: sp.request({"optimizer": "adam", "n": n}),
+        }
+        for fn in sides.values():
+            fn(1)  # warm-up step: b_dec init, optimizer state allocation
+        series = {name: Series(name) for name in sides}
+        interleave(sides, series, reps, steps, SAE_BATCH, loads)
+    return {"series": series, "loads": loads}
+
+
+def bench_end_to_end(windows_BT: np.ndarray, threads: int, reps: int, steps: int) -> dict[str, Any]:
+    from interp.models import load_tokenizer, resolve_model
+
+    bos = load_tokenizer(MODEL).bos_token_id
+    if (windows_BT[:, 1:] == bos).any():
+        raise AssertionError("BOS occurs past position 0: exclude_tokens would mask more")
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        ours = OurEndToEnd(windows_BT, Path(tmp))
+        sp_windows = Path(tmp) / "windows.npy"
+        np.save(sp_windows, windows_BT[: (reps * steps + 2) * LM_BATCH])  # +1 warm-up, +1 pace
+        args = {
+            "windows": str(sp_windows),
+            "model": str(resolve_model(MODEL)),
+            "expansion": EXPANSION,
+            "k": K,
+            "lm_batch": LM_BATCH,
+            "layer": LAYER,
+            "bos": int(bos),
+            "ctx": CTX_LEN,
+            "threads": threads,
+        }
+        loads: list[float] = []
+        with AnchorWorker(SPARSIFY, SPARSIFY_E2E_WORKER, args) as sp:
+            sides: dict[str, Callable[[int], dict[str, Any]]] = {
+                "ours": ours.steps,
+                "sparsify (signum)": lambda n: sp.request({"n": n}),
+            }
+            log.info("end to end: warm-up step of each side (ours fills its shuffle buffer)")
+            warm = {name: fn(1) for name, fn in sides.items()}
+            series = {name: Series(name) for name in sides}
+            interleave(sides, series, reps, steps, None, loads)
+            sp.request({"op": "stop"})
+    return {"series": series, "loads": loads, "warmup": warm}
+
+
+def profile_sae_step(acts_path: Path, steps: int = 3) -> str:
+    """torch.profiler table of our SAE step (cached batches), by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        ours = OurSaeStep(torch.from_numpy(np.load(acts_path)), Path(tmp))
+        ours.steps(1)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            ours.steps(steps)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt_rate(values: list[float]) -> str:
+    med, lo, hi = median_range(values)
+    return f"{med:,.0f} ({lo:,.0f}–{hi:,.0f})"
+
+
+def _ratios(a: Series, b: Series) -> list[float]:
+    return [x / y for x, y in zip(a.rates(), b.rates())]
+
+
+def _row(what: str, ours: Series, anchor: Series) -> list[str]:
+    """Median (range) tok/s of each side, median (range) of the per-repetition ratios,
+    and the ratio of the best repetitions (the least disturbed by other load)."""
+    best = max(ours.rates()) / max(anchor.rates())
+    return [
+        what,
+        _fmt_rate(ours.rates()),
+        _fmt_rate(anchor.rates()),
+        _fmt_ratio(_ratios(ours, anchor)),
+        f"{best:.2f}×",
+    ]
+
+
+def summary_rows(sae: dict[str, Any], e2e: dict[str, Any] | None) -> list[list[str]]:
+    s = sae["series"]
+    ours = s["ours (adam)"]
+    rows = [
+        _row("SAE step alone vs sparsify default (signum)", ours, s["sparsify (signum)"]),
+        _row("SAE step alone vs sparsify with Adam", ours, s["sparsify (adam)"]),
+    ]
+    if e2e is not None:
+        what = "LM forward + SAE step (ours: LM cut after layer 15; sparsify: all 30 layers)"
+        rows.append(_row(what, e2e["series"]["ours"], e2e["series"]["sparsify (signum)"]))
+    return rows
+
+
+def _fmt_ratio(values: list[float]) -> str:
+    med, lo, hi = median_range(values)
+    return f"**{med:.2f}×** ({lo:.2f}–{hi:.2f})"
+
+
+def e2e_breakdown(e2e: dict[str, Any]) -> str:
+    reps = e2e["series"]["ours"].reps
+    total = sum(sum(r["seconds"]) for r in reps)
+    lm = sum(sum(r["lm_seconds"]) for r in reps)
+    steps = sum(len(r["seconds"]) for r in reps)
+    return (
+        f"ours, per steady step: {total / steps:.2f} s, of which LM forward (layers 0–15) "
+        f"{lm / steps:.2f} s ({100 * lm / total:.0f} %), SAE step + shuffle buffer "
+        f"{(total - lm) / steps:.2f} s ({100 * (total - lm) / total:.0f} %)"
+    )
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()}-core {cpu}, {platform.system()} {platform.release()}"
+
+
+def render(
+    args: argparse.Namespace,
+    sae: dict[str, Any],
+    e2e: dict[str, Any] | None,
+    threads: int,
+    versions: dict[str, str],
+) -> str:
+    loads = sae["loads"] + (e2e["loads"] if e2e else [])
+    lines = [
+        f"## SAE training vs eai-sparsify — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"`{' '.join(['.venv/bin/python', 'bench/train_vs_sparsify.py', *sys.argv[1:]])}` on a "
+        f"{machine()}; torch {torch.__version__}, {threads} torch threads on both sides; "
+        f"eai-sparsify {versions.get('eai-sparsify', '?')} in its own venv "
+        f"(`bench/anchors.py`; transformers {versions.get('transformers', '?')}, no Triton: "
+        "eager embedding_bag decoder). Load average (1 min) during the runs: "
+        f"{min(loads):.1f}–{max(loads):.1f}, median {statistics.median(loads):.1f}.",
+        "",
+        f"SmolLM2-135M layer {LAYER} residual (fp32), TopK ×{EXPANSION} ({EXPANSION * 576} "
+        f"latents), k={K}, SAE batch {SAE_BATCH} vectors, fp32. Position 0 of every "
+        "256-token window is excluded on both sides (our `data.exclude_first=1`; sparsify "
+        "end to end: `exclude_tokens=[BOS]`). Medians (range "
+        f"in brackets) over interleaved repetitions: SAE step alone {args.reps} × "
+        f"{args.steps} steps per side, end to end {args.e2e_reps} × {args.e2e_steps}. "
+        "'ours / sparsify' = median of the per-repetition ratios (each pair measured back "
+        "to back); 'best / best' = ratio of each side's fastest repetition, the one least "
+        "disturbed by the other jobs on the machine.",
+        "",
+        "| what | ours tok/s | sparsify tok/s | ours / sparsify | best / best |",
+        "|---|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in summary_rows(sae, e2e)]
+    lines += ["", *notes(sae, e2e)]
+    return "\n".join(lines) + "\n"
+
+
+def notes(sae: dict[str, Any], e2e: dict[str, Any] | None) -> list[str]:
+    s = sae["series"]
+    fvu = {name: ser.reps[-1]["fvu"][-1] for name, ser in s.items()}
+    out = [
+        "- Optimisers: ours = `torch.optim.Adam(fused=True)` + linear warmup/decay; sparsify "
+        "default = `ScheduleFreeWrapper(SignSGD, momentum=0.95)`; sparsify adam = "
+        "`torch.optim.Adam` (foreach) + `get_linear_schedule_with_warmup`.",
+        "- FVU on the training batch at the last timed step (sanity, not a quality "
+        "comparison): " + ", ".join(f"{k} {v:.3f}" for k, v in fvu.items()) + ".",
+    ]
+    if e2e is not None:
+        out.append("- " + e2e_breakdown(e2e) + ".")
+        warm = e2e["warmup"]["ours"]
+        out.append(
+            f"- Excluded warm-up: our first step {warm['seconds'][0]:.1f} s (fills the "
+            f"shuffle buffer: {warm['tokens'][0]:,} tokens); sparsify's first step "
+            f"{e2e['warmup']['sparsify (signum)']['seconds'][0]:.1f} s."
+        )
+    return out
+
+
+def write_results(section: str) -> None:
+    """Replace this bench's section of bench/RESULTS.md (or append it)."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    block = f"{BEGIN}\n{section}{END}\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1].lstrip("\n")
+        text = head + block + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    atomic_write_text(RESULTS, text)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reps", type=int, default=9, help="interleaved repetitions per side")
+    p.add_argument("--steps", type=int, default=2, help="timed SAE steps per repetition")
+    p.add_argument("--e2e-reps", type=int, default=4, help="end-to-end repetitions per side")
+    p.add_argument("--e2e-steps", type=int, default=1, help="end-to-end steps per repetition")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end comparison")
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler table")
+    p.add_argument("--no-write", action="store_true", help="do not touch bench/RESULTS.md")
+    p.add_argument("--quick", action="store_true", help="2 reps x 2 steps, 1 e2e rep")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.reps, args.steps, args.e2e_reps, args.e2e_steps = 2, 2, 1, 1
+    for name in ("reps", "steps", "e2e_reps", "e2e_steps"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    ensure_venv(SPARSIFY)
+    versions = (read_stamp(SPARSIFY) or {}).get("versions", {})
+    e2e_windows = (args.e2e_reps * args.e2e_steps + 12) * LM_BATCH  # + buffer fill
+    windows_BT = bench_windows(max(e2e_windows, 1024))
+    acts_path = cached_activations(windows_BT, num_batches=8)
+    print(
+        f"activations: {acts_path} (position 0 of each window excluded, as our "
+        f"data.exclude_first={EXCLUDE_FIRST})",
+        flush=True,
+    )
+    sae = bench_sae_step(acts_path, threads, args.reps, args.steps)
+    e2e = None
+    if not args.no_e2e:
+        e2e = bench_end_to_end(windows_BT, threads, args.e2e_reps, args.e2e_steps)
+    section = render(args, sae, e2e, threads, versions)
+    print("\n" + section, flush=True)
+    if args.profile:
+        print(profile_sae_step(acts_path), flush=True)
+    if not args.no_write:
+        write_results(section)
+        print(f"wrote {RESULTS}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
