@@ -365,9 +365,10 @@ class Dist(Protocol):
 
     def whole_params(self, module: nn.Module) -> AbstractContextManager[None]:
         """Inside (under ``torch.no_grad``), ``module``'s parameters are whole plain
-        tensors that may be edited in place outside the optimiser (data-dependent init, renormalisation); on exit the
-        edits reach FSDP's shards or DeepSpeed's fp32 master copy (rank 0's edit wins).
-        A collective under fsdp and deepspeed: every rank enters it together."""
+        tensors that may be edited in place outside the optimiser (data-dependent init,
+        renormalisation); on exit the edits reach FSDP's shards or DeepSpeed's fp32
+        master copy (rank 0's edit wins). A collective under fsdp and deepspeed: every
+        rank enters it together."""
         ...
 
     def all_reduce_grads(self, module: nn.Module) -> None:
@@ -375,7 +376,7 @@ class Dist(Protocol):
         ...
 
     def all_reduce_(self, t: Tensor, op: ReduceOp = "mean") -> Tensor:
-        """Reduce ``t`` in place over ranks and return it."""
+        """Reduce ``t`` in place over ranks and return it (bool: max = any, min = all)."""
         ...
 
     def broadcast_(self, t: Tensor, src: int = 0) -> Tensor:
@@ -456,6 +457,8 @@ _OPS = {"sum": "SUM", "mean": "SUM", "max": "MAX", "min": "MIN"}
 def _check_op(op: str, t: Tensor) -> None:
     if op not in _OPS:
         raise ValueError(f"reduce op {op!r} is unknown: use mean, sum, max or min")
+    if t.dtype == torch.bool and op not in ("max", "min"):
+        raise ValueError(f"a bool tensor reduces with op='max' (any) or 'min' (all), not {op!r}")
     if op == "mean" and not (t.is_floating_point() or t.is_complex()):
         raise ValueError(f"op='mean' needs a floating tensor, got {t.dtype}: use op='sum'")
 
@@ -540,6 +543,8 @@ class TorchDist:
         import torch.distributed as dist
 
         _check_op(op, t)
+        if t.dtype == torch.bool:  # gloo and nccl reduce no bools
+            return t.copy_(self.all_reduce_(t.to(torch.uint8), op).bool())
         dist.all_reduce(t, op=getattr(dist.ReduceOp, _OPS[op]))
         if op == "mean":
             t.div_(self.world_size)

@@ -191,6 +191,8 @@ def _collectives(dist: TorchDist) -> dict[str, object]:
         "sum": dist.all_reduce_(torch.tensor([1 + r]), "sum"),
         "max": dist.all_reduce_(torch.tensor([5.0 - r, r]), "max"),
         "min": dist.all_reduce_(torch.tensor([5.0 - r, r]), "min"),
+        "any": dist.all_reduce_(torch.tensor([r == 1, False]), "max"),
+        "all": dist.all_reduce_(torch.tensor([r == 1, True]), "min"),
         "broadcast": dist.broadcast_(torch.tensor([100.0 + r]), src=1),
         "gathered": dist.gather_activations(uneven),
         "windows": dist.shard_windows(np.arange(7)),
@@ -257,6 +259,7 @@ def test_collectives(two_process) -> None:
         assert c["sum"].tolist() == [3]
         assert c["max"].tolist() == [5.0, 1.0]
         assert c["min"].tolist() == [4.0, 0.0]
+        assert c["any"].tolist() == [True, False] and c["all"].tolist() == [False, True]
         assert c["broadcast"].tolist() == [101.0]
         assert c["gathered"].tolist() == [[0.0] * 3, [1.0] * 3, [1.0] * 3]
         assert c["windows"].tolist() == [[0, 2, 4], [1, 3, 5]][rank]  # 7th dropped
@@ -433,6 +436,8 @@ def test_single_process_is_identity() -> None:
     assert d.all_reduce_(t) is t and d.gather_activations(t) is t and d.owns(7)
     with pytest.raises(ValueError, match="op='mean' needs a floating tensor"):
         d.all_reduce_(torch.tensor([1]), "mean")
+    with pytest.raises(ValueError, match="bool tensor reduces with op='max'"):
+        d.all_reduce_(torch.tensor([True]), "sum")
 
 
 # --------------------------------------------------------------------------------------
