@@ -334,6 +334,21 @@ def test_batchtopk_threshold_is_an_ema_of_the_smallest_kept_activation():
     torch.testing.assert_close(sae.threshold, 0.5 * m1 + 0.5 * m2)
 
 
+def test_batchtopk_keeps_k_per_token_on_average_and_its_gradient_is_the_masked_one():
+    sae = perturbed(BatchTopKSAE(D, M, 3, generator=rng(0)))
+    x = sparse_data(40, rng(15))
+    out = sae(x)
+    pre = F.relu((x - sae.b_dec) @ sae.encoder.weight.T + sae.encoder.bias)
+    cut = pre.detach().flatten().topk(3 * 40).values.min()
+    acts = pre * (pre.detach() >= cut)
+    ref = (x - (acts @ sae.W_dec + sae.b_dec)).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    torch.testing.assert_close(out.loss, ref)
+    assert out.l0.item() == pytest.approx(3.0) and (out.acts_NM > 0).sum(-1).max() > 3
+    params = list(sae.parameters())
+    for g, g_ref in zip(torch.autograd.grad(out.loss, params), torch.autograd.grad(ref, params)):
+        torch.testing.assert_close(g, g_ref)
+
+
 def test_batchtopk_exports_to_an_equal_jumprelu(tmp_path):
     sae = build_sae(config("batchtopk"), D, generator=rng(0))
     train(sae, 30)
