@@ -708,14 +708,20 @@ def check_strategy(strategy: Strategy, world_size: int, num_members: int) -> Non
 
 
 def _local_device(device: str | torch.device, local_rank: int) -> torch.device:
+    """'auto'/'cuda' -> this task's GPU: ``cuda:<local rank>`` when the task sees every
+    GPU of the node (``--gpus-per-node``), ``cuda:0`` when it sees one (SLURM bound one
+    GPU to it with ``--gpus-per-task=1``: CUDA_VISIBLE_DEVICES holds just that one)."""
     name = str(device)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
-        if torch.cuda.device_count() <= local_rank:
+        count = torch.cuda.device_count()
+        if count == 1:
+            return torch.device("cuda:0")
+        if count <= local_rank:
             raise ValueError(
-                f"local rank {local_rank} needs a GPU but this node has "
-                f"{torch.cuda.device_count()}: launch at most that many tasks per node"
+                f"local rank {local_rank} needs a GPU but this task sees {count}: launch "
+                "at most one task per GPU (tasks_per_node <= gpus_per_node)"
             )
         name = f"cuda:{local_rank}"
     return torch.device(name)

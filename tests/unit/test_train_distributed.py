@@ -368,6 +368,20 @@ def test_slurm_single_task_and_plain_env_are_one_process() -> None:
     assert isinstance(init_distributed(DistConfig(), env={}, device="cpu"), SingleProcess)
 
 
+def test_task_gpu_from_local_rank(monkeypatch) -> None:
+    from interp.train.distributed import _local_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # --gpus-per-node=4
+    assert _local_device("cuda", 3) == torch.device("cuda:3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # --gpus-per-task=1
+    assert _local_device("cuda", 3) == torch.device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match="local rank 2 needs a GPU but this task sees 2"):
+        _local_device("cuda", 2)
+    assert _local_device("cpu", 2) == torch.device("cpu")
+    assert _local_device("cuda:1", 0) == torch.device("cuda:1")  # explicit wins
+
+
 def test_bad_env_is_refused() -> None:
     with pytest.raises(ValueError, match="RANK='x' is not an integer"):
         world_from_env({"RANK": "x", "WORLD_SIZE": "2"})
