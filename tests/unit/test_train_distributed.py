@@ -178,9 +178,19 @@ def _worker(rank: int, port: int, out_dir: Path) -> None:
         "sharded": train_sharded(sharded),
         "fsdp": train_ddp(fsdp),
         "collectives": _collectives(ddp),
+        "fsdp_edit": _rank_dependent_edit(fsdp),
     }
     torch.save(result, out_dir / f"rank{rank}.pt")
     ddp.close()
+
+
+def _rank_dependent_edit(dist: TorchDist) -> torch.Tensor:
+    """Each rank writes its rank into a sharded (5, 3) weight: rank 0's edit must win."""
+    linear = dist.prepare_module(torch.nn.Linear(3, 5))
+    with dist.whole_params(linear):
+        assert linear.weight.shape == (5, 3)  # whole, not this rank's shard
+        linear.weight.fill_(float(dist.rank))
+    return full_state_dict(linear)["weight"]
 
 
 def _collectives(dist: TorchDist) -> dict[str, object]:
@@ -237,6 +247,8 @@ def test_fsdp_two_processes_match_one(two_process) -> None:
     single = train_ddp(single_process())
     assert_close(two_process[0]["fsdp"], single)
     assert_close(two_process[1]["fsdp"], two_process[0]["fsdp"], tol=0)
+    for rank in range(WORLD):
+        assert torch.equal(two_process[rank]["fsdp_edit"], torch.zeros(5, 3))
 
 
 def test_shard_hookpoints_each_member_trained_once_and_matches(two_process) -> None:
