@@ -10,13 +10,14 @@ latent ranges ``[start, stop)`` for compact and interpret.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from interp.config import RunConfig, id_dict, load_run_config, to_dict
 from interp.runs import RunIds, RunPaths, is_committed, short_hash
+from interp.train.group import train_group_key
 
 Stage = Literal["train", "collect", "compact", "interpret", "gather"]
 
@@ -41,7 +42,7 @@ class StageJob:
     depends_on: tuple[str, ...]  # keys of jobs that must all succeed first
     point: str  # point id whose config drives it ("" for gather; the first member of a group)
     members: tuple[str, ...] = ()
-    """Point ids trained together from one LM forward (a train group job); () otherwise."""
+    """Point ids served by one LM forward (a train or collect group job); () otherwise."""
 
 
 @dataclass(frozen=True)
@@ -105,39 +106,37 @@ def plan_point(cfg: RunConfig, d_in: int) -> list[StageJob]:
     return [train, collect, compact, interpret]
 
 
-def train_group_id(cfg: RunConfig) -> str:
-    """Id of the points whose SAEs can train from one LM forward pass.
-
-    Members share the model, the data and how the activation stream is read (token
-    count, batch sizes, shuffle buffer, seed); they may differ in layer / hookpoint,
-    dictionary and optimiser settings. Each member then sees the same vectors in the
-    same order as it would alone, so grouping never changes a member's result (its train
-    id), only how many forwards are paid.
-    """
-    t = cfg.train
-    stream = {
-        "num_tokens": t.num_tokens,
-        "batch_size": t.batch_size,
-        "lm_batch_size": t.lm_batch_size,
-        "buffer_batches": t.buffer_batches,
-        "seed": t.seed,
-    }
-    return short_hash({"data": RunIds.of(cfg).data, "model": id_dict(cfg.model), "stream": stream})
+def collect_group_key(cfg: RunConfig) -> str:
+    """Points with equal keys can collect from one LM forward per slice: the same model,
+    data and token slices; their dictionaries (and hookpoints) may differ."""
+    c = cfg.collect
+    slices = {"num_tokens": c.num_tokens, "slice_tokens": c.slice_tokens, "lm": c.lm_batch_size}
+    return short_hash({"data": RunIds.of(cfg).data, "model": id_dict(cfg.model), "slices": slices})
 
 
-def plan_sweep(points: list[tuple[RunConfig, int]], *, group_train: bool = True) -> Plan:
+GROUP_KEYS: dict[str, Callable[[RunConfig], str]] = {
+    "train": train_group_key,
+    "collect": collect_group_key,
+}
+"""Stages whose jobs merge across points that can share an LM forward."""
+
+
+def plan_sweep(points: list[tuple[RunConfig, int]], *, group: bool = True) -> Plan:
     """Plan every point (deduplicating shared stages), then one gather over all points.
 
-    With ``group_train``, the train jobs of points that share a :func:`train_group_id`
-    (and differ in what they train) become one train-group job: one task, one LM forward
-    feeding every member's dictionary; each member's collect waits on the group.
+    With ``group``, the train jobs of points that share a ``train_group_key`` (and
+    differ in what they train) become one train-group job - one task, one LM forward
+    feeding every member's dictionary - and likewise their collect jobs (one forward per
+    token slice encodes every member's dictionary). Downstream jobs wait on the group.
     """
     jobs: dict[str, StageJob] = {}
     for cfg, d_in in points:
         for job in plan_point(cfg, d_in):
             jobs.setdefault(job.key, job)
-    if group_train:
-        jobs = _group_train_jobs(jobs, {RunIds.of(cfg).point: cfg for cfg, _ in points})
+    if group:
+        cfgs = {RunIds.of(cfg).point: cfg for cfg, _ in points}
+        for stage in GROUP_KEYS:
+            jobs = _group_jobs(jobs, cfgs, stage)
     finals = tuple(k for k, j in jobs.items() if j.stage == "interpret")
     point_ids = sorted({j.point for j in jobs.values()})
     gather_id = "-".join(point_ids)[:64]
@@ -145,33 +144,57 @@ def plan_sweep(points: list[tuple[RunConfig, int]], *, group_train: bool = True)
     return Plan(tuple(jobs.values()) + (gather,))
 
 
-def _group_train_jobs(
-    jobs: dict[str, StageJob], cfgs: Mapping[str, RunConfig]
+def _group_jobs(
+    jobs: dict[str, StageJob], cfgs: Mapping[str, RunConfig], stage: str
 ) -> dict[str, StageJob]:
-    """Merge train jobs by :func:`train_group_id`; redirect their collects to the group."""
+    """Merge ``stage``'s jobs by :data:`GROUP_KEYS`; redirect dependants to the group.
+
+    A group job has the members' tasks (identical intervals), waits on everything any
+    member waited on, and task i is done when every member committed task i.
+    """
     groups: dict[str, list[StageJob]] = {}
     for job in jobs.values():
-        if job.stage == "train":
-            groups.setdefault(train_group_id(cfgs[job.point]), []).append(job)
+        if job.stage == stage:
+            groups.setdefault(GROUP_KEYS[stage](cfgs[job.point]), []).append(job)
     renamed: dict[str, str] = {}
     merged: dict[str, StageJob] = {}
-    for gid, members in groups.items():
+    for gkey, members in groups.items():
         if len(members) < 2:
             continue
         members.sort(key=lambda j: j.run_id)
-        key = f"train-group-{gid}"
-        point_ids = tuple(j.point for j in members)
-        merged[key] = StageJob(key, "train", gid, (Task(0, 0, 1),), (), point_ids[0], point_ids)
+        gid = short_hash({"key": gkey, "members": [j.run_id for j in members]})
+        key = f"{stage}-group-{gid}"
+        deps = tuple(dict.fromkeys(d for j in members for d in j.depends_on))
+        points = tuple(j.point for j in members)
+        merged[key] = StageJob(
+            key, members[0].stage, gid, members[0].tasks, deps, points[0], points
+        )
         renamed.update({j.key: key for j in members})
     if not merged:
         return jobs
-    out: dict[str, StageJob] = dict(merged)
+    out: dict[str, StageJob] = {}
     for key, job in jobs.items():
         if key in renamed:
+            out.setdefault(renamed[key], merged[renamed[key]])
             continue
         deps = tuple(dict.fromkeys(renamed.get(d, d) for d in job.depends_on))
         out[key] = job if deps == job.depends_on else _with_deps(job, deps)
-    return out
+    return _topological(out)
+
+
+def _topological(jobs: dict[str, StageJob]) -> dict[str, StageJob]:
+    """Reorder so every job follows its dependencies, otherwise keeping the given order."""
+    done: dict[str, StageJob] = {}
+
+    def visit(key: str) -> None:
+        if key not in done:
+            for dep in jobs[key].depends_on:
+                visit(dep)
+            done[key] = jobs[key]
+
+    for key in jobs:
+        visit(key)
+    return done
 
 
 def _with_deps(job: StageJob, deps: tuple[str, ...]) -> StageJob:
@@ -183,15 +206,18 @@ def pending(
 ) -> list[Task]:
     """Tasks of ``job`` not yet committed (the gather job is always redone).
 
-    A train group's single task is pending while any member's train manifest is not
-    committed; ``members`` are the members' paths (see :func:`job_pending`).
+    A group's task is pending while any member has not committed it; ``members`` are
+    the members' paths (see :func:`job_pending`).
     """
     if job.stage == "gather":
         return list(job.tasks)
     if job.members:
-        assert members is not None, f"{job.key} is a train group: pass its members' paths"
-        done = all(is_committed(m.manifest_file("train", 0)) for m in members)
-        return [] if done else list(job.tasks)
+        assert members is not None, f"{job.key} is a group: pass its members' paths"
+        return [
+            t
+            for t in job.tasks
+            if not all(is_committed(m.manifest_file(job.stage, t.index)) for m in members)
+        ]
     assert paths is not None
     return [t for t in job.tasks if not is_committed(paths.manifest_file(job.stage, t.index))]
 
@@ -205,7 +231,7 @@ def job_pending(job: StageJob, root: Path, cfgs: Mapping[str, RunConfig]) -> lis
 
 def job_payload(job: StageJob, cfgs: Mapping[str, RunConfig]) -> dict[str, Any] | None:
     """What the worker gets for ``job``: the point's config as a plain dict, the
-    members' configs (``{"members": [...]}``) for a train group, ``None`` for gather."""
+    members' configs (``{"members": [...]}``) for a group, ``None`` for gather."""
     if job.members:
         return {"members": [to_dict(cfgs[p]) for p in job.members]}
     cfg = cfgs.get(job.point)
@@ -222,5 +248,5 @@ def task_committed(stage: str, payload: dict[str, Any] | None, root: Path, task:
     assert payload is not None
     if "members" in payload:
         cfgs = [load_run_config(d) for d in payload["members"]]
-        return all(is_committed(RunPaths(root, c).manifest_file("train", 0)) for c in cfgs)
+        return all(is_committed(RunPaths(root, c).manifest_file(stage, task.index)) for c in cfgs)
     return is_committed(RunPaths(root, load_run_config(payload)).manifest_file(stage, task.index))

@@ -1,9 +1,12 @@
-"""collect: one token slice of the collect split -> SAE latents -> one slice group.
+"""collect: one token slice of the collect split -> dictionary latents -> one slice group.
 
-Task ``[start, stop)`` indexes the flattened collect windows. Memory is bounded by the
-slice: its sparse codes are held until the group is written. The LM runs up to the
-dictionary's input hookpoint (``cfg.hookpoint``: ``layers.N`` by default, any module or
-``module:input`` for transcoders and MLP dictionaries).
+Task ``[start, stop)`` indexes the flattened collect windows. A task serves one sweep
+point, or a group of points (:func:`run_group`) that share the model, the data and the
+slices: one LM forward per batch, up to the deepest hookpoint any member reads, feeds
+every member's dictionary, and each member's slice group and manifest are committed on
+their own. Memory is bounded by the slice: its sparse codes are held until the groups
+are written. Each dictionary reads its input hookpoint (``cfg.hookpoint``: ``layers.N``
+by default; any module or ``module:input`` for transcoders and MLP dictionaries).
 
 Tensor legend: B windows per forward, T = ctx_len, D = d_in, N = tokens, K = active
 latents per token in a batch's code (TopK: k; threshold architectures: the most active
@@ -15,7 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,9 +36,11 @@ from interp.store import (
 
 log = logging.getLogger(__name__)
 
+Members = Sequence[tuple[RunConfig, RunPaths]]
+
 
 class SliceActs(NamedTuple):
-    """TopK outputs of every token of one slice."""
+    """Sparse codes of every token of one slice, for one dictionary."""
 
     latent_idx: np.ndarray  # [N, K] int
     latent_val: np.ndarray  # [N, K] float32
@@ -44,8 +49,14 @@ class SliceActs(NamedTuple):
 
 
 def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], bool]) -> None:
-    manifest = paths.manifest_file("collect", task.index)
-    if is_committed(manifest):
+    """Collect slice ``task`` for one point: a group of one."""
+    run_group([(cfg, paths)], task, should_stop)
+
+
+def run_group(members: Members, task: Task, should_stop: Callable[[], bool]) -> None:
+    """Collect slice ``task`` for every member not committed yet, from one LM forward."""
+    todo = [(c, p) for c, p in members if not is_committed(p.manifest_file("collect", task.index))]
+    if not todo:
         log.info("collect slice %d [%d, %d) already committed", task.index, task.start, task.stop)
         return
     t0 = time.perf_counter()
@@ -53,36 +64,48 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
     from interp.models import resolve_device
     from interp.sae import load_sae
 
-    windows = load_windows(paths, "collect")
-    _check_windows(cfg, windows, task)
-    device = resolve_device(cfg.model.device)
-    sae = load_sae(paths.sae_dir(), device=device)  # beside the LM: no host round trip
-    token_dtype = token_dtype_for(int(windows.max()))  # same for every slice of the store
-    # store.json before any slice: whoever finds a slice also finds the store's facts.
-    write_store_meta(paths.store_dir(), _store_meta(cfg, sae, token_dtype))
-    group = paths.slice_group(task.index)
-    info = read_slice_info(group)
-    if info is None:
-        acts = _encode_slice(cfg, windows, sae, device, task, should_stop)
-        if acts is None:
+    cfg0, paths0 = todo[0]
+    windows = load_windows(paths0, "collect")  # members share the data id: same windows
+    _check_windows(cfg0, windows, task)
+    device = resolve_device(cfg0.model.device)
+    token_dtype = token_dtype_for(int(windows.max()))  # same for every slice of a store
+    encode: list[tuple[RunConfig, RunPaths, Any]] = []
+    for cfg, paths in todo:
+        sae = load_sae(paths.sae_dir(), device=device)  # beside the LM: no host round trip
+        _check_sae(cfg, sae)
+        # store.json before any slice: whoever finds a slice also finds the store's facts.
+        write_store_meta(paths.store_dir(), _store_meta(cfg, sae, token_dtype))
+        if read_slice_info(paths.slice_group(task.index)) is None:
+            encode.append((cfg, paths, sae))
+        else:
+            name = paths.slice_group(task.index).name
+            log.info("slice group %s was committed by an earlier attempt; recording it", name)
+    if encode:
+        codes = _encode_slice(cfg0, windows, encode, device, task, should_stop)
+        if codes is None:
             log.info("collect slice %d stopped before the end; nothing committed", task.index)
             return
-        info = write_slice(
-            group,
-            token_start=task.start,
-            token_stop=task.stop,
-            n_latents=sae.num_latents,
-            token_dtype=token_dtype,
-            **acts._asdict(),
-        )
-    else:
-        log.info("slice group %s was committed by an earlier attempt; recording it", group.name)
+        for (_, paths, sae), acts in zip(encode, codes):
+            write_slice(
+                paths.slice_group(task.index),
+                token_start=task.start,
+                token_stop=task.stop,
+                n_latents=sae.num_latents,
+                token_dtype=token_dtype,
+                **acts._asdict(),
+            )
     wall = time.perf_counter() - t0
-    commit_task(
-        manifest,
-        {"tokens": task.stop - task.start, "nnz": info.nnz, "wall_s": round(wall, 3)},
-    )
-    log.info("collect slice %d committed: %d entries in %.1f s", task.index, info.nnz, wall)
+    for _, paths in todo:
+        info = read_slice_info(paths.slice_group(task.index))
+        assert info is not None, f"{paths.slice_group(task.index)} missing after write"
+        commit_task(
+            paths.manifest_file("collect", task.index),
+            {"tokens": task.stop - task.start, "nnz": info.nnz, "wall_s": round(wall, 3)},
+        )
+        log.info(
+            "collect slice %d committed in %s: %d entries", task.index, paths.store_dir(), info.nnz
+        )
+    log.info("collect slice %d: %d dictionar(y/ies) in %.1f s", task.index, len(todo), wall)
 
 
 def _check_windows(cfg: RunConfig, windows: np.ndarray, task: Task) -> None:
@@ -98,10 +121,19 @@ def _check_windows(cfg: RunConfig, windows: np.ndarray, task: Task) -> None:
         )
 
 
+def _check_sae(cfg: RunConfig, sae: Any) -> None:
+    if getattr(sae, "transcode", False) != cfg.sae.transcode:
+        raise ValueError(
+            f"the saved dictionary has transcode={getattr(sae, 'transcode', False)} but the "
+            f"config says sae.transcode={cfg.sae.transcode}: the train stage folder does not "
+            "match this point; delete it and rerun train"
+        )
+
+
 def _store_meta(cfg: RunConfig, sae: Any, token_dtype: str) -> StoreMeta:
     return StoreMeta(
         n_latents=int(sae.num_latents),
-        k=int(sae.max_active or 0),
+        k=int(getattr(sae, "max_active", None) or 0),
         ctx_len=cfg.data.ctx_len,
         n_tokens=cfg.collect.num_tokens,
         d_in=int(sae.d_in),
@@ -113,22 +145,32 @@ def _store_meta(cfg: RunConfig, sae: Any, token_dtype: str) -> StoreMeta:
 def _encode_slice(
     cfg: RunConfig,
     windows: np.ndarray,
-    sae: Any,
+    encode: list[tuple[RunConfig, RunPaths, Any]],
     device: Any,
     task: Task,
     should_stop: Callable[[], bool],
-) -> SliceActs | None:
-    """Run subject model + SAE over the slice's windows; None if asked to stop."""
+) -> list[SliceActs] | None:
+    """Run the subject model once per batch and every dictionary on its hookpoint; None
+    if asked to stop."""
     import torch
     from tqdm import tqdm
 
     from interp.models import load_subject
 
-    subject = load_subject(cfg.model, hookpoints=[cfg.hookpoint])
+    hookpoints = list(dict.fromkeys(c.hookpoint for c, _, _ in encode))
+    subject = load_subject(cfg.model, hookpoints=hookpoints)
+    widths = getattr(subject, "widths", {})
+    for c, _, sae in encode:
+        width = widths.get(c.hookpoint, sae.d_in)
+        if width != sae.d_in:
+            raise ValueError(
+                f"hookpoint {c.hookpoint!r} has width {width} but the dictionary has "
+                f"d_in={sae.d_in}: the point's hook does not match its trained SAE"
+            )
     ctx, batch = cfg.data.ctx_len, cfg.collect.lm_batch_size
     w0, w1 = task.start // ctx, task.stop // ctx
     n = task.stop - task.start
-    codes: list[tuple[np.ndarray, np.ndarray]] = []  # per forward: idx [rows, K], val
+    codes: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in encode]
     quiet = not sys.stderr.isatty()  # batch logs: a line every 30 s, not every 0.1 s
     bar = tqdm(
         total=n,
@@ -143,14 +185,23 @@ def _encode_slice(
                 return None
             b1 = min(b0 + batch, w1)
             ids_BT = torch.from_numpy(np.asarray(windows[b0:b1], np.int64))
-            hidden_BTD = subject.hidden(ids_BT)
-            x_ND = hidden_BTD.reshape(-1, hidden_BTD.shape[-1])
-            acts_NK, idx_NK = sae.encode(x_ND.to(device))
-            codes.append((idx_NK.cpu().numpy(), acts_NK.float().cpu().numpy()))
+            captured = _capture(subject, ids_BT, hookpoints)
+            for i, (c, _, sae) in enumerate(encode):
+                hidden_BTD = captured[c.hookpoint]
+                x_ND = hidden_BTD.reshape(-1, hidden_BTD.shape[-1])
+                acts_NK, idx_NK = sae.encode(x_ND.to(device))
+                codes[i].append((idx_NK.cpu().numpy(), acts_NK.float().cpu().numpy()))
             bar.update((b1 - b0) * ctx)
-    latent_idx, latent_val = _stack_codes(codes, n)
+    token_ids = np.asarray(windows[w0:w1]).reshape(-1)
     keep = np.arange(n) % ctx >= cfg.data.exclude_first
-    return SliceActs(latent_idx, latent_val, np.asarray(windows[w0:w1]).reshape(-1), keep)
+    return [SliceActs(*_stack_codes(member, n), token_ids, keep) for member in codes]
+
+
+def _capture(subject: Any, ids_BT: Any, hookpoints: list[str]) -> dict[str, Any]:
+    """{hookpoint: [B, T, D]} from one forward (``hidden`` when only one is read)."""
+    if len(hookpoints) == 1:
+        return {hookpoints[0]: subject.hidden(ids_BT)}
+    return subject.capture(ids_BT)
 
 
 def _stack_codes(codes: list[tuple[np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, ...]:

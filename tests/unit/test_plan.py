@@ -4,6 +4,7 @@ from pathlib import Path
 
 from interp.config import load_run_config
 from interp.plan import (
+    collect_group_key,
     intervals,
     job_payload,
     job_pending,
@@ -11,9 +12,9 @@ from interp.plan import (
     plan_point,
     plan_sweep,
     task_committed,
-    train_group_id,
 )
 from interp.runs import RunIds, RunPaths, commit_task
+from interp.train.group import train_group_key
 
 D_IN = 576
 
@@ -44,7 +45,7 @@ def test_sweep_shares_stages_and_gathers_everything() -> None:
     a = load_run_config({"interpret": {"num_latents": 4}})
     b = load_run_config({"interpret": {"num_latents": 8}})  # same train/collect
     c = load_run_config({"layer": 3})
-    plan = plan_sweep([(a, D_IN), (b, D_IN), (c, D_IN)], group_train=False)
+    plan = plan_sweep([(a, D_IN), (b, D_IN), (c, D_IN)], group=False)
     stages = [j.stage for j in plan.jobs]
     assert stages.count("train") == 2 and stages.count("interpret") == 3
     gather = plan.jobs[-1]
@@ -53,7 +54,7 @@ def test_sweep_shares_stages_and_gathers_everything() -> None:
     for job in plan.jobs:  # topological order
         assert set(job.depends_on) <= seen
         seen.add(job.key)
-    assert plan_sweep([(a, D_IN), (b, D_IN), (c, D_IN)], group_train=False) == plan  # pure
+    assert plan_sweep([(a, D_IN), (b, D_IN), (c, D_IN)], group=False) == plan  # pure
 
 
 def test_points_sharing_a_forward_train_in_one_group_job(tmp_path: Path) -> None:
@@ -65,9 +66,15 @@ def test_points_sharing_a_forward_train_in_one_group_job(tmp_path: Path) -> None
     trains = [j for j in plan.jobs if j.stage == "train"]
     (group,) = [j for j in trains if j.members]
     assert len(trains) == 2 and len(group.members) == 3 and len(group.tasks) == 1
-    assert train_group_id(a) == train_group_id(b) != train_group_id(other)
-    collects = [j for j in plan.jobs if j.stage == "collect"]
-    assert sum(j.depends_on == (group.key,) for j in collects) == 3
+    assert train_group_key(a) == train_group_key(b) != train_group_key(other)
+    # their collects share one forward per slice too; `other` joins the collect group
+    # (same data and slices) while waiting on its own train job
+    (collect,) = [j for j in plan.jobs if j.stage == "collect"]
+    assert collect.members and len(collect.members) == 4
+    assert collect_group_key(a) == collect_group_key(other)
+    assert set(collect.depends_on) == {group.key} | {j.key for j in trains if not j.members}
+    compacts = [j for j in plan.jobs if j.stage == "compact"]
+    assert len(compacts) == 4 and all(j.depends_on == (collect.key,) for j in compacts)
     seen: set[str] = set()
     for job in plan.jobs:
         assert set(job.depends_on) <= seen

@@ -61,8 +61,9 @@ def test_planning_a_million_latent_sweep_takes_well_under_a_second() -> None:
     plan = plan_sweep([(cfg, 576) for cfg in cfgs])
     chunks = [split_tasks(j.tasks, 1001) for j in plan.jobs]
     elapsed = time.perf_counter() - t0
-    assert plan.num_tasks == 1 + 3 * (2 + 1024 + 1024) + 1  # one train group for 3 layers
-    assert sum(len(c) for c in chunks) == 1 + 3 * 5 + 1  # compact and interpret: 2 arrays each
+    # one train group and one collect group (2 slices) for the 3 layers
+    assert plan.num_tasks == 1 + 2 + 3 * (1024 + 1024) + 1
+    assert sum(len(c) for c in chunks) == 1 + 1 + 3 * 4 + 1  # compact, interpret: 2 arrays each
     assert elapsed < 1.0, elapsed
 
 
