@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -68,7 +69,17 @@ LM_BATCH = 32  # windows per LM forward, both sides
 EXCLUDE_FIRST = 1
 MODEL = "smollm2-135m"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-BEGIN, END = "<!-- train_vs_sparsify:begin -->", "<!-- train_vs_sparsify:end -->"
+THP_ENV = "THP_MEM_ALLOC_ENABLE"  # torch's CPU allocator: madvise(MADV_HUGEPAGE) >= 2 MB
+
+
+def thp_enabled() -> bool:
+    return os.environ.get(THP_ENV, "0") not in ("", "0")
+
+
+def markers() -> tuple[str, str]:
+    """This bench's section of RESULTS.md (one per allocator setting)."""
+    key = "train_vs_sparsify" + (":thp" if thp_enabled() else "")
+    return f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
 
 
 # ----------------------------------------------------------------------------- data
@@ -101,10 +112,11 @@ def bench_windows(n_windows: int) -> np.ndarray:
     return np.load(path)
 
 
-def load_subject_fp32() -> Any:
+def load_subject_model(dtype: str = "float32") -> Any:
+    """Our subject model (``interp.models.load_subject``), cut after layer 15."""
     from interp.models import load_subject
 
-    return load_subject(ModelConfig(name=MODEL, dtype="float32", device="cpu"), LAYER)
+    return load_subject(ModelConfig(name=MODEL, dtype=dtype, device="cpu"), LAYER)
 
 
 def cached_activations(windows_BT: np.ndarray, num_batches: int) -> Path:
@@ -115,7 +127,7 @@ def cached_activations(windows_BT: np.ndarray, num_batches: int) -> Path:
     path = cache_dir() / f"acts-{num_batches}x{SAE_BATCH}.npy"
     if path.exists():
         return path
-    subject = load_subject_fp32()
+    subject = load_subject_model("float32")
     chunks = []
     t0 = time.perf_counter()
     for start in range(0, n_windows, LM_BATCH):
@@ -168,6 +180,30 @@ def _never_stop() -> bool:
     return False
 
 
+def minor_faults() -> int:
+    """Minor page faults of this process so far. On this VM a first touch of a fresh
+    4 KiB page costs microseconds, so large per-step allocations show up here."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def page_fault_cost(mib: int = 128, reps: int = 3) -> dict[str, float]:
+    """Seconds to fill a fresh ``mib`` MiB tensor vs the same copy into a reused one,
+    and the faults the fresh one takes: what a large per-step allocation costs here."""
+    src = torch.ones(mib * 2**18)
+    dst = torch.empty_like(src).copy_(src)
+    fresh, reused = [], []
+    f0 = minor_faults()
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        src.clone()
+        fresh.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        reused.append(time.perf_counter() - t0)
+    faults = (minor_faults() - f0) / reps
+    return {"mib": mib, "fresh_s": min(fresh), "reused_s": min(reused), "faults": faults}
+
+
 def build_trainer(subject: Any, windows_BT: np.ndarray, d_in: int, root: Path) -> Any:
     """Our real one-member ``GroupTrainer`` (as ``interp.train.run`` builds it), single
     process, planned over ``windows_BT``; nothing is written under ``root``."""
@@ -210,22 +246,47 @@ class OurSaeStep:
         return batch_ND
 
     def steps(self, n: int) -> dict[str, list[float]]:
-        seconds, fvu = [], []
+        seconds, fvu, faults = [], [], []
         for _ in range(n):
-            before = _fvu_sum(self.trainer)
+            before, f0 = _fvu_sum(self.trainer), minor_faults()
             t0 = time.perf_counter()
             self.trainer.train_step(_never_stop)
             seconds.append(time.perf_counter() - t0)
+            faults.append(minor_faults() - f0)
             fvu.append(_fvu_sum(self.trainer) - before)
-        return {"seconds": seconds, "fvu": fvu}
+        return {"seconds": seconds, "fvu": fvu, "faults": faults}
+
+
+class GemmFloor:
+    """The encoder GEMM alone, ``x [N, D] @ W_enc.T [D, M] + b_enc``, fp32: the one dense
+    product both trainers must compute every step (top-k needs every pre-activation)."""
+
+    def __init__(self, acts_ND: torch.Tensor) -> None:
+        self.batches = acts_ND.split(SAE_BATCH)
+        g = torch.Generator().manual_seed(0)
+        d_in = acts_ND.shape[1]
+        self.W_MD = torch.randn(d_in * EXPANSION, d_in, generator=g) / d_in**0.5
+        self.b_M = torch.zeros(d_in * EXPANSION)
+        self._i = 0
+
+    def steps(self, n: int) -> dict[str, list[float]]:
+        seconds = []
+        for _ in range(n):
+            x_ND = self.batches[self._i % len(self.batches)]
+            self._i += 1
+            t0 = time.perf_counter()
+            torch.nn.functional.linear(x_ND, self.W_MD, self.b_M)
+            seconds.append(time.perf_counter() - t0)
+        return {"seconds": seconds}
 
 
 class OurEndToEnd:
-    """Our real ``GroupTrainer`` on token windows: LM cut after layer 15, shuffle
-    buffer (default ``train.buffer_batches``), SAE step."""
+    """Our real ``GroupTrainer`` on token windows: LM cut after layer 15 (weights and
+    forward in ``dtype``; the SAE is fp32 either way), shuffle buffer (default
+    ``train.buffer_batches``), SAE step."""
 
-    def __init__(self, windows_BT: np.ndarray, root: Path) -> None:
-        subject = load_subject_fp32()
+    def __init__(self, windows_BT: np.ndarray, root: Path, dtype: str) -> None:
+        subject = load_subject_model(dtype)
         self.trainer = build_trainer(subject, windows_BT, subject.d_in, root)
         self.lm_s = 0.0
         original = subject.capture
@@ -239,21 +300,23 @@ class OurEndToEnd:
         subject.capture = timed_capture  # timing only: the LM share of each step
 
     def steps(self, n: int) -> dict[str, list[float]]:
-        seconds, tokens, lm = [], [], []
+        seconds, tokens, lm, faults = [], [], [], []
         stream = self.trainer.stream
         for _ in range(n):
-            pos0, self.lm_s = stream.position, 0.0
+            pos0, self.lm_s, f0 = stream.position, 0.0, minor_faults()
             t0 = time.perf_counter()
             self.trainer.train_step(_never_stop)
             seconds.append(time.perf_counter() - t0)
+            faults.append(minor_faults() - f0)
             tokens.append((stream.position - pos0) * CTX_LEN)
             lm.append(self.lm_s)
-        return {"seconds": seconds, "tokens": tokens, "lm_seconds": lm}
+        return {"seconds": seconds, "tokens": tokens, "lm_seconds": lm, "faults": faults}
 
 
 # ------------------------------------------------------------------------ sparsify side
 
 SPARSIFY_SAE_WORKER = r"""
+import resource
 import time
 import numpy as np
 import torch
@@ -326,17 +389,19 @@ def handle(req):
     if name not in sides:
         sides[name] = Side(name)
     side = sides[name]
-    seconds, fvu = [], []
+    seconds, fvu, faults = [], [], []
     for _ in range(req["n"]):
         batch = batches[side.step % len(batches)]
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0 = time.perf_counter()
         fvu.append(side.one(batch))
         seconds.append(time.perf_counter() - t0)
-    return {"seconds": seconds, "fvu": fvu}
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    return {"seconds": seconds, "fvu": fvu, "faults": faults}
 """
 
 SPARSIFY_E2E_WORKER = r"""
-import queue, threading, time, tempfile
+import queue, resource, threading, time, tempfile
 import numpy as np
 import torch
 from datasets import Dataset
@@ -358,7 +423,7 @@ cfg = TrainConfig(
 )
 trainer = Trainer(cfg, ds, model)
 grants, times = queue.Queue(), queue.Queue()
-state = {"t": None, "left": 0, "x": None}
+state = {"t": None, "left": 0, "f": 0}
 
 
 class Stop(Exception):
@@ -368,13 +433,15 @@ class Stop(Exception):
 def pace(module, args, kwargs):
     # Step i runs from this hook's return at batch i to its entry at batch i + 1.
     now = time.perf_counter()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     if state["t"] is not None:
-        times.put(now - state["t"])
+        times.put((now - state["t"], faults - state["f"]))
     if state["left"] == 0:
         state["left"] = grants.get()
         if state["left"] is None:
             raise Stop()
     state["left"] -= 1
+    state["f"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     state["t"] = time.perf_counter()
 
 
@@ -398,14 +465,15 @@ def handle(req):
         grants.put(None)
         return {}
     grants.put(req["n"])
-    seconds = []
+    seconds, faults = [], []
     for _ in range(req["n"]):
         t = times.get()
         if isinstance(t, BaseException):
             raise t
-        seconds.append(t)
+        seconds.append(t[0])
+        faults.append(t[1])
     tokens = [ARGS["lm_batch"] * ARGS["ctx"]] * req["n"]
-    return {"seconds": seconds, "tokens": tokens}
+    return {"seconds": seconds, "tokens": tokens, "faults": faults}
 """
 
 
@@ -465,8 +533,10 @@ def bench_sae_step(acts_path: Path, threads: int, reps: int, steps: int) -> dict
         AnchorWorker(SPARSIFY, SPARSIFY_SAE_WORKER, {**args, "threads": threads}) as sp,
     ):
         ours = OurSaeStep(acts_ND, Path(tmp))
+        floor = GemmFloor(acts_ND)
         sides: dict[str, Callable[[int], dict[str, Any]]] = {
             "ours (adam)": ours.steps,
+            "floor: encoder GEMM alone": floor.steps,
             "sparsify (signum)": lambda n: sp.request({"optimizer": "signum", "n": n}),
             "sparsify (adam)": lambda n: sp.request({"optimizer": "adam", "n": n}),
         }
@@ -484,7 +554,8 @@ def bench_end_to_end(windows_BT: np.ndarray, threads: int, reps: int, steps: int
     if (windows_BT[:, 1:] == bos).any():
         raise AssertionError("BOS occurs past position 0: exclude_tokens would mask more")
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        ours = OurEndToEnd(windows_BT, Path(tmp))
+        ours = OurEndToEnd(windows_BT, Path(tmp) / "fp32", "float32")
+        ours_bf16 = OurEndToEnd(windows_BT, Path(tmp) / "bf16", ModelConfig().dtype)
         sp_windows = Path(tmp) / "windows.npy"
         np.save(sp_windows, windows_BT[: (reps * steps + 2) * LM_BATCH])  # +1 warm-up, +1 pace
         args = {
@@ -502,6 +573,7 @@ def bench_end_to_end(windows_BT: np.ndarray, threads: int, reps: int, steps: int
         with AnchorWorker(SPARSIFY, SPARSIFY_E2E_WORKER, args) as sp:
             sides: dict[str, Callable[[int], dict[str, Any]]] = {
                 "ours": ours.steps,
+                "ours (default LM dtype)": ours_bf16.steps,
                 "sparsify (signum)": lambda n: sp.request({"n": n}),
             }
             log.info("end to end: warm-up step of each side (ours fills its shuffle buffer)")
@@ -512,8 +584,19 @@ def bench_end_to_end(windows_BT: np.ndarray, threads: int, reps: int, steps: int
     return {"series": series, "loads": loads, "warmup": warm}
 
 
-def profile_sae_step(acts_path: Path, steps: int = 3) -> str:
-    """torch.profiler table of our SAE step (cached batches), by self CPU time."""
+PROFILE_GROUPS = {
+    "GEMMs (encoder forward; sparse encoder-gradient product)": ("aten::addmm", "aten::mm"),
+    "top-k selection": ("aten::topk",),
+    "decoder embedding_bag, forward + backward": ("embedding_bag",),
+    "index sort (backward)": ("aten::sort",),
+    "bias/activation copies and fills": ("aten::copy_", "aten::fill_", "aten::zero_"),
+    "fused Adam": ("_fused_adam",),
+}
+
+
+def profile_sae_step(acts_path: Path, steps: int = 3) -> dict[str, Any]:
+    """torch.profiler over our SAE step (cached batches): the self CPU time table and
+    its shares by kind of work (:data:`PROFILE_GROUPS`; the rest is element-wise)."""
     from torch.profiler import ProfilerActivity, profile
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
@@ -521,7 +604,17 @@ def profile_sae_step(acts_path: Path, steps: int = 3) -> str:
         ours.steps(1)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             ours.steps(steps)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18)
+    averages = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in averages)
+    shares = dict.fromkeys([*PROFILE_GROUPS, "element-wise and other"], 0.0)
+    for event in averages:
+        group = next(
+            (g for g, keys in PROFILE_GROUPS.items() if any(k in event.key for k in keys)),
+            "element-wise and other",
+        )
+        shares[group] += 100.0 * event.self_cpu_time_total / max(total, 1)
+    table = averages.table(sort_by="self_cpu_time_total", row_limit=18)
+    return {"table": table, "shares": shares}
 
 
 # --------------------------------------------------------------------------- report
@@ -536,9 +629,16 @@ def _ratios(a: Series, b: Series) -> list[float]:
     return [x / y for x, y in zip(a.rates(), b.rates())]
 
 
-def _row(what: str, ours: Series, anchor: Series) -> list[str]:
+def _fmt_ratio(values: list[float]) -> str:
+    med, lo, hi = median_range(values)
+    return f"**{med:.2f}×** ({lo:.2f}–{hi:.2f})"
+
+
+def _row(what: str, ours: Series, anchor: Series | None) -> list[str]:
     """Median (range) tok/s of each side, median (range) of the per-repetition ratios,
     and the ratio of the best repetitions (the least disturbed by other load)."""
+    if anchor is None:
+        return [what, _fmt_rate(ours.rates()), "", "", ""]
     best = max(ours.rates()) / max(anchor.rates())
     return [
         what,
@@ -553,27 +653,32 @@ def summary_rows(sae: dict[str, Any], e2e: dict[str, Any] | None) -> list[list[s
     s = sae["series"]
     ours = s["ours (adam)"]
     rows = [
-        _row("SAE step alone vs sparsify default (signum)", ours, s["sparsify (signum)"]),
-        _row("SAE step alone vs sparsify with Adam", ours, s["sparsify (adam)"]),
+        _row(
+            "SAE step alone, ours (Adam) vs sparsify default (signum)", ours, s["sparsify (signum)"]
+        ),
+        _row("SAE step alone, ours (Adam) vs sparsify with Adam", ours, s["sparsify (adam)"]),
+        _row(
+            "floor: the encoder GEMM alone (no top-k, no backward)",
+            s["floor: encoder GEMM alone"],
+            None,
+        ),
     ]
     if e2e is not None:
-        what = "LM forward + SAE step (ours: LM cut after layer 15; sparsify: all 30 layers)"
-        rows.append(_row(what, e2e["series"]["ours"], e2e["series"]["sparsify (signum)"]))
+        e = e2e["series"]
+        sp = e["sparsify (signum)"]
+        rows.append(_row("LM forward + SAE step, fp32 LM on both sides", e["ours"], sp))
+        what = f"LM forward + SAE step, ours at our default LM dtype ({ModelConfig().dtype})"
+        rows.append(_row(what, e["ours (default LM dtype)"], sp))
     return rows
 
 
-def _fmt_ratio(values: list[float]) -> str:
-    med, lo, hi = median_range(values)
-    return f"**{med:.2f}×** ({lo:.2f}–{hi:.2f})"
-
-
-def e2e_breakdown(e2e: dict[str, Any]) -> str:
-    reps = e2e["series"]["ours"].reps
+def e2e_breakdown(e2e: dict[str, Any], name: str) -> str:
+    reps = e2e["series"][name].reps
     total = sum(sum(r["seconds"]) for r in reps)
     lm = sum(sum(r["lm_seconds"]) for r in reps)
     steps = sum(len(r["seconds"]) for r in reps)
     return (
-        f"ours, per steady step: {total / steps:.2f} s, of which LM forward (layers 0–15) "
+        f"{name}, per steady step: {total / steps:.2f} s, of which LM forward (layers 0–15) "
         f"{lm / steps:.2f} s ({100 * lm / total:.0f} %), SAE step + shuffle buffer "
         f"{(total - lm) / steps:.2f} s ({100 * (total - lm) / total:.0f} %)"
     )
@@ -593,22 +698,27 @@ def render(
     args: argparse.Namespace,
     sae: dict[str, Any],
     e2e: dict[str, Any] | None,
+    prof: dict[str, Any] | None,
+    faults: dict[str, float],
     threads: int,
     versions: dict[str, str],
 ) -> str:
     loads = sae["loads"] + (e2e["loads"] if e2e else [])
     lines = [
-        f"## SAE training vs eai-sparsify — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"## SAE training vs eai-sparsify{' — THP allocations on both sides' if thp_enabled() else ''}"
+        f" — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"`{' '.join(['.venv/bin/python', 'bench/train_vs_sparsify.py', *sys.argv[1:]])}` on a "
         f"{machine()}; torch {torch.__version__}, {threads} torch threads on both sides; "
         f"eai-sparsify {versions.get('eai-sparsify', '?')} in its own venv "
         f"(`bench/anchors.py`; transformers {versions.get('transformers', '?')}, no Triton: "
         "eager embedding_bag decoder). Load average (1 min) during the runs: "
-        f"{min(loads):.1f}–{max(loads):.1f}, median {statistics.median(loads):.1f}.",
+        f"{min(loads):.1f}–{max(loads):.1f}, median {statistics.median(loads):.1f} "
+        "(shared machine: absolute tok/s are depressed and noisy, ratios are what count). "
+        f"`{THP_ENV}={os.environ.get(THP_ENV, 'unset')}` on both sides.",
         "",
-        f"SmolLM2-135M layer {LAYER} residual (fp32), TopK ×{EXPANSION} ({EXPANSION * 576} "
-        f"latents), k={K}, SAE batch {SAE_BATCH} vectors, fp32. Position 0 of every "
+        f"SmolLM2-135M layer {LAYER} residual, TopK ×{EXPANSION} ({EXPANSION * 576} "
+        f"latents), k={K}, SAE batch {SAE_BATCH} vectors, SAE in fp32. Position 0 of every "
         "256-token window is excluded on both sides (our `data.exclude_first=1`; sparsify "
         "end to end: `exclude_tokens=[BOS]`). Medians (range "
         f"in brackets) over interleaved repetitions: SAE step alone {args.reps} × "
@@ -621,38 +731,73 @@ def render(
         "|---|---|---|---|---|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(sae, e2e)]
-    lines += ["", *notes(sae, e2e)]
+    lines += ["", *notes(sae, e2e, prof), fault_note(sae, e2e, faults)]
     return "\n".join(lines) + "\n"
 
 
-def notes(sae: dict[str, Any], e2e: dict[str, Any] | None) -> list[str]:
+def _median_faults(series: Series) -> float:
+    return statistics.median(f for r in series.reps for f in r.get("faults", []))
+
+
+def fault_note(sae: dict[str, Any], e2e: dict[str, Any] | None, faults: dict[str, float]) -> str:
+    """Page faults per step of each side, and what one costs on this machine."""
+    per_step = {
+        f"SAE step {k}": _median_faults(v)
+        for k, v in sae["series"].items()
+        if "faults" in v.reps[0]
+    }
+    if e2e is not None:
+        per_step.update({f"end to end {k}": _median_faults(v) for k, v in e2e["series"].items()})
+    listed = ", ".join(f"{k} {v:,.0f}" for k, v in per_step.items())
+    return (
+        f"- Minor page faults per step (median): {listed}. Cost of fresh memory here: "
+        f"filling a new {faults['mib']} MiB tensor took {1e3 * faults['fresh_s']:.0f} ms "
+        f"({faults['faults']:,.0f} faults) vs {1e3 * faults['reused_s']:.0f} ms into a "
+        "reused one."
+    )
+
+
+def notes(
+    sae: dict[str, Any], e2e: dict[str, Any] | None, prof: dict[str, Any] | None
+) -> list[str]:
     s = sae["series"]
-    fvu = {name: ser.reps[-1]["fvu"][-1] for name, ser in s.items()}
+    fvu = {name: ser.reps[-1]["fvu"][-1] for name, ser in s.items() if "fvu" in ser.reps[-1]}
+    ours, floor = s["ours (adam)"].rates(), s["floor: encoder GEMM alone"].rates()
     out = [
         "- Optimisers: ours = `torch.optim.Adam(fused=True)` + linear warmup/decay; sparsify "
         "default = `ScheduleFreeWrapper(SignSGD, momentum=0.95)`; sparsify adam = "
         "`torch.optim.Adam` (foreach) + `get_linear_schedule_with_warmup`.",
         "- FVU on the training batch at the last timed step (sanity, not a quality "
         "comparison): " + ", ".join(f"{k} {v:.3f}" for k, v in fvu.items()) + ".",
+        f"- Our SAE step runs at {100 * statistics.median(ours) / statistics.median(floor):.0f} % "
+        "of the bare encoder GEMM's rate (medians): the dense [N, D] × [D, M] product "
+        f"({2 * SAE_BATCH * 576 * 576 * EXPANSION / 1e9:.0f} GFLOP per step) is the floor "
+        "both trainers share.",
     ]
+    if prof is not None:
+        shares = ", ".join(f"{k} {v:.0f} %" for k, v in prof["shares"].items())
+        out.append(f"- Our SAE step, torch.profiler self CPU time: {shares}.")
     if e2e is not None:
-        out.append("- " + e2e_breakdown(e2e) + ".")
-        warm = e2e["warmup"]["ours"]
+        for name in ("ours", "ours (default LM dtype)"):
+            out.append("- " + e2e_breakdown(e2e, name) + ".")
+        warm = e2e["warmup"]
         out.append(
-            f"- Excluded warm-up: our first step {warm['seconds'][0]:.1f} s (fills the "
-            f"shuffle buffer: {warm['tokens'][0]:,} tokens); sparsify's first step "
-            f"{e2e['warmup']['sparsify (signum)']['seconds'][0]:.1f} s."
+            f"- Excluded warm-up: our first step {warm['ours']['seconds'][0]:.1f} s "
+            f"(fp32; fills the shuffle buffer: {warm['ours']['tokens'][0]:,} tokens), "
+            f"{warm['ours (default LM dtype)']['seconds'][0]:.1f} s at the default dtype; "
+            f"sparsify's first step {warm['sparsify (signum)']['seconds'][0]:.1f} s."
         )
     return out
 
 
 def write_results(section: str) -> None:
     """Replace this bench's section of bench/RESULTS.md (or append it)."""
+    begin, end = markers()
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{section}{END}\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
+    block = f"{begin}\n{section}{end}\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         text = head + block + ("\n" + tail if tail else "")
     else:
         text = text.rstrip("\n") + "\n\n" + block
@@ -688,6 +833,8 @@ def main(argv: list[str] | None = None) -> None:
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     ensure_venv(SPARSIFY)
+    faults = page_fault_cost()
+    log.info("page faults: %s", faults)
     versions = (read_stamp(SPARSIFY) or {}).get("versions", {})
     e2e_windows = (args.e2e_reps * args.e2e_steps + 12) * LM_BATCH  # + buffer fill
     windows_BT = bench_windows(max(e2e_windows, 1024))
@@ -701,10 +848,11 @@ def main(argv: list[str] | None = None) -> None:
     e2e = None
     if not args.no_e2e:
         e2e = bench_end_to_end(windows_BT, threads, args.e2e_reps, args.e2e_steps)
-    section = render(args, sae, e2e, threads, versions)
+    prof = profile_sae_step(acts_path) if args.profile else None
+    if prof is not None:
+        print(prof["table"], flush=True)
+    section = render(args, sae, e2e, prof, faults, threads, versions)
     print("\n" + section, flush=True)
-    if args.profile:
-        print(profile_sae_step(acts_path), flush=True)
     if not args.no_write:
         write_results(section)
         print(f"wrote {RESULTS}", flush=True)
