@@ -76,6 +76,34 @@ SPARSIFY = Anchor(name="sparsify", packages=("eai-sparsify==1.3.3",))
 none of them is a CUDA stack once torch is installed."""
 
 
+DELPHI = Anchor(
+    name="delphi",
+    packages=(
+        "eai-sparsify==1.3.3",
+        "faiss-cpu==1.15.1",
+        "sentence-transformers==6.2.0",
+        "orjson",
+        "jaxtyping==0.3.11",
+        "blobfile",
+        "aiofiles",
+        "anyio>=4.8.0",
+        "asyncer>=0.0.8",
+        "beartype",
+        "tiktoken==0.14.0",
+        "httpx",
+        "fire",
+        "plotly==7.1.0",
+    ),
+    no_deps=("eai-delphi==0.1.3",),
+)
+"""eai-delphi 0.1.3 without its declared dependencies (vllm pins a CUDA torch of several
+GB; bitsandbytes and flask are never imported by caching or scoring), plus what its
+imports need: sparsify (its SAE loader), faiss and sentence-transformers
+(``delphi.latents.constructors`` imports them at module level), the client stack, and
+plotly (``delphi.__main__`` imports ``delphi.log.result_analysis``). ``vllm`` itself
+must be stubbed in ``sys.modules`` before importing ``delphi.clients``."""
+
+
 def cache_root() -> Path:
     """``$INTERP_CACHE`` or ``~/.cache/interp`` (the project's cache folder)."""
     return Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp"))
@@ -268,7 +296,8 @@ class AnchorWorker:
     """A long-lived process in the anchor's venv answering one JSON request at a time.
 
     ``code`` must define ``handle(request: dict) -> dict``; it sees ``ARGS``. Use as a
-    context manager; the process exits when the block ends.
+    context manager; the process exits when the block ends. ``python`` overrides the
+    interpreter (no venv is built then).
     """
 
     def __init__(
@@ -278,9 +307,12 @@ class AnchorWorker:
         args: dict[str, Any] | None = None,
         *,
         env: dict[str, str] | None = None,
+        python: str | Path | None = None,
     ) -> None:
         self.anchor = anchor
-        python = ensure_venv(anchor)
+        # ``python`` runs the worker in another interpreter (e.g. ``sys.executable`` for our
+        # own side of a bench, so both sides are separate processes measured alike).
+        python = Path(python) if python is not None else ensure_venv(anchor)
         self._tmp = tempfile.TemporaryDirectory(prefix=f"anchor-{anchor.name}-")
         script = Path(self._tmp.name) / "worker.py"
         script.write_text(_WORKER_PRELUDE + code + _WORKER_LOOP)
@@ -337,7 +369,7 @@ class AnchorWorker:
 def main() -> None:
     """``python bench/anchors.py [name ...]``: build (or check) anchor venvs, print stamps."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    known = {a.name: a for a in (SPARSIFY,)}
+    known = {a.name: a for a in (SPARSIFY, DELPHI)}
     names = sys.argv[1:] or list(known)
     for name in names:
         if name not in known:
