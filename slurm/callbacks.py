@@ -8,12 +8,15 @@ stages run once - then runs the DAG here or submits it to SLURM, gather included
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger("interp.sweep")
 
 
 class RunSweep(Callback):
@@ -34,4 +37,8 @@ class RunSweep(Callback):
         with open_dict(config):
             del config["hydra"]  # holds per-job interpolations (hydra.job.num) unset here
         cluster = OmegaConf.to_container(config, resolve=True)["cluster"]
-        run_and_report([load_run_config(p) for p in self.points], cluster)
+        try:
+            run_and_report([load_run_config(p) for p in self.points], cluster)
+        except Exception as err:  # Hydra only warns about a callback's exception: exit 1
+            log.exception("the sweep failed")
+            sys.exit(f"sweep failed: {err}")

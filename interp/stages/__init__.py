@@ -33,8 +33,8 @@ def run_task(
 
     ``cfg_dict`` is the point's resolved config as a plain dict (picklable, and the
     same dict that is saved in the run folder); ``None`` for the sweep-level gather;
-    ``{"members": [config, ...]}`` for a train group (several points' dictionaries
-    trained from one LM forward, see :func:`interp.plan.train_group_id`).
+    ``{"members": [config, ...]}`` for a train or collect group (several points'
+    dictionaries served by one LM forward, see :data:`interp.plan.GROUP_KEYS`).
     """
     module = importlib.import_module(f"interp.stages.{stage}")
     root = Path(root)
@@ -43,7 +43,7 @@ def run_task(
         return
     assert cfg_dict is not None, f"stage {stage} needs its point's config"
     if "members" in cfg_dict:
-        assert stage == "train", f"only train tasks have members, not {stage}"
+        assert stage in ("train", "collect"), f"{stage} tasks have no group form"
         members = [load_run_config(d) for d in cfg_dict["members"]]
         module.run_group([(c, RunPaths(root, c)) for c in members], task, should_stop)
         return
