@@ -7,7 +7,9 @@ This is the only module that builds paths. A sweep folder looks like::
       data/<data_id>/tokens.npy           tokenised, packed, shuffled corpus windows
       train/<train_id>/                   one training group
         sae/<hookpoint>/<sae_id>/         cfg.json + sae.safetensors (sparsify layout)
-        metrics.jsonl  summary.json  checkpoints/
+        metrics.jsonl  summary.json
+      train/groups/<group_id>/checkpoints/  resume state of a train group (one or more
+                                          points' SAEs trained from one LM forward)
       store/<collect_id>/latents.zarr/    the latent store
         slices/s00000/                    per token slice, latent-sorted (collect)
         ranges/r00000/                    per latent range, latent-major (compact)

@@ -84,8 +84,18 @@ def test_group_members_train_exactly_as_alone(tmp_path):
         sae={"transcode": True, "architecture": "topk", "k": 4},
         train={"lr": 1e-3, "eval_every": 3, "checkpoint_every": 2},
     )
-    summaries = train_group([(resid, paths_of(resid)), (tc, paths_of(tc))])
-    assert summaries is not None and len(summaries) == 2
+    from interp.plan import Task
+    from interp.runs import is_committed, read_manifest
+    from interp.stages import train as stage
+
+    members = [(resid, paths_of(resid)), (tc, paths_of(tc))]
+    stage.run_group(members, Task(0, 0, 1), lambda: False)  # the lead's group task
+    manifests = [read_manifest(p.manifest_file("train", 0)) for _, p in members]
+    assert all(m is not None for m in manifests)
+    summaries = [m["summary"] for m in manifests]
+    assert manifests[1]["target_hookpoint"] == "layers.1.mlp"
+    assert train_group(members) == summaries  # finished: nothing trains again
+    assert all(is_committed(p.manifest_file("train", 0)) for _, p in members)
 
     a, b = weights(paths_of(solo)), weights(paths_of(resid))
     for name, tensor in a.items():
