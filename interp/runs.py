@@ -5,7 +5,7 @@ This is the only module that builds paths. A sweep folder looks like::
     <out_dir>/<name>/                     the sweep folder
       points/<point_id>/config.json       resolved config of each sweep point
       data/<data_id>/tokens.npy           tokenised, packed, shuffled corpus windows
-      train/<train_id>/                   one training group
+      train/<train_id>/                   one point's training (its outputs)
         sae/<hookpoint>/<sae_id>/         cfg.json + sae.safetensors (sparsify layout)
         metrics.jsonl  summary.json
       train/groups/<group_id>/checkpoints/  resume state of a train group (one or more
