@@ -84,7 +84,11 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def id_dict(cfg: Any) -> dict[str, Any]:
-    """Like :func:`to_dict` but without fields marked ``id=False`` (logging-only keys)."""
+    """Like :func:`to_dict` but without fields marked ``id=False`` (logging-only keys).
+
+    Fields marked ``id="when_set"`` count only when they differ from their default: a
+    field added later leaves the ids of configs that do not use it unchanged.
+    """
     if not dataclasses.is_dataclass(cfg):
         return cfg
     out = {}
@@ -92,11 +96,17 @@ def id_dict(cfg: Any) -> dict[str, Any]:
         if not f.metadata.get("id", True):
             continue
         v = getattr(cfg, f.name)
+        if f.metadata.get("id") == "when_set" and v == _default(f):
+            continue
         if dataclasses.is_dataclass(v):
             out[f.name] = id_dict(v)
         else:
             out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 def describe(cls: type, prefix: str = "") -> list[str]:

@@ -1,32 +1,268 @@
-"""Corpus -> tokenised, packed, shuffled context windows; deterministic slices by index.
+"""Corpus sources: every kind of text becomes one ordered stream of documents.
 
-Every source (the bundled offline text, local text/parquet files, a streamed HF
-dataset) becomes a list of documents, tokenised and packed into windows of
-``ctx_len`` tokens (each optionally starting with BOS), until ``max_tokens``. Windows
-are shuffled once with a fixed seed so a slice mixes sources, then saved as one
-``tokens.npy`` per data config. Training uses the first windows, collection the next
-ones: the two never overlap. Array task i always sees the same tokens.
+A :class:`Corpus` yields documents (strings) in a fixed, deterministic order and never
+holds more than one bounded piece of its text in memory: text files are read in blocks,
+tables in record batches, Hugging Face datasets row by row (streamed from the hub, or
+memory-mapped from a ``save_to_disk`` folder). :func:`build_corpus` turns a
+:class:`~interp.config.DataConfig` into one; :mod:`interp.data.pack` tokenises and packs it.
+
+A document longer than :data:`MAX_DOC_CHARS` is cut at a newline into several documents,
+so no single tokeniser call, and no text file without blank lines, can take unbounded
+memory.
 """
 
 from __future__ import annotations
 
 import glob
+import gzip
+import json
 import logging
+import os
 import random
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
+from typing import IO, Any, Protocol
 
 from interp.config import DataConfig
-from interp.runs import RunPaths, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
 PYTHON_DOCS = Path("/usr/share/doc/python3.11/html/_sources")
-Split = Literal["train", "collect"]
+MAX_DOC_CHARS = 1_000_000
+DOC_BREAK = "\n\n\n"  # text files: a run of two blank lines separates documents
+READ_CHARS = 1 << 20  # text files are read this many characters at a time
+TABLE_ROWS = 1024  # parquet / save_to_disk rows per record batch
+
+
+class Corpus(Protocol):
+    """Documents in a fixed order: iterating twice yields the same strings."""
+
+    def documents(self) -> Iterator[str]:
+        """The documents, lazily, each at most :data:`MAX_DOC_CHARS` characters."""
+        ...
+
+    def describe(self) -> str:
+        """One line for logs: what is read."""
+        ...
+
+
+def cap_document(doc: str, limit: int | None = None) -> Iterator[str]:
+    """``doc`` in pieces of at most ``limit`` (default :data:`MAX_DOC_CHARS`) characters,
+    each cut after its last newline if it has one."""
+    limit = limit or MAX_DOC_CHARS
+    while len(doc) > limit:
+        cut = doc.rfind("\n", 0, limit) + 1 or limit
+        yield doc[:cut]
+        doc = doc[cut:]
+    yield doc
+
+
+@dataclass(frozen=True)
+class TextFiles:
+    """Plain-text files, in an order shuffled by ``seed`` so a token budget draws from every
+    file; each file splits into documents at :data:`DOC_BREAK`, blank documents skipped."""
+
+    files: tuple[Path, ...]
+    seed: int = 0
+    name: str = "text"
+
+    def documents(self) -> Iterator[str]:
+        order = list(self.files)
+        random.Random(self.seed).shuffle(order)
+        for path in order:
+            yield from _text_documents(path)
+
+    def describe(self) -> str:
+        return f"{self.name}: {len(self.files)} text files"
+
+
+def _text_documents(path: Path) -> Iterator[str]:
+    """The documents of one text file, read block by block (same as splitting it whole)."""
+    with _open_text(path) as f:
+        rest = ""
+        while block := f.read(READ_CHARS):
+            *parts, rest = (rest + block).split(DOC_BREAK)
+            for part in parts:
+                if part.strip():
+                    yield from cap_document(part)
+            # ``rest`` holds no DOC_BREAK; bound it by emitting its capped head.
+            if len(rest) > MAX_DOC_CHARS:
+                *heads, rest = cap_document(rest)
+                yield from (h for h in heads if h.strip())
+        if rest.strip():
+            yield rest
+
+
+def _open_text(path: Path) -> IO[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class TableFiles:
+    """Parquet or JSON-lines files, one document per row of ``column`` (null and empty
+    rows skipped), files in sorted order, rows in file order."""
+
+    files: tuple[Path, ...]
+    column: str = "text"
+    format: str = "parquet"  # "parquet" | "jsonl"
+
+    def documents(self) -> Iterator[str]:
+        read = _parquet_column if self.format == "parquet" else _jsonl_column
+        for path in self.files:
+            for doc in read(path, self.column):
+                if doc:
+                    yield from cap_document(doc)
+
+    def describe(self) -> str:
+        return f"{self.format}: {len(self.files)} files, column {self.column!r}"
+
+
+def _parquet_column(path: Path, column: str) -> Iterator[str | None]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    if column not in names:
+        raise ValueError(
+            f"{path} has no column {column!r} (its columns: {names}): set data.text_field"
+        )
+    for batch in pf.iter_batches(batch_size=TABLE_ROWS, columns=[column]):
+        yield from batch.column(0).to_pylist()
+
+
+def _jsonl_column(path: Path, column: str) -> Iterator[str | None]:
+    with _open_text(path) as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{line_no} is not a JSON object per line: {e}") from e
+            if not isinstance(row, dict) or column not in row:
+                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise ValueError(
+                    f"{path}:{line_no} has no key {column!r} (it has {keys}): set data.text_field"
+                )
+            yield row[column]
+
+
+@dataclass(frozen=True)
+class HFDataset:
+    """A Hugging Face dataset: a hub id (streamed unless offline), a folder written by
+    ``save_to_disk``, or a builder (``parquet``, ``json``, ``text``) over ``data_files``."""
+
+    name: str
+    config: str = ""
+    split: str = "train"
+    revision: str = ""
+    column: str = "text"
+    streaming: bool = True
+    data_files: tuple[str, ...] = ()
+
+    def documents(self) -> Iterator[str]:
+        rows = self._rows()
+        for doc in rows:
+            if doc:
+                yield from cap_document(doc)
+
+    def describe(self) -> str:
+        extra = f", config={self.config}" if self.config else ""
+        extra += f", revision={self.revision}" if self.revision else ""
+        return f"hf: {self.name} (split={self.split}{extra}, column {self.column!r})"
+
+    def _rows(self) -> Iterator[str | None]:
+        if _is_saved_dataset(Path(self.name).expanduser()):
+            yield from self._saved_rows()
+            return
+        ds = self._load()
+        names = ds.column_names
+        if names is not None and self.column not in names:
+            raise self._no_column(names)
+        for row in ds:
+            if self.column not in row:
+                raise self._no_column(sorted(row))
+            yield row[self.column]
+
+    def _saved_rows(self) -> Iterator[str | None]:
+        import datasets
+
+        ds = datasets.load_from_disk(str(Path(self.name).expanduser()))
+        if isinstance(ds, datasets.DatasetDict):
+            if self.split not in ds:
+                raise ValueError(
+                    f"{self.name} has splits {sorted(ds)}, not {self.split!r}: set data.split"
+                )
+            ds = ds[self.split]
+        if self.column not in ds.column_names:
+            raise self._no_column(ds.column_names)
+        for batch in ds.select_columns([self.column]).iter(batch_size=TABLE_ROWS):
+            yield from batch[self.column]
+
+    def _load(self) -> Any:
+        import datasets
+
+        local = Path(self.name).expanduser().exists() or bool(self.data_files)
+        streaming = self.streaming
+        if streaming and not local and hf_offline():
+            log.info("offline (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE): reading %s from the HF "
+                     "cache instead of streaming it", self.name)  # fmt: skip
+            streaming = False
+        if not local and not self.revision:
+            log.warning("data.hf_revision is not pinned: %s may change upstream and a rerun "
+                        "would tokenise different text", self.name)  # fmt: skip
+        try:
+            return datasets.load_dataset(
+                self.name,
+                self.config or None,
+                split=self.split,
+                revision=self.revision or None,
+                data_files=list(self.data_files) or None,
+                streaming=streaming,
+            )
+        except ConnectionError as e:
+            raise ValueError(
+                f"cannot reach the dataset {self.name!r}: {e}. Offline, download it once "
+                "where the network is reachable (datasets.load_dataset(...).save_to_disk(DIR)) "
+                "and set data.hf_name=DIR, or unset HF_DATASETS_OFFLINE / HF_HUB_OFFLINE"
+            ) from e
+
+    def _no_column(self, names: Iterable[str]) -> ValueError:
+        return ValueError(
+            f"the dataset {self.name} has no column {self.column!r} (its columns: "
+            f"{list(names)}): set data.text_field"
+        )
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()
+
+
+def hf_offline() -> bool:
+    """Whether the user asked Hugging Face libraries not to touch the network."""
+    on = {"1", "on", "yes", "true"}
+    return any(os.environ.get(k, "").strip().lower() in on for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Documents:
+    """Any re-iterable source of documents: ``make()`` returns a fresh iterator each call
+    (a generator function, a list's ``__iter__``). For corpora built in code and tests."""
+
+    make: Callable[[], Iterable[str]]
+    name: str = "documents"
+
+    def documents(self) -> Iterator[str]:
+        for doc in self.make():
+            if doc:
+                yield from cap_document(doc)
+
+    def describe(self) -> str:
+        return self.name
 
 
 def bundled_files() -> list[Path]:
@@ -45,126 +281,39 @@ def bundled_files() -> list[Path]:
     return files
 
 
+def expand_paths(patterns: Iterable[str]) -> tuple[Path, ...]:
+    """Files matched by paths or globs (``~`` expanded, ``**`` recursive), sorted, unique."""
+    patterns = list(patterns)
+    found = {
+        Path(p)
+        for pat in patterns
+        for p in glob.glob(str(Path(pat).expanduser()), recursive=True)
+        if Path(p).is_file()
+    }
+    if not found:
+        raise FileNotFoundError(f"data.paths={patterns} matched no files: check the paths/globs")
+    return tuple(sorted(found))
+
+
+def build_corpus(cfg: DataConfig) -> Corpus:
+    """The document source a data config names."""
+    if cfg.source == "bundled":
+        return TextFiles(tuple(bundled_files()), cfg.shuffle_seed, name="bundled")
+    if cfg.source == "text":
+        return TextFiles(expand_paths(cfg.paths), cfg.shuffle_seed)
+    if cfg.source in ("parquet", "jsonl"):
+        return TableFiles(expand_paths(cfg.paths), cfg.text_field, cfg.source)
+    return HFDataset(
+        name=cfg.hf_name,
+        config=cfg.hf_config,
+        split=cfg.split,
+        revision=cfg.hf_revision,
+        column=cfg.text_field,
+        streaming=cfg.hf_streaming,
+        data_files=tuple(str(p) for p in expand_paths(cfg.paths)) if cfg.paths else (),
+    )
+
+
 def iter_documents(cfg: DataConfig) -> Iterator[str]:
     """Documents of the configured source, in a deterministic order."""
-    if cfg.source in ("bundled", "text"):
-        files = bundled_files() if cfg.source == "bundled" else _expand(cfg.paths)
-        yield from _interleave_files(files, cfg.shuffle_seed)
-    elif cfg.source == "parquet":
-        import pyarrow.parquet as pq
-
-        for path in _expand(cfg.paths):
-            for batch in pq.ParquetFile(path).iter_batches(columns=[cfg.text_field]):
-                yield from batch.column(0).to_pylist()
-    else:
-        import datasets
-
-        ds = datasets.load_dataset(
-            cfg.hf_name, cfg.hf_config or None, split=cfg.split, streaming=True
-        )
-        for row in ds:
-            yield row[cfg.text_field]
-
-
-def _expand(patterns: tuple[str, ...]) -> list[Path]:
-    files = sorted({Path(p) for pat in patterns for p in glob.glob(str(Path(pat).expanduser()))})
-    if not files:
-        raise FileNotFoundError(f"data.paths={list(patterns)} matched no files")
-    return files
-
-
-def _interleave_files(files: list[Path], seed: int) -> Iterator[str]:
-    """Shuffle file order so a token budget draws from every source, not the first one."""
-    order = list(files)
-    random.Random(seed).shuffle(order)
-    for path in order:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        # Paragraph-sized documents keep packing granular.
-        for chunk in text.split("\n\n\n"):
-            if chunk.strip():
-                yield chunk
-
-
-def pack_windows(cfg: DataConfig, tokenizer: Any) -> np.ndarray:
-    """Tokenise documents and pack them into [n_windows, ctx_len] (uint32)."""
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else bos
-    body = cfg.ctx_len - 1 if cfg.prepend_bos else cfg.ctx_len
-    n_windows = cfg.max_tokens // cfg.ctx_len
-    stream: list[int] = []
-    windows: list[list[int]] = []
-    docs = iter_documents(cfg)
-    batch: list[str] = []
-    for doc in docs:
-        batch.append(doc)
-        if len(batch) < 64:
-            continue
-        _extend(stream, tokenizer, batch, sep)
-        batch = []
-        _cut(stream, windows, body, n_windows)
-        if len(windows) >= n_windows:
-            break
-    else:
-        _extend(stream, tokenizer, batch, sep)
-        _cut(stream, windows, body, n_windows)
-    if not windows:
-        raise ValueError("the corpus produced no complete window: lower data.ctx_len")
-    arr = np.asarray(windows[:n_windows], dtype=np.uint32)
-    if cfg.prepend_bos:
-        arr = np.concatenate([np.full((len(arr), 1), bos, dtype=np.uint32), arr], axis=1)
-    perm = np.random.default_rng(cfg.shuffle_seed).permutation(len(arr))
-    return arr[perm]
-
-
-def _extend(stream: list[int], tokenizer: Any, docs: list[str], sep: int) -> None:
-    for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
-        stream.extend(ids)
-        stream.append(sep)
-
-
-def _cut(stream: list[int], windows: list[list[int]], body: int, limit: int) -> None:
-    n = min(len(stream) // body, limit - len(windows))
-    windows.extend(stream[i * body : (i + 1) * body] for i in range(n))
-    del stream[: n * body]
-
-
-def ensure_tokens(paths: RunPaths) -> Path:
-    """Build the point's ``tokens.npy`` once (atomically); return its path."""
-    out = paths.tokens_file()
-    if out.exists():
-        return out
-    from interp.models import load_tokenizer
-
-    cfg = paths.cfg.data
-    log.info("tokenising the %s corpus into %d-token windows -> %s", cfg.source, cfg.ctx_len, out)
-    arr = pack_windows(cfg, load_tokenizer(paths.cfg.model.name))
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    atomic_write_bytes(out, buf.getvalue())
-    log.info("corpus: %d windows x %d tokens", *arr.shape)
-    return out
-
-
-def split_windows(paths: RunPaths, split: Split) -> tuple[int, int]:
-    """Window interval [start, stop) of a split: train first, then collect."""
-    cfg = paths.cfg
-    n_train = -(-cfg.train.num_tokens // cfg.data.ctx_len)
-    if split == "train":
-        return 0, n_train
-    return n_train, n_train + cfg.collect.num_tokens // cfg.data.ctx_len
-
-
-def load_windows(paths: RunPaths, split: Split) -> np.ndarray:
-    """The split's windows, [n, ctx_len] (memory-mapped). Token t of a split is
-    ``windows.reshape(-1)[t]``."""
-    arr = np.load(ensure_tokens(paths), mmap_mode="r")
-    start, stop = split_windows(paths, split)
-    if stop > len(arr):
-        raise ValueError(
-            f"the corpus has {len(arr)} windows but the {split} split needs windows "
-            f"[{start}, {stop}): add text (data.paths / data.source) or lower "
-            "train.num_tokens / collect.num_tokens"
-        )
-    return arr[start:stop]
+    return build_corpus(cfg).documents()
