@@ -27,7 +27,7 @@ from interp.data import (
     token_dtype,
     write_token_file,
 )
-from interp.runs import RunPaths
+from interp.runs import RunIds, RunPaths
 
 TOKENIZER = "tiny-random-llama"  # SmolLM2's real tokenizer (BOS 1, EOS 2, 49,152 ids)
 
@@ -179,8 +179,6 @@ def test_data_config_refuses_incomplete_sources_and_warns_on_unused_keys():
 
 
 def test_new_data_keys_leave_existing_run_ids_unchanged():
-    from interp.runs import RunIds
-
     base = load_run_config({})
     same = load_run_config({"data": {"separator": "eos", "hf_revision": "", "hf_streaming": False}})  # fmt: skip
     assert RunIds.of(base).data == RunIds.of(same).data == "58ecf88343"  # the id before them
@@ -353,3 +351,18 @@ class _NoTok:
 
     def __call__(self, texts, add_special_tokens=False):
         return {"input_ids": [[] for _ in texts]}
+
+
+@pytest.mark.parametrize("preset", ["bundled", "text", "parquet", "jsonl", "hf"])
+def test_conf_data_presets_build(preset):
+    import yaml
+
+    from interp.typed import build
+
+    root = Path(__file__).resolve().parents[2]
+    raw = yaml.safe_load((root / "conf" / "data" / f"{preset}.yaml").read_text())
+    fill = {"paths": ["/data/*.txt"], "hf_name": "org/dataset"}  # the presets' required keys
+    cfg = build(DataConfig, {k: fill[k] if v == "???" else v for k, v in raw.items()}, "data")
+    assert cfg.source == preset
+    if preset == "bundled":  # the default preset keeps the run ids it had
+        assert RunIds.of(load_run_config({"data": raw})).data == RunIds.of(load_run_config({"data": {"max_tokens": 1_000_000}})).data  # fmt: skip
