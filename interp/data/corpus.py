@@ -209,12 +209,18 @@ class HFDataset:
         local = Path(self.name).expanduser().exists() or bool(self.data_files)
         streaming = self.streaming
         if streaming and not local and hf_offline():
-            log.info("offline (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE): reading %s from the HF "
-                     "cache instead of streaming it", self.name)  # fmt: skip
+            log.info(
+                "offline (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE): reading %s from the HF "
+                "cache instead of streaming it",
+                self.name,
+            )
             streaming = False
         if not local and not self.revision:
-            log.warning("data.hf_revision is not pinned: %s may change upstream and a rerun "
-                        "would tokenise different text", self.name)  # fmt: skip
+            log.warning(
+                "data.hf_revision is not pinned: %s may change upstream and a rerun "
+                "would tokenise different text",
+                self.name,
+            )
         try:
             return datasets.load_dataset(
                 self.name,
@@ -245,7 +251,10 @@ def _is_saved_dataset(path: Path) -> bool:
 def hf_offline() -> bool:
     """Whether the user asked Hugging Face libraries not to touch the network."""
     on = {"1", "on", "yes", "true"}
-    return any(os.environ.get(k, "").strip().lower() in on for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))  # fmt: skip
+    return any(
+        os.environ.get(k, "").strip().lower() in on
+        for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+    )
 
 
 @dataclass(frozen=True)

@@ -57,24 +57,35 @@ def write_token_file(
     """
     dtype = token_dtype(vocab_size(tokenizer))
     max_windows = cfg.max_tokens // cfg.ctx_len
-    log.info("tokenising %s into %d-token windows (at most %d) -> %s",
-             corpus.describe(), cfg.ctx_len, max_windows, out)  # fmt: skip
+    log.info("tokenising %s into %d-token windows -> %s", corpus.describe(), cfg.ctx_len, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     raw = tmp_name(out)
     try:
-        blocks = iter_windows(corpus.documents(), tokenizer, cfg.ctx_len,
-                              prepend_bos=cfg.prepend_bos, separator=cfg.separator,
-                              max_windows=max_windows, dtype=dtype)  # fmt: skip
-        n = _write_raw(raw, blocks, max_windows * cfg.ctx_len)
+        n = _write_raw(raw, _windows(corpus, tokenizer, cfg, dtype), max_windows * cfg.ctx_len)
         if n == 0:
             _check_length(n, max(1, min_windows), cfg, corpus)
         _permute_into(out, raw, (n, cfg.ctx_len), dtype, cfg.shuffle_seed)
     finally:
         raw.unlink(missing_ok=True)
-    log.info("corpus: %d windows x %d tokens (%s)%s", n, cfg.ctx_len, dtype.name,
-             ", the whole corpus" if n < max_windows else "")  # fmt: skip
+    whole = " (the whole corpus: shorter than data.max_tokens)" if n < max_windows else ""
+    log.info("corpus: %d windows x %d tokens, %s%s", n, cfg.ctx_len, dtype.name, whole)
     _check_length(n, min_windows, cfg, corpus)
     return TokenFile(out, n, cfg.ctx_len, dtype, n < max_windows)
+
+
+def _windows(
+    corpus: Corpus, tokenizer: Any, cfg: DataConfig, dtype: np.dtype | None = None
+) -> Iterator[np.ndarray]:
+    """Blocks [W, T] of the config's packing of ``corpus``, up to its token budget."""
+    return iter_windows(
+        corpus.documents(),
+        tokenizer,
+        cfg.ctx_len,
+        prepend_bos=cfg.prepend_bos,
+        separator=cfg.separator,
+        max_windows=cfg.max_tokens // cfg.ctx_len,
+        dtype=dtype,
+    )
 
 
 def _write_raw(raw: Path, blocks: Iterable[np.ndarray], total_tokens: int) -> int:
@@ -82,8 +93,10 @@ def _write_raw(raw: Path, blocks: Iterable[np.ndarray], total_tokens: int) -> in
     from tqdm import tqdm
 
     n = 0
-    with open(raw, "wb") as f, tqdm(total=total_tokens, desc="tokenise", unit="tok",
-                                     unit_scale=True, leave=False) as bar:  # fmt: skip
+    with (
+        open(raw, "wb") as f,
+        tqdm(total=total_tokens, desc="tokenise", unit="tok", unit_scale=True, leave=False) as bar,
+    ):
         for block_WT in blocks:
             f.write(block_WT.tobytes())
             n += len(block_WT)
@@ -91,7 +104,7 @@ def _write_raw(raw: Path, blocks: Iterable[np.ndarray], total_tokens: int) -> in
     return n
 
 
-def _permute_into(out: Path, raw: Path, shape: tuple[int, int], dtype: np.dtype, seed: int) -> None:  # fmt: skip
+def _permute_into(out: Path, raw: Path, shape: tuple[int, int], dtype: np.dtype, seed: int) -> None:
     """Write ``raw``'s windows to ``out`` in the order of a seeded permutation, via a
     temporary ``.npy`` renamed into place; memory stays one chunk of windows."""
     n, ctx = shape
@@ -165,8 +178,9 @@ def ensure_tokens(paths: RunPaths) -> Path:
 
         cfg = paths.cfg
         tokenizer = load_tokenizer(cfg.model.name)
-        write_token_file(out, build_corpus(cfg.data), tokenizer, cfg.data,
-                         min_windows=required_windows(cfg))  # fmt: skip
+        write_token_file(
+            out, build_corpus(cfg.data), tokenizer, cfg.data, min_windows=required_windows(cfg)
+        )
     return out
 
 
@@ -228,9 +242,7 @@ def slice_windows(paths: RunPaths, split: Split, start: int, stop: int) -> np.nd
 def pack_windows(cfg: DataConfig, tokenizer: Any) -> np.ndarray:
     """Tokenise ``cfg``'s corpus into shuffled windows [W, T] in memory (small corpora,
     benchmarks); the same windows as the token file of that config."""
-    blocks = list(iter_windows(build_corpus(cfg).documents(), tokenizer, cfg.ctx_len,
-                               prepend_bos=cfg.prepend_bos, separator=cfg.separator,
-                               max_windows=cfg.max_tokens // cfg.ctx_len))  # fmt: skip
+    blocks = list(_windows(build_corpus(cfg), tokenizer, cfg))
     if not blocks:
         raise ValueError("the corpus produced no complete window: lower data.ctx_len")
     arr_WT = np.concatenate(blocks)
