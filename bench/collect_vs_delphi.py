@@ -34,10 +34,13 @@ count:
   final norm = Identity), no hook, no SAE, same windows and batch.
 
 Repetitions are interleaved (order rotates). Peak memory per repetition is the process's
-VmHWM after resetting it (``/proc/self/clear_refs`` = 5) just before, so warm workers
-report each repetition's own peak; a last round at ``--mem-scale`` times the tokens shows
-how it grows with the corpus (ours keeps ``slice_tokens`` = the base size, so its memory
-is bounded by the slice). Reads: every activation of latents [5000, 6000) from our
+VmHWM after resetting it (``/proc/self/clear_refs`` = 5, after ``gc.collect`` and
+``malloc_trim``) just before, so warm workers report each repetition's own peak; a last
+round at ``--mem-scale`` times the tokens shows how it grows with the corpus (ours keeps
+``slice_tokens`` = the base size, so it runs more collect tasks, one after the other in
+one process, with a ``gc.collect`` between them as a task's exit would free its model).
+Besides wall-clock rates, tokens per CPU-second (``os.times`` of the worker) are
+reported: on a shared machine they depend less on how much CPU each process was given. Reads: every activation of latents [5000, 6000) from our
 compacted store (``StoreReader.latent_range``) and from delphi's split files
 (``TensorBuffer.load`` with those latents), warm.
 
@@ -52,6 +55,8 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import ctypes
+import gc
 import io
 import json
 import logging
@@ -98,7 +103,14 @@ OURS = Anchor(name="interp", packages=())  # names our own side's worker; never 
 
 
 def reset_peak_rss() -> None:
-    """Reset this process's VmHWM to its current RSS (Linux >= 4.0)."""
+    """Free what earlier requests left behind, then reset VmHWM to the current RSS.
+
+    ``gc.collect`` + ``malloc_trim`` first, so a repetition's peak does not start from
+    a previous one's garbage or retained heap (a fresh process would not have them).
+    Resetting the peak needs Linux >= 4.0.
+    """
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
 
 
@@ -108,6 +120,12 @@ def rss_mib(field: str = "VmHWM") -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, all its threads."""
+    t = os.times()
+    return t.user + t.system
 
 
 def dir_bytes(path: Path, pattern: str = "*") -> int:
@@ -192,16 +210,18 @@ class _LoadTimer:
         import interp.sae.io as sae_io
 
         self.seconds = 0.0
+        self.cpu = 0.0
         for module, name in ((models_load, "load_subject"), (sae_io, "load_sae")):
             setattr(module, name, self._timed(getattr(module, name)))
 
     def _timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             try:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds += time.perf_counter() - t0
+                self.cpu += cpu_seconds() - c0
 
         return wrapper
 
@@ -255,16 +275,22 @@ class OurSide:
         prof = cProfile.Profile() if profile else None
         reset_peak_rss()
         rss0 = rss_mib("VmRSS")
-        load0 = self.loads.seconds
+        load0, load_cpu0 = self.loads.seconds, self.loads.cpu
         if prof:
             prof.enable()
+        cpu0 = cpu_seconds()
         t0 = time.perf_counter()
         for task in intervals(cfg.collect.num_tokens, cfg.collect.slice_tokens):
             collect.run(cfg, paths, task, _never_stop)
+            # Each array task is its own process on a cluster. Here they share one, and
+            # the subject model of a finished task sits in a reference cycle (its hook
+            # closures) until the cyclic GC runs: free it, as the task's exit would.
+            gc.collect()
         t1 = time.perf_counter()
         for task in intervals(N_LATENTS, cfg.collect.range_latents):
             compact.run(cfg, paths, task, _never_stop)
         t2 = time.perf_counter()
+        cpu = cpu_seconds() - cpu0
         if prof:
             prof.disable()
         load = self.loads.seconds - load0
@@ -274,6 +300,7 @@ class OurSide:
             "compact_s": t2 - t1,
             "load_s": load,
             "seconds": t2 - t0 - load,
+            "cpu_s": cpu - (self.loads.cpu - load_cpu0),
             "peak_mib": rss_mib("VmHWM"),
             "rss0_mib": rss0,
         }
@@ -336,6 +363,7 @@ class BareForward:
 
         n = req["n_windows"]
         reset_peak_rss()
+        cpu0 = cpu_seconds()
         t0 = time.perf_counter()
         with torch.no_grad():
             for b0 in range(0, n, LM_BATCH):
@@ -344,6 +372,7 @@ class BareForward:
         return {
             "tokens": n * CTX_LEN,
             "seconds": time.perf_counter() - t0,
+            "cpu_s": cpu_seconds() - cpu0,
             "peak_mib": rss_mib("VmHWM"),
         }
 
@@ -364,7 +393,7 @@ def handle(req):
 # -------------------------------------------------------------------------- delphi side
 
 DELPHI_WORKER = r"""
-import shutil, time
+import ctypes, gc, os, shutil, time
 from pathlib import Path
 
 import numpy as np
@@ -392,6 +421,9 @@ _n = [0]
 
 
 def _peak_reset():
+    # As the bench's reset_peak_rss: drop earlier garbage and retained heap first.
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
 
 
@@ -425,6 +457,7 @@ def handle(req):
     cache = LatentCache(model, hooks, batch_size=batch, transcode=transcode,
                         log_path=root / "log")
     (root / "log").mkdir(parents=True)
+    c0 = os.times()
     t0 = time.perf_counter()
     cache.run(n * ARGS["ctx"], tokens)
     t1 = time.perf_counter()
@@ -432,6 +465,7 @@ def handle(req):
     cache.save_config(save_dir=root / "latents", cfg=run_cfg.cache_cfg,
                       model_name=ARGS["model"])
     t2 = time.perf_counter()
+    c1 = os.times()
     peak = _mib("VmHWM")
     c = cache.cache
     held = sum(t.nbytes for d in (c.latent_locations, c.latent_activations)
@@ -447,6 +481,7 @@ def handle(req):
         "run_s": t1 - t0,
         "save_s": t2 - t1,
         "seconds": t2 - t0,
+        "cpu_s": c1.user + c1.system - c0.user - c0.system,
         "peak_mib": peak,
         "rss0_mib": rss0,
         "nnz": nnz,
@@ -469,6 +504,65 @@ def handle(req):
     shutil.rmtree(root, ignore_errors=True)
     return out
 """
+
+
+# ------------------------------------------------------------------ read at scale
+
+
+def synthetic_read(n_tokens: int, reps: int, slice_tokens: int = 65_536) -> dict[str, Any]:
+    """Read latents READ_RANGE from a store of ``n_tokens`` synthetic TopK codes.
+
+    The bench's real store is small (its read is a few ms); this one has the entry count
+    of a realistic collect. Codes: k uniform latent ids per token (M = 9216), log-normal
+    values; written and compacted by the real store code (``write_slice``,
+    ``compact_range``), then read warm with ``StoreReader.latent_range``.
+    """
+    from interp.store import StoreReader, compact_range, write_slice
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="bench-read-") as tmp:
+        store = Path(tmp) / "store"
+        t0 = time.perf_counter()
+        slices = []
+        for i, start in enumerate(range(0, n_tokens, slice_tokens)):
+            n = min(slice_tokens, n_tokens - start)
+            group = store / "slices" / f"s{i:05d}"
+            write_slice(
+                group,
+                token_start=start,
+                token_stop=start + n,
+                latent_idx=rng.integers(0, N_LATENTS, (n, K)),
+                latent_val=rng.lognormal(0.0, 1.0, (n, K)).astype(np.float32),
+                token_ids=rng.integers(0, 49_152, n).astype(np.uint32),
+                keep=np.ones(n, bool),
+                n_latents=N_LATENTS,
+                token_dtype="uint16",
+            )
+            slices.append(group)
+        t1 = time.perf_counter()
+        for i, lo in enumerate(range(0, N_LATENTS, RANGE_LATENTS)):
+            hi = min(lo + RANGE_LATENTS, N_LATENTS)
+            compact_range(
+                store,
+                store / "ranges" / f"r{i:05d}",
+                latent_start=lo,
+                latent_stop=hi,
+                slices=slices,
+            )
+        t2 = time.perf_counter()
+        seconds, entries = [], 0
+        for _ in range(reps):
+            t = time.perf_counter()
+            entries = StoreReader(store).latent_range(*READ_RANGE).nnz
+            seconds.append(time.perf_counter() - t)
+    log.info("synthetic store: write %.1f s, compact %.1f s", t1 - t0, t2 - t1)
+    return {
+        "tokens": n_tokens,
+        "read_s": seconds,
+        "read_entries": entries,
+        "write_s": t1 - t0,
+        "compact_s": t2 - t1,
+    }
 
 
 # ------------------------------------------------------------------------- measuring
@@ -561,9 +655,23 @@ def _fmt(values: list[float], spec: str = ",.0f") -> str:
     return f"{med:{spec}} ({lo:{spec}}–{hi:{spec}})"
 
 
-def _ratio_cell(values: list[float], goal: str) -> str:
-    med, lo, hi = median_range(values)
-    return f"**{med:.2f}×** ({lo:.2f}–{hi:.2f}) | {goal}"
+def _speed_row(label: str, s: dict[str, Any], key: str) -> str:
+    cpu = s["cpu"].get(key)
+    cpu_cell = _fmt(cpu) if cpu else "–"
+    return f"| {label} | {_fmt(s[key])} | {max(s[key]):,.0f} | {cpu_cell} |"
+
+
+def _ratio_row(label: str, s: dict[str, Any], a: str, b: str, goal: str) -> str:
+    """Median (range) of the per-repetition ratios of wall rates; the ratio of each
+    side's fastest repetition (the least disturbed by other load); the ratio of the
+    median tokens per CPU-second (insensitive to how much CPU the process was given)."""
+    med, lo, hi = median_range([x / y for x, y in zip(s[a], s[b])])
+    best = max(s[a]) / max(s[b])
+    if a in s["cpu"] and b in s["cpu"]:
+        cpu = f"{statistics.median(s['cpu'][a]) / statistics.median(s['cpu'][b]):.2f}×"
+    else:
+        cpu = "–"
+    return f"| {label} | **{med:.2f}×** ({lo:.2f}–{hi:.2f}) | {best:.2f}× | {cpu} | {goal} |"
 
 
 def summary(res: dict[str, Any]) -> dict[str, Any]:
@@ -582,10 +690,11 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
         "delphi": delphi,
         "delphi_run": delphi_run,
         "bare": bare,
-        "vs_delphi": [a / b for a, b in zip(ours, delphi)],
-        "vs_delphi_run": [a / b for a, b in zip(ours, delphi_run)],
-        "vs_bare": [a / b for a, b in zip(ours, bare)],
-        "collect_vs_bare": [a / b for a, b in zip(ours_collect, bare)],
+        "cpu": {
+            name: [r["tokens"] / r["cpu_s"] for r in t[name]]
+            for name in ("ours", "delphi", "bare")
+            if all(r.get("cpu_s") for r in t[name])
+        },
         "nnz": (last_o["nnz"], last_d["nnz"]),
         "counts_equal": float(np.mean(counts_o == counts_d)),
         "counts_max_diff": int(np.abs(counts_o - counts_d).max()),
@@ -706,17 +815,20 @@ def render(
         f"{len(res['timed']['ours'])} interleaved repetitions after a warm-up; ratios are per repetition "
         "(the two sides measured back to back).",
         "",
-        "| what | tok/s | goal |",
-        "|---|---|---|",
-        f"| ours: `collect.run` + `compact.run` (model load excluded) | {_fmt(s['ours'])} | |",
-        f"| ours: collect alone | {_fmt(s['ours_collect'])} | |",
-        f"| delphi: `LatentCache.run` + `save_splits` | {_fmt(s['delphi'])} | |",
-        f"| delphi: `LatentCache.run` alone | {_fmt(s['delphi_run'])} | |",
-        f"| bare forward cut after layer {LAYER} | {_fmt(s['bare'])} | |",
-        f"| **ours / delphi** (run + save) | {_ratio_cell(s['vs_delphi'], '≥ 1.0×')} |",
-        f"| ours / delphi's caching loop alone | {_ratio_cell(s['vs_delphi_run'], '')} |",
-        f"| **ours / bare forward** | {_ratio_cell(s['vs_bare'], '≥ 0.8×')} |",
-        f"| ours collect alone / bare forward | {_ratio_cell(s['collect_vs_bare'], '')} |",
+        "| what | tok/s, wall | fastest repetition | tokens per CPU-second |",
+        "|---|---|---|---|",
+        _speed_row("ours: `collect.run` + `compact.run` (model load excluded)", s, "ours"),
+        _speed_row("ours: collect alone", s, "ours_collect"),
+        _speed_row("delphi: `LatentCache.run` + `save_splits`", s, "delphi"),
+        _speed_row("delphi: `LatentCache.run` alone", s, "delphi_run"),
+        _speed_row(f"bare forward cut after layer {LAYER}", s, "bare"),
+        "",
+        "| ratio | per repetition, wall | best / best | CPU time | goal |",
+        "|---|---|---|---|---|",
+        _ratio_row("**ours / delphi** (run + save)", s, "ours", "delphi", "≥ 1.0×"),
+        _ratio_row("ours / delphi's caching loop alone", s, "ours", "delphi_run", ""),
+        _ratio_row("**ours / bare forward**", s, "ours", "bare", "≥ 0.8×"),
+        _ratio_row("ours collect alone / bare forward", s, "ours_collect", "bare", ""),
         "",
         *size_table(res),
         "",
@@ -735,10 +847,25 @@ def render(
         f"{1000 * statistics.median(read_o['read_s']):.1f} ms for {read_o['read_entries']:,} "
         f"entries (goal ≤ 200 ms); delphi (`TensorBuffer.load` of the 2 split files holding "
         f"them) {1000 * statistics.median(read_d['read_s']):.1f} ms.",
+        *synthetic_line(res),
         "",
         *notes(res, s),
     ]
     return "\n".join(lines) + "\n"
+
+
+def synthetic_line(res: dict[str, Any]) -> list[str]:
+    r = res.get("synthetic_read")
+    if not r:
+        return []
+    return [
+        f"At scale (synthetic codes, {r['tokens']:,} tokens × k={K} uniform over {N_LATENTS} "
+        f"latents, written by `write_slice` in 64Ki-token slices and compacted, "
+        f"{r['write_s']:.0f} s + {r['compact_s']:.0f} s): "
+        f"{1000 * statistics.median(r['read_s']):.0f} ms "
+        f"({1000 * min(r['read_s']):.0f}–{1000 * max(r['read_s']):.0f}) for "
+        f"{r['read_entries']:,} entries (goal ≤ 200 ms)."
+    ]
 
 
 def notes(res: dict[str, Any], s: dict[str, Any]) -> list[str]:
@@ -758,6 +885,11 @@ def notes(res: dict[str, Any], s: dict[str, Any]) -> list[str]:
         f"({last_d['ram_bytes_batches'] / last_d['nnz']:.0f} B per entry, still referenced): "
         f"≈ {2 * per_tok * 10e6 / 2**30:.1f} GiB at its 10M-token default, growing with "
         "the corpus; ours holds one slice's codes at a time.",
+        "- Between collect tasks the bench calls `gc.collect()`: `SubjectModel` "
+        "(`interp/models/load.py`) sits in a reference cycle through its hook closures, so "
+        "a finished `collect.run` keeps its model (fp32 ≈ 0.5 GiB) until the cyclic GC "
+        "runs. Without it, 2 tasks in one process peaked ~0.9 GiB above 1 task; on a "
+        "cluster each task is its own process, unaffected.",
     ]
     if last_d.get("n_inf"):
         out.append(
@@ -785,7 +917,13 @@ def write_results(section: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--tokens", type=int, default=8192, help="tokens per timed repetition")
+    p.add_argument(
+        "--tokens",
+        type=int,
+        default=8192,
+        help="tokens per timed repetition, a multiple of 8192 (delphi's 32-window batch; "
+        "its peak holds two batches' dense codes from its second batch on)",
+    )
     p.add_argument("--reps", type=int, default=3, help="interleaved timed repetitions")
     p.add_argument(
         "--mem-scale",
@@ -794,10 +932,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="last round at this many times the tokens (1 = none)",
     )
     p.add_argument("--read-reps", type=int, default=5, help="timed reads of the latent range")
+    p.add_argument(
+        "--read-tokens",
+        type=int,
+        default=2**20,
+        help="tokens of the synthetic store the 1000-latent read is also timed on (0 = skip)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--profile", action="store_true", help="cProfile one more repetition of ours")
     p.add_argument("--no-write", action="store_true", help="do not touch bench/RESULTS.md")
-    p.add_argument("--quick", action="store_true", help="1 repetition, no memory round")
+    p.add_argument(
+        "--quick", action="store_true", help="8192 tokens, 1 repetition, no memory round"
+    )
     p.add_argument(
         "--render-only",
         action="store_true",
@@ -805,7 +951,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     if args.quick:
-        args.reps, args.mem_scale = 1, 1
+        args.tokens, args.reps, args.mem_scale, args.read_tokens = 8192, 1, 1, 2**17
     step = LM_BATCH * CTX_LEN
     if args.tokens < step or args.tokens % step:
         raise SystemExit(
@@ -830,6 +976,8 @@ def main(argv: list[str] | None = None) -> None:
         res = json.loads(last.read_text())
     else:
         res = run_bench(args, threads)
+        if args.read_tokens:
+            res["synthetic_read"] = synthetic_read(args.read_tokens, args.read_reps)
         atomic_write_text(last, json.dumps(res))
     section = render(args, res, threads, versions)
     print("\n" + section, flush=True)
