@@ -180,9 +180,11 @@ class HFDataset:
             yield from self._saved_rows()
             return
         ds = self._load()
-        names = ds.column_names
-        if names is not None and self.column not in names:
-            raise self._no_column(names)
+        names = ds.column_names  # None for some streamed datasets: checked per row then
+        if names is not None:
+            if self.column not in names:
+                raise self._no_column(names)
+            ds = ds.select_columns([self.column])  # parquet shards: read one column only
         for row in ds:
             if self.column not in row:
                 raise self._no_column(sorted(row))

@@ -156,6 +156,9 @@ def test_hf_dataset_saved_to_disk_and_parquet_builder_offline(tmp_path, tok, mon
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match=r"splits \['test', 'train'\], not 'validation'"):
         list(build_corpus(DataConfig(source="hf", hf_name=str(tmp_path / "dd"), split="validation")).documents())  # fmt: skip
+    streamed_body = DataConfig(**{**vars(builder), "text_field": "body"})
+    with pytest.raises(ValueError, match=r"no column 'body'.*'label'.*data.text_field"):
+        list(build_corpus(streamed_body).documents())
     with pytest.raises(ValueError, match=r"no column 'body'.*'label'.*data.text_field"):
         list(build_corpus(DataConfig(source="hf", hf_name=str(tmp_path / "saved"), text_field="body")).documents())  # fmt: skip
 
