@@ -75,7 +75,7 @@ def group_checkpoints(cfg: RunConfig) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-@pytest.mark.slow  # ~20 s on 2 idle cores: two trainings, a child process, a resume
+@pytest.mark.slow  # two trainings, a child, a resume (97 s on the loaded 2-core box)
 def test_sigkilled_run_resumes_to_the_same_weights(tmp_path):
     from interp.train import train_sae
 
