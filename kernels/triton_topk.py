@@ -30,6 +30,8 @@ input dtype (float32, bfloat16 or float16).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -197,7 +199,8 @@ def gather_dot(idx_NK: torch.Tensor, G_ND: torch.Tensor, W_MD: torch.Tensor) -> 
 class SortedEntries:
     """The E = N*K (token, slot) entries of ``idx_NK`` sorted by row and cut into chunks.
 
-    Built once per backward and shared by every ``scatter_rows`` over the same indices.
+    Built once per step (``sorted_entries``) and shared by every ``scatter_rows`` over the
+    same indices: the decoder's d W_dec and the encoder's d W_enc and d b_enc.
     """
 
     def __init__(self, idx_NK: torch.Tensor, num_rows: int) -> None:
@@ -224,6 +227,37 @@ class SortedEntries:
         self.chunk_start_C = start_C
         self.chunk_end_C = torch.where(c_C < chunk_end_M[-1], end_C, start_C)
         del sorted_rows_E
+
+
+# Sorted entries that a decoder backward built, kept for the encoder backward of the same
+# step (same indices, same number of rows), so each step sorts once. Keyed by the index
+# tensor's address; the entry holds that tensor, so its storage (and address) stays taken
+# until the entry is used or evicted, and its version counter shows any in-place change.
+_MAX_SHARED = 8
+_shared: OrderedDict[int, tuple[torch.Tensor, int, int, SortedEntries]] = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def sorted_entries(idx_NK: torch.Tensor, num_rows: int, *, keep: bool) -> SortedEntries:
+    """``SortedEntries(idx_NK, num_rows)``, reusing those kept for the same indices; with
+    ``keep`` the result is kept for one later call (the encoder's backward)."""
+    key = idx_NK.data_ptr()
+    with _shared_lock:
+        hit = _shared.pop(key, None)
+    if hit is not None:
+        idx, version, rows, entries = hit
+        same = (idx.shape, idx.stride(), idx.dtype, version, rows) == (
+            idx_NK.shape, idx_NK.stride(), idx_NK.dtype, idx_NK._version, num_rows
+        )  # fmt: skip
+        if same:
+            return entries
+    entries = SortedEntries(idx_NK, num_rows)
+    if keep:
+        with _shared_lock:
+            _shared[key] = (idx_NK, idx_NK._version, num_rows, entries)
+            while len(_shared) > _MAX_SHARED:
+                _shared.popitem(last=False)
+    return entries
 
 
 def scatter_rows(
@@ -269,7 +303,7 @@ class TritonDecode(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_acts = gather_dot(top_idx_NK, grad_out_ND, W_dec_MD).to(top_acts_NK.dtype)
         if ctx.needs_input_grad[2]:
-            entries = SortedEntries(top_idx_NK, W_dec_MD.shape[0])
+            entries = sorted_entries(top_idx_NK, W_dec_MD.shape[0], keep=True)
             grad_W, _ = scatter_rows(entries, top_acts_NK, grad_out_ND)
             grad_W = grad_W.to(W_dec_MD.dtype)
         return None, grad_acts, grad_W
@@ -289,7 +323,7 @@ def encoder_backward(
     if needs[0]:
         grad_x = embedding_bag(top_idx_NK, grad_NK, W_MD).to(x_ND.dtype)
     if needs[1] or needs[2]:
-        entries = SortedEntries(top_idx_NK, W_MD.shape[0])
+        entries = sorted_entries(top_idx_NK, W_MD.shape[0], keep=False)
         grad_W_f32, grad_b_f32 = scatter_rows(entries, grad_NK, x_ND, with_sum=needs[2])
         grad_W = grad_W_f32.to(W_MD.dtype) if needs[1] else None
         grad_b = grad_b_f32.to(b_dtype) if needs[2] else None

@@ -150,6 +150,32 @@ def test_decode_with_repeated_indices_in_one_token():
         assert _rel_err(g_out, g_ref) < 1e-6
 
 
+def test_one_sort_per_step_and_none_reused_after_a_change(monkeypatch):
+    """The encoder's backward reuses the entries the decoder's backward sorted for the same
+    indices; indices changed in place (or other indices) are sorted afresh."""
+    from kernels import triton_topk
+
+    built = []
+    original = triton_topk.SortedEntries
+
+    def counting(idx_NK, num_rows):
+        built.append(idx_NK.shape)
+        return original(idx_NK, num_rows)
+
+    monkeypatch.setattr(triton_topk, "SortedEntries", counting)
+    tensors, grad_out = _inputs(11, 6, 13, 3, torch.float32)
+    out = _step(tensors, grad_out, 3, "triton")
+    assert len(built) == 1
+    _assert_close(out, _reference(tensors, grad_out, out[2]), 1e-5)
+
+    idx = torch.tensor([[0, 1], [2, 1]], device=DEVICE)
+    first = triton_topk.sorted_entries(idx, 3, keep=True)
+    idx[0, 0] = 2  # in place: the kept entries are stale
+    second = triton_topk.sorted_entries(idx, 3, keep=False)
+    assert second is not first and len(built) == 3
+    assert triton_topk.sorted_entries(idx, 3, keep=False) is not second  # not kept
+
+
 def test_bad_input_is_refused_with_the_fix():
     tensors, _ = _inputs(4, 3, 5, 2, torch.float32)
     x, W_enc, b_enc, b_dec, W_dec = tensors
