@@ -391,6 +391,77 @@ class SAEConfig:
         }
 
 
+DistStrategy = Literal["ddp", "shard_hookpoints", "fsdp", "deepspeed"]
+DistBackend = Literal["auto", "nccl", "gloo"]
+
+
+@dataclass(frozen=True)
+class DistConfig:
+    """How training spreads over processes. Ranks always come from the environment."""
+
+    strategy: DistStrategy = field(
+        default="ddp",
+        metadata={
+            "doc": "'ddp' = every rank trains every SAE on its share of the data, gradients "
+            "averaged; 'shard_hookpoints' = each SAE lives on one rank, activations are "
+            "all-gathered (needs >= as many SAEs as ranks); 'fsdp' = ddp with each SAE's "
+            "parameters and optimiser sharded (wide dictionaries); 'deepspeed' = ZeRO "
+            "sharding via DeepSpeed (install the gpu extra). All but ddp need >= 2 ranks.",
+            "id": True,
+        },
+    )
+    backend: DistBackend = field(
+        default="auto",
+        metadata={
+            "doc": "torch.distributed backend: 'auto' = nccl on CUDA, gloo on CPU.",
+            "id": False,
+        },
+    )
+    timeout_s: int = field(
+        default=1800,
+        metadata={
+            "doc": "Seconds a collective (or the rendezvous) may wait before the run fails.",
+            "id": False,
+        },
+    )
+    master_port: int = field(
+        default=0,
+        metadata={
+            "doc": "Rendezvous port when the environment gives none (MASTER_PORT wins); "
+            "0 = 20000 + SLURM job id mod 20000 under SLURM, else 29500.",
+            "id": False,
+        },
+    )
+    zero_stage: int = field(
+        default=2,
+        metadata={
+            "doc": "DeepSpeed ZeRO stage: 1 = optimiser state sharded, 2 = gradients too. "
+            "Stage 3 (parameters too) is refused: it frees parameters between forward and "
+            "backward, which the sparse decode's saved weight does not survive; use "
+            "strategy fsdp to shard parameters.",
+            "id": True,
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("ddp", "shard_hookpoints", "fsdp", "deepspeed"):
+            raise ValueError(
+                f"dist.strategy={self.strategy!r} is unknown: use ddp, shard_hookpoints, "
+                "fsdp or deepspeed"
+            )
+        if self.backend not in ("auto", "nccl", "gloo"):
+            raise ValueError(f"dist.backend={self.backend!r} is unknown: use auto, nccl or gloo")
+        if self.timeout_s <= 0:
+            raise ValueError(f"dist.timeout_s={self.timeout_s} must be > 0")
+        if not 0 <= self.master_port < 65536:
+            raise ValueError(f"dist.master_port={self.master_port} must be in [0, 65535]")
+        if self.zero_stage not in (1, 2):
+            raise ValueError(
+                f"dist.zero_stage={self.zero_stage} must be 1 or 2 (for parameter sharding "
+                "use dist.strategy=fsdp)"
+            )
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """SAE training on activations streamed from the subject model."""
@@ -402,6 +473,14 @@ class TrainConfig:
         default=0.0, metadata=_meta("Adam learning rate; 0 = 2e-4 / sqrt(num_latents / 2^14).")
     )
     warmup_steps: int = field(default=20, metadata=_meta("Linear LR warmup steps."))
+    kernels: Literal["auto", "torch", "triton"] = field(
+        default="auto",
+        metadata=_meta(
+            "Sparse kernels of the TopK family: auto = triton on CUDA when it imports, else "
+            "the torch reference (same numerics to float rounding).",
+            id=False,
+        ),
+    )
     buffer_batches: int = field(
         default=8,
         metadata=_meta("Shuffle buffer, in SAE batches, so a batch mixes many windows."),
@@ -411,6 +490,14 @@ class TrainConfig:
     checkpoint_every: int = field(
         default=1000,
         metadata=_meta("Steps between resume checkpoints (also saved on stop).", id=False),
+    )
+    dist: DistConfig = field(
+        default_factory=DistConfig,
+        metadata={
+            "doc": "Multi-process training (ranks from torchrun or SLURM's srun variables; "
+            "one process = no distribution).",
+            "id": "when_set",
+        },
     )
     keep_checkpoints: int = field(
         default=2,

@@ -20,12 +20,7 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
     if is_committed(manifest):
         log.info("train task %d already committed: nothing to do", task.index)
         return
-    from interp.train import train_sae  # torch-heavy; imported when the stage runs
-
-    summary = train_sae(cfg, paths, should_stop, checkpoint_every=cfg.train.checkpoint_every)
-    if summary is None:
-        return  # stopped early: checkpointed, resumed by the requeued task
-    _commit(cfg, paths, task.index, summary)
+    run_group([(cfg, paths)], task, should_stop)
 
 
 def run_group(
@@ -40,14 +35,33 @@ def run_group(
     if not pending:
         log.info("train group task %d: every member already committed", task.index)
         return
-    from interp.train import train_group
+    from interp.train import train_group  # torch-heavy; imported when the stage runs
+    from interp.train.distributed import init_distributed
 
-    summaries = train_group(members, should_stop)
+    cfgs = [c for c, _ in members]
+    # ranks from torchrun / srun variables; a single process gets the no-op Dist
+    dist = init_distributed(
+        cfgs[0].train.dist,
+        member_costs=[_cost(c) for c in cfgs],
+        device=cfgs[0].model.device,
+    )
+    try:
+        summaries = train_group(members, should_stop, dist=dist)
+    finally:
+        dist.close()
     if summaries is None:
         return  # stopped early: checkpointed, resumed by the requeued task
     for (cfg, paths), summary in zip(members, summaries):
         if summary is not None and not is_committed(paths.manifest_file("train", task.index)):
             _commit(cfg, paths, task.index, summary)
+
+
+def _cost(cfg: RunConfig) -> float:
+    """A member's share of the work for shard_hookpoints: its dictionary width."""
+    from interp.models import hidden_size
+    from interp.plan import num_latents
+
+    return float(num_latents(cfg, hidden_size(cfg.model.name)))
 
 
 def _commit(cfg: RunConfig, paths: RunPaths, index: int, summary: dict[str, Any]) -> None:

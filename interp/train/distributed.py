@@ -61,89 +61,22 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from interp.config import DistBackend, DistConfig, DistStrategy
+
 log = logging.getLogger(__name__)
 
-Strategy = Literal["ddp", "shard_hookpoints", "fsdp", "deepspeed"]
-BackendName = Literal["auto", "nccl", "gloo"]
 ReduceOp = Literal["mean", "sum", "max", "min"]
 
 DEFAULT_PORT = 29500
 SLURM_PORT_BASE = 20000  # ports 20000..39999, one per job id, below Linux's ephemeral range
 SLURM_PORT_SPAN = 20000
-
-
-@dataclass(frozen=True)
-class DistConfig:
-    """How training spreads over processes. Ranks always come from the environment."""
-
-    strategy: Strategy = field(
-        default="ddp",
-        metadata={
-            "doc": "'ddp' = every rank trains every SAE on its share of the data, gradients "
-            "averaged; 'shard_hookpoints' = each SAE lives on one rank, activations are "
-            "all-gathered (needs >= as many SAEs as ranks); 'fsdp' = ddp with each SAE's "
-            "parameters and optimiser sharded (wide dictionaries); 'deepspeed' = ZeRO "
-            "sharding via DeepSpeed (install the gpu extra). All but ddp need >= 2 ranks.",
-            "id": True,
-        },
-    )
-    backend: BackendName = field(
-        default="auto",
-        metadata={
-            "doc": "torch.distributed backend: 'auto' = nccl on CUDA, gloo on CPU.",
-            "id": False,
-        },
-    )
-    timeout_s: int = field(
-        default=1800,
-        metadata={
-            "doc": "Seconds a collective (or the rendezvous) may wait before the run fails.",
-            "id": False,
-        },
-    )
-    master_port: int = field(
-        default=0,
-        metadata={
-            "doc": "Rendezvous port when the environment gives none (MASTER_PORT wins); "
-            "0 = 20000 + SLURM job id mod 20000 under SLURM, else 29500.",
-            "id": False,
-        },
-    )
-    zero_stage: int = field(
-        default=2,
-        metadata={
-            "doc": "DeepSpeed ZeRO stage: 1 = optimiser state sharded, 2 = gradients too. "
-            "Stage 3 (parameters too) is refused: it frees parameters between forward and "
-            "backward, which the sparse decode's saved weight does not survive; use "
-            "strategy fsdp to shard parameters.",
-            "id": True,
-        },
-    )
-
-    def __post_init__(self) -> None:
-        if self.strategy not in ("ddp", "shard_hookpoints", "fsdp", "deepspeed"):
-            raise ValueError(
-                f"dist.strategy={self.strategy!r} is unknown: use ddp, shard_hookpoints, "
-                "fsdp or deepspeed"
-            )
-        if self.backend not in ("auto", "nccl", "gloo"):
-            raise ValueError(f"dist.backend={self.backend!r} is unknown: use auto, nccl or gloo")
-        if self.timeout_s <= 0:
-            raise ValueError(f"dist.timeout_s={self.timeout_s} must be > 0")
-        if not 0 <= self.master_port < 65536:
-            raise ValueError(f"dist.master_port={self.master_port} must be in [0, 65535]")
-        if self.zero_stage not in (1, 2):
-            raise ValueError(
-                f"dist.zero_stage={self.zero_stage} must be 1 or 2 (for parameter sharding "
-                "use dist.strategy=fsdp)"
-            )
 
 
 # --------------------------------------------------------------------------------------
@@ -352,7 +285,7 @@ class Dist(Protocol):
     local_rank: int
     is_main: bool
     device: torch.device
-    strategy: Strategy
+    strategy: DistStrategy
 
     def shard_windows(self, windows: np.ndarray) -> np.ndarray:
         """This rank's deterministic share of ``windows`` (rows); equal sizes on every rank."""
@@ -405,7 +338,7 @@ class SingleProcess:
     world_size = 1
     local_rank = 0
     is_main = True
-    strategy: Strategy = "ddp"
+    strategy: DistStrategy = "ddp"
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
@@ -469,7 +402,7 @@ class TorchDist:
     def __init__(
         self,
         world: WorldInfo,
-        strategy: Strategy,
+        strategy: DistStrategy,
         device: torch.device,
         owners: Sequence[int] | None = None,
         cfg: DistConfig | None = None,
@@ -477,7 +410,7 @@ class TorchDist:
         self.rank, self.world_size, self.local_rank = world.rank, world.world_size, world.local_rank
         self.is_main = world.rank == 0
         self.device = device
-        self.strategy: Strategy = strategy
+        self.strategy: DistStrategy = strategy
         self.cfg = cfg or DistConfig(strategy=strategy)
         self._owners = list(owners) if owners is not None else None
         self._mesh: Any = None
@@ -693,7 +626,7 @@ def init_distributed(
     return TorchDist(world, cfg.strategy, dev, owners, cfg)
 
 
-def check_strategy(strategy: Strategy, world_size: int, num_members: int) -> None:
+def check_strategy(strategy: DistStrategy, world_size: int, num_members: int) -> None:
     """Refuse combinations that cannot work, before any process group is joined."""
     if num_members < 1:
         raise ValueError(f"num_members={num_members} must be >= 1")
@@ -727,7 +660,7 @@ def _local_device(device: str | torch.device, local_rank: int) -> torch.device:
     return torch.device(name)
 
 
-def _backend(backend: BackendName, device: torch.device) -> str:
+def _backend(backend: DistBackend, device: torch.device) -> str:
     if backend == "auto":
         return "nccl" if device.type == "cuda" else "gloo"
     if backend == "nccl" and device.type != "cuda":

@@ -154,7 +154,9 @@ def build_dictionary(cfg: RunConfig, d_in: int, d_out: int, device: torch.device
 
     generator = torch.Generator().manual_seed(cfg.train.seed)
     try:
-        return build_sae(cfg.sae, d_in, d_out, generator=generator, device=device)
+        return build_sae(
+            cfg.sae, d_in, d_out, generator=generator, device=device, backend=cfg.train.kernels
+        )
     except ValueError as err:
         raise ValueError(f"{cfg.hookpoint}/{cfg.sae.sae_id}: {err}") from None
 
@@ -183,7 +185,8 @@ class Member:
         # fused: one kernel for the whole update, ~10-20x faster than foreach on CPU.
         fused = True if self.device.type in ("cpu", "cuda") else None
         self.lr = cfg.train.lr or default_lr(num_latents)
-        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.lr, fused=fused)
+        groups = self.sae.param_groups(self.lr)  # per-dictionary lr_scale, threshold lr
+        self.optimizer = torch.optim.Adam(groups, lr=self.lr, fused=fused)
         self.scheduler = LambdaLR(
             self.optimizer,
             partial(lr_factor, warmup=cfg.train.warmup_steps, total=plan.num_steps),
@@ -320,19 +323,21 @@ class GroupTrainer:
         """Data-dependent init (b_dec = mean, ...), averaged over ranks under ddp: every
         parameter the init changed on any rank."""
         sae = member.sae
-        before = [p.detach().clone() for p in sae.parameters()]
-        sae.init_from_batch(x, y)
-        if not self.replicated or self.dist.world_size == 1:
-            return
-        params = list(sae.parameters())
-        changed = torch.tensor(
-            [float(not torch.equal(p, b)) for p, b in zip(params, before)], device=self.dist.device
-        )
-        self.dist.all_reduce_(changed, "max")
-        with torch.no_grad():
-            for p, flag in zip(params, changed.tolist()):
-                if flag:
-                    self.dist.all_reduce_(p.data, "mean")
+        with self.dist.whole_params(sae):  # FSDP / ZeRO: edit whole tensors, written back
+            before = [p.detach().clone() for p in sae.parameters()]
+            sae.init_from_batch(x, y)
+            if not self.replicated or self.dist.world_size == 1:
+                return
+            params = list(sae.parameters())
+            changed = torch.tensor(
+                [float(not torch.equal(p, b)) for p, b in zip(params, before)],
+                device=self.dist.device,
+            )
+            self.dist.all_reduce_(changed, "max")
+            with torch.no_grad():
+                for p, flag in zip(params, changed.tolist()):
+                    if flag:
+                        self.dist.all_reduce_(p.data, "mean")
 
     def _agree_on_flags(self, losses: list[torch.Tensor], should_stop: Callable[[], bool]) -> bool:
         bad_L = ~torch.isfinite(torch.stack(losses)) if losses else torch.zeros(0, dtype=torch.bool)

@@ -102,7 +102,8 @@ def train_group(
     trainer.resume(settings.checkpoint_dir)
     if not fit(trainer, settings, should_stop):
         return None
-    return [_finish(trainer, m, subject) if trainer.writes(m) else None for m in trainer.members]
+    written = {m.index: _finish(trainer, m, subject) for m in trainer.members if trainer.writes(m)}
+    return [written.get(i) for i in range(len(members))]  # aligned with ``members``
 
 
 def _device_of(cfg: RunConfig) -> Any:
