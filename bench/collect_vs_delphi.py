@@ -644,6 +644,7 @@ def run_bench(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     results["loads"] = loads
     results["argv"] = sys.argv[1:]
     results["machine"] = machine()
+    results["date"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
     return results
 
 
@@ -795,7 +796,7 @@ def render(
     read_o = read["ours"] if isinstance(read["ours"], dict) else read["ours"][-1]
     read_d = read["delphi"] if isinstance(read["delphi"], dict) else read["delphi"][-1]
     lines = [
-        f"## Latent collection vs eai-delphi — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"## Latent collection vs eai-delphi — {res.get('date', f'{datetime.now(UTC):%Y-%m-%d %H:%M}')} UTC",
         "",
         f"`{' '.join(['.venv/bin/python', 'bench/collect_vs_delphi.py', *res['argv']])}` on a "
         f"{res['machine']}; torch {torch.__version__}, {threads} torch threads in every process; "
@@ -812,8 +813,8 @@ def render(
         f"`pack_windows`, BOS first), {LM_BATCH} windows per forward on both sides; every "
         "position stored on both sides, BOS at position 0 included (ours: "
         "`data.exclude_first=0`). Medians (range) of "
-        f"{len(res['timed']['ours'])} interleaved repetitions after a warm-up; ratios are per repetition "
-        "(the two sides measured back to back).",
+        f"{len(res['timed']['ours'])} interleaved repetitions after a warm-up; ratios are per round "
+        "(every side measured once per round, in rotating order).",
         "",
         "| what | tok/s, wall | fastest repetition | tokens per CPU-second |",
         "|---|---|---|---|",
