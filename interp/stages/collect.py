@@ -15,6 +15,7 @@ of any token of the batch, shorter rows padded with 0 = absent).
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import time
@@ -82,6 +83,7 @@ def run_group(members: Members, task: Task, should_stop: Callable[[], bool]) -> 
             log.info("slice group %s was committed by an earlier attempt; recording it", name)
     if encode:
         codes = _encode_slice(cfg0, windows, encode, device, task, should_stop)
+        gc.collect()  # HF models hold reference cycles: free the LM before writing
         if codes is None:
             log.info("collect slice %d stopped before the end; nothing committed", task.index)
             return
