@@ -178,11 +178,13 @@ class SAEConfig:
     always measured as FVU (scale-free), so coefficients do not depend on the input scale.
     """
 
-    architecture: Literal["topk", "batchtopk", "jumprelu", "relu", "gated"] = field(
+    architecture: Literal["topk", "batchtopk", "jumprelu", "relu", "gated", "neurons"] = field(
         default="topk",
         metadata=_meta(
             "Dictionary type: topk (Gao et al.), batchtopk (Bussmann et al.; saved as "
-            "jumprelu), jumprelu (Gemma Scope STE), relu (L1, Anthropic April 2024), gated."
+            "jumprelu), jumprelu (Gemma Scope STE), relu (L1, Anthropic April 2024), gated; "
+            "neurons = the hookpoint's own basis sparsified with top-k (not trained; e.g. "
+            "hook=layers.N.mlp.down_proj:input for MLP neurons)."
         ),
     )
     expansion_factor: int = field(default=8, metadata=_meta("num_latents = d_in * this."))
@@ -296,6 +298,14 @@ class SAEConfig:
         default=0,
         metadata=_meta("jumprelu/relu/gated: steps of linear warmup of the sparsity coefficient."),
     )
+    rotate: bool = field(
+        default=False,
+        metadata={
+            "doc": "neurons: a random orthogonal rotation of the basis first (seeded by "
+            "train.seed), the control for neurons in the paper.",
+            "id": "when_set",
+        },
+    )
 
     # Fields each architecture reads; the others do not change what it computes.
     _COMMON: ClassVar[frozenset[str]] = frozenset(
@@ -309,6 +319,7 @@ class SAEConfig:
         | {"sparsity_warmup_steps", "threshold_lr_scale"},
         "relu": _COMMON | {"l1_coefficient", "sparsity_warmup_steps"},
         "gated": _COMMON | {"l1_coefficient", "sparsity_warmup_steps"},
+        "neurons": frozenset({"k", "rotate"}),
     }
 
     def __post_init__(self) -> None:
@@ -340,6 +351,13 @@ class SAEConfig:
             raise ValueError(f"sae.threshold_lr_scale={self.threshold_lr_scale} must be > 0")
         if not 0 < self.threshold_ema <= 1:
             raise ValueError(f"sae.threshold_ema={self.threshold_ema} must be in (0, 1]")
+        if self.architecture == "neurons" and (self.num_latents or self.expansion_factor != 1):
+            raise ValueError(
+                "sae.architecture=neurons is the hookpoint's own basis (one latent per "
+                "dimension): set sae.expansion_factor=1 and sae.num_latents=0"
+            )
+        if self.rotate and self.architecture != "neurons":
+            raise ValueError("sae.rotate=true needs sae.architecture=neurons")
         if self.multi_topk and self.architecture != "topk":
             raise ValueError("sae.multi_topk=true needs sae.architecture=topk")
         if self.auxk_alpha and self.architecture not in ("topk", "batchtopk"):
@@ -357,6 +375,8 @@ class SAEConfig:
             parts.append(f"auxk{self.auxk_alpha:g}")
         if self.transcode:
             parts.append("tc")
+        if self.rotate:
+            parts.append("rot")
         rest = self._other_hyperparameters()
         if rest:
             import hashlib
@@ -368,7 +388,7 @@ class SAEConfig:
 
     def _sparsity_tag(self) -> tuple[str, set[str]]:
         """The readable sparsity part of sae_id, and the fields it shows."""
-        if self.architecture in ("topk", "batchtopk"):
+        if self.architecture in ("topk", "batchtopk", "neurons"):
             return f"k{self.k}", {"k"}
         if self.architecture == "jumprelu" and self.sparsity_loss == "target_l0":
             return f"t{self.target_l0:g}", {"sparsity_loss", "target_l0"}
@@ -380,7 +400,7 @@ class SAEConfig:
         """Non-default fields this architecture reads that the readable tag omits."""
         import dataclasses
 
-        shown = self._sparsity_tag()[1] | {"multi_topk", "auxk_alpha"}
+        shown = self._sparsity_tag()[1] | {"multi_topk", "auxk_alpha", "rotate"}
         defaults = SAEConfig.__dataclass_fields__
         return {
             f.name: getattr(self, f.name)

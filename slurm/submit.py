@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from interp.config import RunConfig, to_dict
-from interp.models import hidden_size
+from interp.models import hookpoint_width
 from interp.plan import Plan, plan_sweep
 from interp.runs import (
     RunIds,
@@ -48,7 +48,7 @@ def record_point(cfg: RunConfig) -> Path:
 
 
 def plan_points(cfgs: list[RunConfig], *, gather: bool) -> Plan:
-    plan = plan_sweep([(cfg, hidden_size(cfg.model.name)) for cfg in cfgs])
+    plan = plan_sweep([(cfg, hookpoint_width(cfg.model.name, cfg.hookpoint)) for cfg in cfgs])
     if not gather:
         plan = Plan(tuple(j for j in plan.jobs if j.stage != "gather"))
     return plan

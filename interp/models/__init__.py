@@ -17,6 +17,7 @@ _EXPORTS = {
     "load_tokenizer": "interp.models.load",
     "resolve_device": "interp.models.load",
     "hidden_size": "interp.models.provision",
+    "hookpoint_width": "interp.models.provision",
     "ModelNotFoundError": "interp.models.provision",
     "cache_dir": "interp.models.provision",
     "resolve_model": "interp.models.provision",

@@ -19,6 +19,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,6 +62,11 @@ ALIASES = {"smollm2-135m-instruct": "smollm2-135m"}
 TINY_RANDOM = "tiny-random-llama"
 HIDDEN_SIZES = {"smollm2-135m": 576, "smollm2-135m-instruct": 576,
                 "qwen2.5-coder-1.5b-instruct": 1536, TINY_RANDOM: 256}  # fmt: skip
+INTERMEDIATE_SIZES = {"smollm2-135m": 1536, "smollm2-135m-instruct": 1536,
+                      "qwen2.5-coder-1.5b-instruct": 8960, TINY_RANDOM: 512}  # fmt: skip
+# Hookpoints that carry the MLP's hidden (neuron) width in Llama-style blocks:
+# gate_proj/up_proj outputs, act_fn's output and down_proj's input.
+NEURON_HOOKPOINT = re.compile(r"(^|\.)mlp\.((gate|up)_proj|act_fn|down_proj:input)$")
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -100,6 +106,20 @@ def hidden_size(name: str) -> int:
     config = json.loads((where / "config.json").read_text()) if where.is_dir() else None
     config = config or _hub_config(name)
     return int(config.get("hidden_size") or config["n_embd"])
+
+
+def hookpoint_width(name: str, hookpoint: str) -> int:
+    """Width of ``hookpoint``'s activation without loading weights: the MLP hidden
+    size for neuron hookpoints (``layers.N.mlp.down_proj:input``, ``...mlp.act_fn``,
+    ``...mlp.up_proj``), d_model otherwise. Training checks it against a real forward."""
+    if not NEURON_HOOKPOINT.search(hookpoint):
+        return hidden_size(name)
+    if name in INTERMEDIATE_SIZES:
+        return INTERMEDIATE_SIZES[name]
+    where = Path(resolve_model(name))
+    config = json.loads((where / "config.json").read_text()) if where.is_dir() else None
+    config = config or _hub_config(name)
+    return int(config.get("intermediate_size") or config["n_inner"])
 
 
 def _hub_config(name: str) -> dict:

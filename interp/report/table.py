@@ -101,8 +101,10 @@ def format_summary(groups: list[dict[str, Any]], scorers: Iterable[str]) -> str:
             f"explained and scored {g['status_counts']}"
         )
         if g.get("fvu") is not None:
+            dead = g.get("dead_pct")
+            dead_s = f"{dead:.1f}%" if dead is not None else "n/a (not trained)"
             lines.append(
-                f"  SAE: FVU {g['fvu']:.3f}  L0 {g['l0']:.1f}  dead {g['dead_pct']:.1f}%"
+                f"  SAE: FVU {g['fvu']:.3f}  L0 {g['l0']:.1f}  dead {dead_s}"
                 f"  CE increase {g.get('ce_increase') or float('nan'):.3f}"
             )
         for scorer in scorers:

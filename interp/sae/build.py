@@ -78,6 +78,14 @@ def build_sae(
         raise ValueError(
             f"target width {d_out} differs from input width {d_in}: set sae.transcode=true"
         )
+    if cfg.architecture == "neurons":
+        from interp.sae.neurons import neuron_dictionary
+
+        if d_out not in (None, d_in):
+            raise ValueError("sae.architecture=neurons cannot transcode (d_out != d_in)")
+        return neuron_dictionary(
+            d_in, cfg.k, rotate=cfg.rotate, generator=generator, device=device, backend=backend
+        )
     cls = architecture_class(cfg.architecture)
     sae = cls(
         d_in,

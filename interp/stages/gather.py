@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from interp.config import RunConfig
-from interp.models import hidden_size
+from interp.models import hookpoint_width
 from interp.plan import Task, pending, plan_point
 from interp.report.table import flatten_record, format_summary, read_records, summarize
 from interp.runs import (
@@ -48,7 +48,7 @@ def check_complete(root: Path, cfgs: list[RunConfig]) -> list[str]:
     problems = []
     for cfg in cfgs:
         paths = RunPaths(root, cfg)
-        for job in plan_point(cfg, hidden_size(cfg.model.name)):
+        for job in plan_point(cfg, hookpoint_width(cfg.model.name, cfg.hookpoint)):
             todo = pending(job, paths)
             if todo:
                 idx = ",".join(str(t.index) for t in todo)
@@ -93,7 +93,7 @@ def build_rows(root: Path, cfgs: list[RunConfig]) -> list[dict[str, Any]]:
     for cfg in cfgs:
         paths = RunPaths(root, cfg)
         point = point_columns(root, cfg)
-        for job in plan_point(cfg, hidden_size(cfg.model.name)):
+        for job in plan_point(cfg, hookpoint_width(cfg.model.name, cfg.hookpoint)):
             if job.stage != "interpret":
                 continue
             for task in job.tasks:

@@ -58,10 +58,10 @@ def run_group(
 
 def _cost(cfg: RunConfig) -> float:
     """A member's share of the work for shard_hookpoints: its dictionary width."""
-    from interp.models import hidden_size
+    from interp.models import hookpoint_width
     from interp.plan import num_latents
 
-    return float(num_latents(cfg, hidden_size(cfg.model.name)))
+    return float(num_latents(cfg, hookpoint_width(cfg.model.name, cfg.hookpoint)))
 
 
 def _commit(cfg: RunConfig, paths: RunPaths, index: int, summary: dict[str, Any]) -> None:

@@ -44,6 +44,9 @@ __all__ = ["train_group", "train_group_key", "train_sae"]
 
 Members = Sequence[tuple[RunConfig, RunPaths]]
 
+FIXED = frozenset({"neurons"})
+"""Architectures that are built from the model, not trained (no optimiser, no steps)."""
+
 
 def _never_stop() -> bool:
     return False
@@ -90,6 +93,31 @@ def train_group(
         return done  # finished earlier, not yet committed
     dist = dist or single_process(_device_of(cfgs[0]))
     subject = _load_subject(cfgs)
+    out: list[dict[str, Any] | None] = [None] * len(members)
+    trained = [i for i, c in enumerate(cfgs) if c.sae.architecture not in FIXED]
+    if trained:
+        summaries = _train(
+            [members[i] for i in trained], subject, dist, should_stop, checkpoint_every
+        )
+        if summaries is None:
+            return None
+        for i, summary in zip(trained, summaries):
+            out[i] = summary
+    for i, (cfg, paths) in enumerate(members):
+        if cfg.sae.architecture in FIXED and dist.is_main:
+            out[i] = _finish_fixed(cfg, paths, subject)
+    return out
+
+
+def _train(
+    members: Members,
+    subject: SubjectModel,
+    dist: Dist,
+    should_stop: Callable[[], bool],
+    checkpoint_every: int | None,
+) -> list[dict[str, Any] | None] | None:
+    """Fit the trainable members together; summaries aligned with ``members``."""
+    cfgs = [c for c, _ in members]
     columns = Columns(subject.hookpoints, subject.widths)
     trainer = _build_trainer(members, subject, columns, dist)
     paths0 = members[0][1]
@@ -104,6 +132,39 @@ def train_group(
         return None
     written = {m.index: _finish(trainer, m, subject) for m in trainer.members if trainer.writes(m)}
     return [written.get(i) for i in range(len(members))]  # aligned with ``members``
+
+
+def _finish_fixed(cfg: RunConfig, paths: RunPaths, subject: SubjectModel) -> dict[str, Any]:
+    """A dictionary that is built, not trained (neurons): save, evaluate, summarise."""
+    if (done := _finished(paths)) is not None:
+        return done
+    from interp.train.loop import build_dictionary
+
+    width = subject.widths[cfg.hookpoint]
+    sae = build_dictionary(cfg, width, width, subject.device)
+    if not (paths.sae_dir() / WEIGHTS_FILE).is_file():
+        remove_stale_tmp(paths.sae_dir().parent)
+        save_sae(sae, paths.sae_dir())
+    t0 = time.perf_counter()
+    windows = load_windows(paths, "collect")[:EVAL_WINDOWS]
+    if len(windows) == 0:
+        raise ValueError("the collect split is empty: raise collect.num_tokens")
+    summary = {
+        **_evaluate(cfg, sae, subject, windows),
+        "eval_s": time.perf_counter() - t0,
+        "architecture": cfg.sae.architecture,
+        "rotate": cfg.sae.rotate,
+        "hookpoint": cfg.hookpoint,
+        "num_latents": int(sae.num_latents),
+        "k": int(sae.k),
+        "dead_pct": None,  # not trained: no firing statistics
+        "tokens": 0,
+        "steps": 0,
+        "wall_s": 0.0,
+    }
+    atomic_write_json(paths.train_summary(), summary)
+    log.info("built %s (not trained): %s", paths.sae_dir(), summary)
+    return summary
 
 
 def _device_of(cfg: RunConfig) -> Any:

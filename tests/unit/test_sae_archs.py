@@ -527,7 +527,7 @@ def test_every_conf_sae_file_builds_a_dictionary(path):
 
     raw = yaml.safe_load(path.read_text())
     cfg = build(SAEConfig, raw, "sae")
-    sae = build_sae(cfg, 24, 20 if cfg.transcode else None)
+    sae = build_sae(cfg, 64, 20 if cfg.transcode else None)
     assert sae.architecture in (cfg.architecture, "topk")
     assert cfg.sae_id.startswith(cfg.architecture)
 
