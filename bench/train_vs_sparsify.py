@@ -684,6 +684,11 @@ def e2e_breakdown(e2e: dict[str, Any], name: str) -> str:
     )
 
 
+def command_line() -> str:
+    env = [f"{THP_ENV}={os.environ[THP_ENV]}"] if thp_enabled() else []
+    return " ".join([*env, ".venv/bin/python", "bench/train_vs_sparsify.py", *sys.argv[1:]])
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     with open("/proc/cpuinfo") as f:
@@ -708,7 +713,7 @@ def render(
         f"## SAE training vs eai-sparsify{' — THP allocations on both sides' if thp_enabled() else ''}"
         f" — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"`{' '.join(['.venv/bin/python', 'bench/train_vs_sparsify.py', *sys.argv[1:]])}` on a "
+        f"`{command_line()}` on a "
         f"{machine()}; torch {torch.__version__}, {threads} torch threads on both sides; "
         f"eai-sparsify {versions.get('eai-sparsify', '?')} in its own venv "
         f"(`bench/anchors.py`; transformers {versions.get('transformers', '?')}, no Triton: "
