@@ -83,7 +83,9 @@ def test_dag_completes_through_slurm_and_equals_a_local_run(tmp_path, reference_
     root, subs, elapsed = submit(tmp_path)
     assert elapsed < 15, f"submission took {elapsed:.1f} s"
     collect = submissions(root, "collect")
-    assert [len(s.tasks) for s in collect] == [2, 2, 2, 2]  # 4 slices, MaxArraySize 3: split
+    # both points collect from one forward per slice: one group job of 4 slices,
+    # split in two arrays by MaxArraySize 3
+    assert [len(s.tasks) for s in collect] == [2, 2]
     (gather,) = submissions(root, "gather")
     interpret_ids = {s.job_id for s in submissions(root, "interpret")}
     assert set(gather.dependency.removeprefix("afterok:").split(":")) == interpret_ids
@@ -101,7 +103,8 @@ def test_submitting_again_while_queued_submits_nothing(tmp_path) -> None:
     try:
         _, again, elapsed = submit(tmp_path)
         assert again == [] and elapsed < 15
-        assert counts(root)["queued"] + counts(root)["running"] == 1 + 2 * (4 + 4 + 4) + 1
+        # train group + collect group (4 slices) + per point compact and interpret + gather
+        assert counts(root)["queued"] + counts(root)["running"] == 1 + 4 + 2 * (4 + 4) + 1
     finally:
         hold.unlink()
         cancel_sweep(root)
@@ -111,7 +114,7 @@ def test_a_failed_task_blocks_gather_and_rerun_alone_completes_it(tmp_path, refe
     fail = mark(sweep_root(tmp_path), "fail", "collect", 1)
     root, _, _ = submit(tmp_path)
     failed = slurm_id_of(root, "collect", 1)
-    wait_for(lambda: counts(root)["failed"] == 2, 300, "collect task 1 of each point to fail")
+    wait_for(lambda: counts(root)["failed"] == 1, 300, "collect group task 1 to fail")
     wait_for(lambda: sacct_state(failed) == "FAILED", 30, "sacct to record FAILED")
     text = status_text(root)
     assert "FAILED" in text and "wait on a failed dependency" in text, text
