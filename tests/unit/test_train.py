@@ -154,3 +154,32 @@ def test_too_few_tokens_for_one_batch_is_a_value_error(tmp_path):
     cfg = small_config(tmp_path, num_tokens=64, batch_size=512)
     with pytest.raises(ValueError, match="fewer than train.batch_size"):
         train_sae(cfg, paths_of(cfg))
+
+
+def test_shuffle_buffer_draws_every_vector_once_and_resumes_exactly() -> None:
+    from interp.train.stream import ShuffleBuffer
+
+    def run(buffer: ShuffleBuffer, pushes: list[torch.Tensor], pops: int) -> list[torch.Tensor]:
+        out = []
+        for chunk in pushes:
+            buffer.push(chunk)
+            while len(buffer) >= 48 and len(out) < pops:
+                out.append(buffer.pop(16))
+        return out
+
+    ids = torch.arange(300, dtype=torch.float32)
+    chunks = [torch.stack([ids[i : i + 30], -ids[i : i + 30]], 1) for i in range(0, 300, 30)]
+    a = ShuffleBuffer(2, seed=5, device=torch.device("cpu"))
+    drawn = run(a, chunks, pops=99)
+    rest = a.pop(len(a))
+    seen = torch.cat([*drawn, rest])
+    assert torch.equal(seen[:, 1], -seen[:, 0])  # rows stay whole
+    assert sorted(seen[:, 0].tolist()) == ids.tolist()  # every vector exactly once
+    assert not torch.equal(seen[:48, 0], ids[:48])  # and shuffled
+
+    b = ShuffleBuffer(2, seed=5, device=torch.device("cpu"))
+    first = run(b, chunks[:5], pops=99)
+    c = ShuffleBuffer(2, seed=0, device=torch.device("cpu"))
+    c.load_state_dict(b.state_dict())  # a resumed run continues the same draw
+    later = run(c, chunks[5:], pops=99)
+    assert all(torch.equal(x, y) for x, y in zip(first + later, drawn))
