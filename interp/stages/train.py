@@ -39,13 +39,6 @@ def run_group(
     from interp.train.distributed import init_distributed
 
     cfgs = [c for c, _ in members]
-    if cfgs[0].train.dist.strategy == "deepspeed":
-        raise ValueError(
-            "train.dist.strategy=deepspeed: the DeepSpeed ZeRO engine exists "
-            "(interp.train.distributed.TorchDist.deepspeed_engine, tested against one "
-            "process) but the SAE training loop does not drive it yet; use "
-            "train.dist.strategy=fsdp to shard wide dictionaries and their optimiser state"
-        )
     # ranks from torchrun / srun variables; a single process gets the no-op Dist
     dist = init_distributed(
         cfgs[0].train.dist,

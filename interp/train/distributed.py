@@ -739,6 +739,63 @@ def _whole_zero_params(module: nn.Module) -> Iterator[None]:
         safe_set_full_fp32_param(p, p.detach().clone())
 
 
+def zero_optimizer_state(engine: Any) -> dict[str, Any]:
+    """This rank's ZeRO 1/2 optimiser partition, from the engine's own state: the base
+    optimiser's state (Adam moments and step over this rank's flat fp32 partition of
+    each param group) and those fp32 master partitions themselves, as CPU tensors.
+
+    Plain tensors and numbers only (``torch.load(weights_only=True)`` reads it back);
+    each rank saves and restores its own partition, so resuming needs the same world
+    size and ZeRO stage (recorded here and checked by :func:`load_zero_optimizer_state`).
+    """
+    zero = engine.optimizer
+    partitions = [t.detach().to("cpu", copy=True) for t in zero.single_partition_of_fp32_groups]
+    return {
+        "zero_stage": int(engine.zero_optimization_stage()),
+        "world_size": int(zero.partition_count[0]),
+        "base_optimizer": _to_cpu(zero.optimizer.state_dict()),
+        "fp32_partitions": partitions,
+    }
+
+
+def load_zero_optimizer_state(engine: Any, state: dict[str, Any]) -> None:
+    """Restore :func:`zero_optimizer_state` into a freshly built engine of the same
+    shape (call after loading the module's whole parameters)."""
+    zero = engine.optimizer
+    if "fp32_partitions" not in state:
+        raise ValueError(
+            "the checkpoint's optimizer state is not a ZeRO partition (it was written "
+            "under another strategy): resume with the strategy that wrote it, or delete "
+            "the group's checkpoints folder to start over"
+        )
+    here = (int(engine.zero_optimization_stage()), int(zero.partition_count[0]))
+    saved = (state["zero_stage"], state["world_size"])
+    if saved != here:
+        raise ValueError(
+            f"the checkpoint holds ZeRO stage {saved[0]} partitions of {saved[1]} ranks, "
+            f"this run is stage {here[0]} on {here[1]}: resume with the same "
+            "dist.zero_stage and process count, or delete the checkpoints folder"
+        )
+    current = zero.single_partition_of_fp32_groups
+    shapes = [tuple(t.shape) for t in state["fp32_partitions"]]
+    if shapes != [tuple(t.shape) for t in current]:
+        raise ValueError(f"ZeRO partition shapes {shapes} do not match this run's dictionary")
+    zero.optimizer.load_state_dict(state["base_optimizer"])
+    with torch.no_grad():
+        for mine, saved_t in zip(current, state["fp32_partitions"]):
+            mine.copy_(saved_t)
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return value
+
+
 def global_total_variance(dist: Dist, y_ND: Tensor) -> Tensor:
     """sum over the world batch of ||y - world mean||^2, a 0-d float32 tensor.
 

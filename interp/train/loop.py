@@ -26,6 +26,16 @@ step is taken with it (:class:`TrainingDiverged`).
 Distributed runs go through a :class:`interp.train.distributed.Dist`: data shards per
 rank, gradient averaging, the fired mask (MAX) and metrics (mean) reduced over ranks,
 each rank checkpointing the members it trains, only writers touching member files.
+
+Under strategy ``deepspeed`` each member's SAE and its Adam are wrapped by a ZeRO 1/2
+engine (:meth:`interp.train.distributed.TorchDist.deepspeed_engine`): forward through the
+engine, ``engine.backward``, ``engine.step`` (which averages and partitions the
+gradients and steps this rank's fp32 partition). ZeRO moves gradients into its own
+buffers during backward, so the decoder-gradient projection is a ``W_dec`` tensor hook;
+parameter edits after the step go inside ``dist.whole_params``. The LR schedule steps
+the same Adam that ZeRO drives. Checkpoints hold each rank's own ZeRO partition (the
+engine's base-optimiser state and fp32 master partition, see
+:func:`interp.train.distributed.zero_optimizer_state`), so a resume is exact.
 """
 
 from __future__ import annotations
@@ -57,7 +67,7 @@ from interp.train.checkpoint import (
     read_meta,
     write_rank_state,
 )
-from interp.train.distributed import Dist
+from interp.train.distributed import Dist, load_zero_optimizer_state, zero_optimizer_state
 from interp.train.stream import ActivationStream, Columns, ShuffleBuffer, usable_vectors
 
 log = logging.getLogger(__name__)
@@ -180,7 +190,9 @@ class Member:
         d_in = self.x_cols.stop - self.x_cols.start
         d_out = d_in if self.y_cols is None else self.y_cols.stop - self.y_cols.start
         self.device = dist.device
-        self.sae = dist.prepare_module(build_dictionary(cfg, d_in, d_out, dist.device))
+        sae = build_dictionary(cfg, d_in, d_out, dist.device)
+        deepspeed = dist.strategy == "deepspeed"
+        self.sae = sae if deepspeed else dist.prepare_module(sae)
         num_latents = int(self.sae.num_latents)
         # fused: one kernel for the whole update, ~10-20x faster than foreach on CPU.
         fused = True if self.device.type in ("cpu", "cuda") else None
@@ -191,6 +203,12 @@ class Member:
             self.optimizer,
             partial(lr_factor, warmup=cfg.train.warmup_steps, total=plan.num_steps),
         )
+        self.engine: Any = None  # the DeepSpeed engine (strategy deepspeed), else None
+        if deepspeed:
+            if self.sae.normalize_decoder:  # before_optimizer_step, as a gradient hook
+                self.sae.W_dec.register_hook(partial(_project_decoder_grad, self.sae))
+            # ZeRO steps the same Adam: the scheduler above still sets its lr
+            self.engine = dist.deepspeed_engine(self.sae, self.optimizer)  # type: ignore[attr-defined]
         self.tokens_since_fired = torch.zeros(num_latents, dtype=torch.long, device=self.device)
         self.dead_window = cfg.sae.dead_tokens or plan.dead_window
         self.last_lr = 0.0  # lr of the latest step (the scheduler already points past it)
@@ -214,10 +232,27 @@ class Member:
         self.tokens_since_fired += tokens
         self.tokens_since_fired[fired_M] = 0
 
+    def optimizer_state(self) -> dict[str, Any]:
+        """This rank's optimiser state: Adam's, or under ZeRO this rank's partition."""
+        if self.engine is not None:
+            return zero_optimizer_state(self.engine)
+        return self.optimizer.state_dict()
+
+    def release_engine(self) -> None:
+        """End of training under deepspeed: give the SAE parameters storage of their own
+        (ZeRO keeps them as views of one flat buffer), so the final SAE is saved from
+        whole, unshared tensors; the engine is dropped."""
+        if self.engine is None:
+            return
+        with torch.no_grad():
+            for p in self.sae.parameters():
+                p.data = p.data.clone()
+        self.engine = None
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "sae": self.sae.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer_state(),
             "scheduler": self.scheduler.state_dict(),
             "tokens_since_fired": self.tokens_since_fired.cpu(),
             "interval": self.interval.state_dict(),
@@ -226,8 +261,11 @@ class Member:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sae.load_state_dict(state["sae"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.sae.load_state_dict(state["sae"])  # in place: ZeRO's flat buffer too
+        if self.engine is not None:
+            load_zero_optimizer_state(self.engine, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.tokens_since_fired.copy_(state["tokens_since_fired"])
         self.interval.load_state_dict(state["interval"], self.device)
@@ -236,10 +274,19 @@ class Member:
 
 
 def _train_forward(
-    sae: SparseCoder, x: torch.Tensor, y: torch.Tensor | None, dead_M: torch.Tensor, step: int
+    sae: Any, x: torch.Tensor, y: torch.Tensor | None, dead_M: torch.Tensor, step: int
 ) -> TrainOutput:
-    """The dictionary's training forward (loss, fvu, l0, fired_M, metrics)."""
+    """The dictionary's (or its DeepSpeed engine's) training forward (loss, fvu, l0,
+    fired_M, metrics)."""
     return sae(x, y, dead_mask=dead_M, step=step)
+
+
+def _project_decoder_grad(sae: SparseCoder, grad_MD: torch.Tensor) -> torch.Tensor:
+    """:meth:`SparseCoder.remove_gradient_parallel_to_decoder_directions` as a W_dec
+    gradient hook [M, E] -> [M, E] (under ZeRO the gradient never sits in ``.grad``).
+    Linear in the gradient, so projecting each rank's before averaging is the same."""
+    w_ME = sae.W_dec.detach()
+    return grad_MD - (grad_MD * w_ME).sum(1, keepdim=True) * w_ME
 
 
 class GroupTrainer:
@@ -310,8 +357,14 @@ class GroupTrainer:
         x, y = member.inputs(batch_NW)
         if self.step == 0:
             self._init_from_batch(member, x, y)
-        out = _train_forward(member.sae, x, y, member.dead_mask(), self.step)
-        out.loss.backward()
+        engine = member.engine
+        out = _train_forward(
+            member.sae if engine is None else engine, x, y, member.dead_mask(), self.step
+        )
+        if engine is not None:
+            engine.backward(out.loss)  # ZeRO reduces (and partitions) the gradients
+        else:
+            out.loss.backward()
         metrics = {"fvu": out.fvu, "loss": out.loss, "l0": out.l0, **out.metrics}
         return _StepResult(
             out.loss.detach().reshape(()),
@@ -362,13 +415,19 @@ class GroupTrainer:
 
     def _optimizer_step(self, member: Member, fired_M: torch.Tensor) -> None:
         sae = member.sae
-        self.dist.all_reduce_grads(sae)
-        sae.before_optimizer_step()
         member.last_lr = member.optimizer.param_groups[0]["lr"]
-        member.optimizer.step()
-        member.optimizer.zero_grad(set_to_none=True)
-        member.scheduler.step()
-        sae.after_optimizer_step()
+        if member.engine is not None:
+            member.engine.step()  # projection ran as a hook; grads zeroed by the engine
+            member.scheduler.step()
+            with self.dist.whole_params(sae):  # into ZeRO's fp32 master partition too
+                sae.after_optimizer_step()
+        else:
+            self.dist.all_reduce_grads(sae)
+            sae.before_optimizer_step()
+            member.optimizer.step()
+            member.optimizer.zero_grad(set_to_none=True)
+            member.scheduler.step()
+            sae.after_optimizer_step()
         if self.replicated and self.dist.world_size > 1:
             fired_M = self.dist.all_reduce_(fired_M.to(torch.uint8), "max").bool()
         member.count_firing(fired_M, self.plan.tokens_per_step)
@@ -480,6 +539,8 @@ def fit(trainer: GroupTrainer, settings: FitSettings, should_stop: Callable[[], 
         trainer.save(settings.checkpoint_dir, settings.keep_checkpoints)
     for logger in loggers:
         logger.close()
+    for m in trainer.members:
+        m.release_engine()
     return True
 
 
