@@ -40,6 +40,10 @@ def set_threads() -> None:
 
 def execute(stage: str, cfg_dict: dict[str, Any] | None, root: str, task: Task) -> float:
     """Run one array task; SIGTERM/SIGUSR2 only set the stop flag the stage polls."""
+    # Large CPU tensors on transparent huge pages (read by torch at its first allocation):
+    # fresh memory costs ~3-10 us per 4 KiB page fault on the VMs measured, which the LM
+    # forward and the SAE step pay every step (bench/RESULTS.md, train_vs_sparsify).
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     setup_logging()
     set_threads()
     stop = threading.Event()
