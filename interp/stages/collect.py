@@ -29,6 +29,7 @@ from interp.plan import Task
 from interp.runs import RunPaths, commit_task, is_committed
 from interp.store import (
     StoreMeta,
+    check_store_meta,
     read_slice_info,
     token_dtype_for,
     write_slice,
@@ -74,8 +75,13 @@ def run_group(members: Members, task: Task, should_stop: Callable[[], bool]) -> 
     for cfg, paths in todo:
         sae = load_sae(paths.sae_dir(), device=device)  # beside the LM: no host round trip
         _check_sae(cfg, sae)
-        # store.json before any slice: whoever finds a slice also finds the store's facts.
-        write_store_meta(paths.store_dir(), _store_meta(cfg, sae, token_dtype))
+        # store.json has one writer (task 0), so no two tasks share a file; the others
+        # only refuse a store that an earlier run wrote for a different dictionary.
+        meta = _store_meta(cfg, sae, token_dtype)
+        if task.index == 0:
+            write_store_meta(paths.store_dir(), meta)
+        else:
+            check_store_meta(paths.store_dir(), meta)
         if read_slice_info(paths.slice_group(task.index)) is None:
             encode.append((cfg, paths, sae))
         else:

@@ -87,7 +87,16 @@ class StoreMeta:
 
 
 def write_store_meta(store_dir: Path, meta: StoreMeta) -> None:
-    """Write ``store.json`` atomically; refuse to change what another writer wrote."""
+    """Write ``store.json`` atomically (its one writer: collect task 0); refuse to
+    change what an earlier attempt wrote."""
+    old = check_store_meta(store_dir, meta)
+    if old is None:
+        atomic_write_json(store_meta_file(store_dir), dataclasses.asdict(meta))
+
+
+def check_store_meta(store_dir: Path, meta: StoreMeta) -> StoreMeta | None:
+    """The committed ``store.json`` (None if not written yet); ValueError if it
+    describes a different store than ``meta``."""
     old = read_store_meta(store_dir)
     if old is not None and old != meta:
         raise ValueError(
@@ -95,8 +104,7 @@ def write_store_meta(store_dir: Path, meta: StoreMeta) -> None:
             f"writer ({meta}); the store folder is keyed by the collect config, so this means "
             "the SAE or data changed under the same run id: delete the store and rerun collect"
         )
-    if old is None:
-        atomic_write_json(store_meta_file(store_dir), dataclasses.asdict(meta))
+    return old
 
 
 def read_store_meta(store_dir: Path) -> StoreMeta | None:

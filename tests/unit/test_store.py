@@ -519,3 +519,19 @@ def test_collect_and_compact_stages(fake_pipeline):
     assert reader.meta.n_latents == 64 and reader.meta.hookpoint == cfg.hookpoint
     np.testing.assert_array_equal(reader.token_ids(), tokens)
     assert_matches(reader.latent_range(0, 64), ref, 0, 64)
+
+
+def test_store_json_has_one_writer(fake_pipeline):
+    from interp.stages import collect
+    from interp.store import StoreMeta, read_store_meta, write_store_meta
+
+    cfg, paths, _, _, sae = fake_pipeline
+    slices = intervals(cfg.collect.num_tokens, cfg.collect.slice_tokens)
+    collect.run(cfg, paths, slices[1], lambda: False)
+    assert read_store_meta(paths.store_dir()) is None  # only collect task 0 writes it
+    collect.run(cfg, paths, slices[0], lambda: False)
+    meta = read_store_meta(paths.store_dir())
+    assert meta is not None and meta.n_latents == sae.num_latents
+    other = StoreMeta(**{**meta.__dict__, "n_latents": meta.n_latents + 1})
+    with pytest.raises(ValueError, match="describes a different store"):
+        write_store_meta(paths.store_dir(), other)
