@@ -580,7 +580,7 @@ def _saved_weights(out_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
     }
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # ~55 s per stage on 2 busy CPU cores (four train_group runs)
 @pytest.mark.parametrize("stage", [1, 2])
 def test_training_loop_deepspeed(tmp_path, stage) -> None:
     """train_group under ZeRO 1/2 on 2 CPU ranks: rank 0 writes each SAE, which reaches
