@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import threading
 from types import ModuleType
 from typing import Any, Literal
 
@@ -100,46 +101,98 @@ def resolve_backend(backend: str, device: torch.device | str) -> Literal["torch"
 
 
 class _TopKEncode(torch.autograd.Function):
-    """topk(relu(x W^T + b)), with a backward that touches only the K selected entries."""
+    """topk(relu((x - b_dec) W^T + b)), with a backward that touches only the K selected
+    entries.
+
+    b_dec is subtracted inside, so its gradient is ``-grad_b @ W`` (an [M] x [M, D]
+    product) rather than a sum over N of a dense [N, D] input gradient, which is only
+    formed when x itself needs a gradient.
+    """
 
     @staticmethod
     def forward(
-        ctx: Any, x_ND: torch.Tensor, W_MD: torch.Tensor, b_M: torch.Tensor, k: int, backend: str
+        ctx: Any,
+        x_ND: torch.Tensor,
+        W_MD: torch.Tensor,
+        b_M: torch.Tensor,
+        b_dec_D: torch.Tensor,
+        k: int,
+        backend: str,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        top_pre_NK, top_idx_NK = F.linear(x_ND, W_MD, b_M).topk(k, dim=-1, sorted=False)
+        xc_ND = x_ND - b_dec_D
+        pre_NM = _pre_acts(xc_ND, W_MD, b_M)
+        top_pre_NK, top_idx_NK = pre_NM.topk(k, dim=-1, sorted=False)
+        del pre_NM
         top_acts_NK = top_pre_NK.relu_()
-        ctx.save_for_backward(x_ND, W_MD, top_acts_NK, top_idx_NK)
+        ctx.save_for_backward(xc_ND, W_MD, top_acts_NK, top_idx_NK)
         ctx.mark_non_differentiable(top_idx_NK)
         ctx.backend = backend
         ctx.b_dtype = b_M.dtype
+        ctx.b_dec_dtype = b_dec_D.dtype
         return top_acts_NK, top_idx_NK
 
     @staticmethod
     def backward(
         ctx: Any, grad_acts_NK: torch.Tensor, _grad_idx: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, ...]:
-        x_ND, W_MD, top_acts_NK, top_idx_NK = ctx.saved_tensors
+        xc_ND, W_MD, top_acts_NK, top_idx_NK = ctx.saved_tensors
+        need_x, need_W, need_b, need_b_dec = ctx.needs_input_grad[:4]
         # A selected zero came from relu(pre <= 0): its gradient is zero. (sparsify's
         # FusedEncoder lets it through; the dense computation does not.)
         grad_NK = grad_acts_NK * (top_acts_NK > 0).to(grad_acts_NK.dtype)
-        if ctx.backend == "triton":
-            grads = _triton_module().encoder_backward(
-                grad_NK, top_idx_NK, x_ND, W_MD, ctx.b_dtype, tuple(ctx.needs_input_grad[:3])
-            )
-            return (*grads, None, None)
         grad_x = grad_W = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = F.embedding_bag(
-                top_idx_NK, W_MD, mode="sum", per_sample_weights=grad_NK.to(W_MD.dtype)
-            ).to(x_ND.dtype)
-        if ctx.needs_input_grad[1]:
-            grad_W = _sparse_grad_weight(grad_NK, top_idx_NK, x_ND, W_MD.shape[0], W_MD.dtype)
-        if ctx.needs_input_grad[2]:
-            compute = torch.float32 if grad_NK.dtype in _HALF else grad_NK.dtype
-            grad_b = torch.zeros(W_MD.shape[0], dtype=compute, device=grad_NK.device)
-            grad_b.index_add_(0, top_idx_NK.reshape(-1), grad_NK.reshape(-1).to(compute))
-            grad_b = grad_b.to(ctx.b_dtype)
-        return grad_x, grad_W, grad_b, None, None
+        if ctx.backend == "triton":
+            grad_x, grad_W, grad_b = _triton_module().encoder_backward(
+                grad_NK,
+                top_idx_NK,
+                xc_ND,
+                W_MD,
+                ctx.b_dtype,
+                (need_x, need_W, need_b or need_b_dec),
+            )
+        else:
+            if need_x:
+                grad_x = F.embedding_bag(
+                    top_idx_NK, W_MD, mode="sum", per_sample_weights=grad_NK.to(W_MD.dtype)
+                ).to(xc_ND.dtype)
+            if need_W:
+                grad_W = _sparse_grad_weight(grad_NK, top_idx_NK, xc_ND, W_MD.shape[0], W_MD.dtype)
+            if need_b or need_b_dec:
+                compute = torch.float32 if grad_NK.dtype in _HALF else grad_NK.dtype
+                grad_b = torch.zeros(W_MD.shape[0], dtype=compute, device=grad_NK.device)
+                grad_b.index_add_(0, top_idx_NK.reshape(-1), grad_NK.reshape(-1).to(compute))
+                grad_b = grad_b.to(ctx.b_dtype)
+        grad_b_dec = None
+        if need_b_dec:
+            # d/d b_dec of (x - b_dec) W^T = -(sum over tokens of grad_pre) W = -grad_b W.
+            assert grad_b is not None
+            compute = torch.float64 if W_MD.dtype == torch.float64 else torch.float32
+            grad_b_dec = -(grad_b.to(compute) @ W_MD.to(compute))
+            grad_b_dec = grad_b_dec.to(ctx.b_dec_dtype)
+        return grad_x, grad_W, grad_b if need_b else None, grad_b_dec, None, None
+
+
+_workspace = threading.local()
+
+
+def _pre_acts(xc_ND: torch.Tensor, W_MD: torch.Tensor, b_M: torch.Tensor) -> torch.Tensor:
+    """[N, M] pre-activations ``xc W^T + b``. On CPU they go into a per-thread buffer
+    reused across calls (valid until the next call): a fresh [N, M] tensor costs a page
+    fault per 4 KiB (74k faults, ~70 ms, for 8192 x 9216 fp32), as much as the top-k.
+    The buffer keeps the largest size seen (per thread) for the life of the process.
+    CUDA's caching allocator already reuses memory, so there it is a plain F.linear."""
+    if xc_ND.device.type != "cpu":
+        return F.linear(xc_ND, W_MD, b_M)
+    shape = (xc_ND.shape[0], W_MD.shape[0])
+    numel = shape[0] * shape[1]
+    dtype = torch.result_type(xc_ND, W_MD)
+    buf = getattr(_workspace, "buf", None)
+    if buf is None or buf.dtype != dtype or buf.numel() < numel:
+        _workspace.buf = None  # free the old buffer before allocating the new one
+        with torch.inference_mode(False):  # a normal tensor: writable in and out of it
+            buf = _workspace.buf = torch.empty(numel, dtype=dtype)
+    # addmm into the buffer is bit-identical to F.linear (same bias-then-GEMM kernel).
+    return torch.addmm(b_M, xc_ND, W_MD.t(), out=buf[:numel].view(shape))
 
 
 _HALF = (torch.bfloat16, torch.float16)
@@ -164,7 +217,12 @@ def _sparse_grad_weight(
         (num_latents, n),
         check_invariants=False,
     )
-    return torch.sparse.mm(grad_MN, x_ND.to(compute)).to(dtype)
+    if x_ND.device.type != "cpu":
+        return torch.sparse.mm(grad_MN, x_ND.to(compute)).to(dtype)
+    # torch.sparse.mm zero-fills a fresh [M, D] result twice on CPU; addmm with beta=0
+    # over a broadcast zero fills it once. Same sums.
+    zero_MD = torch.zeros((), dtype=compute).expand(num_latents, x_ND.shape[1])
+    return torch.addmm(zero_MD, grad_MN, x_ND.to(compute), beta=0).to(dtype)
 
 
 def _gather_dot(idx_NK: torch.Tensor, G_ND: torch.Tensor, W_MD: torch.Tensor) -> torch.Tensor:
@@ -182,9 +240,12 @@ def _gather_dot(idx_NK: torch.Tensor, G_ND: torch.Tensor, W_MD: torch.Tensor) ->
     return out_NK
 
 
-class _HalfDecode(torch.autograd.Function):
-    """The embedding-bag decoder for bfloat16/float16 W_dec, whose backward torch lacks on
-    CUDA (``_embedding_bag_per_sample_weights_backward_cuda`` has float32/64 only)."""
+class _SparseDecode(torch.autograd.Function):
+    """The embedding-bag decoder with our own backward: the W_dec gradient as one sparse
+    [M, N] @ dense [N, D] product, as in the encoder (torch's embedding_bag backward
+    sorts the N*K indices first: 4-5x slower on CPU, same sums). Also used for
+    bfloat16/float16 W_dec, whose backward torch lacks on CUDA
+    (``_embedding_bag_per_sample_weights_backward_cuda`` has float32/64 only)."""
 
     @staticmethod
     def forward(
@@ -200,7 +261,20 @@ class _HalfDecode(torch.autograd.Function):
         top_idx_NK, top_acts_NK, W_dec_MD = ctx.saved_tensors
         grad_acts = grad_W = None
         if ctx.needs_input_grad[1]:
-            grad_acts = _gather_dot(top_idx_NK, grad_ND, W_dec_MD).to(top_acts_NK.dtype)
+            if W_dec_MD.dtype in _HALF:
+                grad_acts = _gather_dot(top_idx_NK, grad_ND, W_dec_MD)
+            else:  # torch's own per-sample-weights backward: <G[n], W[idx[n, j]]>
+                n, k = top_idx_NK.shape
+                entries = torch.arange(n * k, device=grad_ND.device)
+                grad_acts = torch.ops.aten._embedding_bag_per_sample_weights_backward(
+                    grad_ND.contiguous(),
+                    W_dec_MD,
+                    top_idx_NK.reshape(-1),
+                    entries[::k],
+                    entries // k,
+                    0,  # mode: sum
+                ).view(n, k)
+            grad_acts = grad_acts.to(top_acts_NK.dtype)
         if ctx.needs_input_grad[2]:
             grad_W = _sparse_grad_weight(
                 top_acts_NK, top_idx_NK, grad_ND, W_dec_MD.shape[0], W_dec_MD.dtype
@@ -232,7 +306,7 @@ def topk_encode(
         raise ValueError(f"k={k} must be in [1, num_latents={W_enc_MD.shape[0]}]")
     if backend == "triton":
         _check_triton_dtypes(x_ND, W_enc_MD, b_enc_M, b_dec_D)
-    return _TopKEncode.apply(x_ND - b_dec_D, W_enc_MD, b_enc_M, k, backend)
+    return _TopKEncode.apply(x_ND, W_enc_MD, b_enc_M, b_dec_D, k, backend)
 
 
 def topk_decode(
@@ -256,8 +330,8 @@ def topk_decode(
         _check_triton_dtypes(top_acts_NK, W_dec_MD)
         _check_indices(top_idx_NK, W_dec_MD.shape[0])
         return _triton_module().TritonDecode.apply(top_idx_NK, top_acts_NK, W_dec_MD)
-    if W_dec_MD.dtype in _HALF:
-        return _HalfDecode.apply(top_idx_NK, top_acts_NK, W_dec_MD)
+    if W_dec_MD.dtype in _HALF or W_dec_MD.device.type == "cpu":
+        return _SparseDecode.apply(top_idx_NK, top_acts_NK, W_dec_MD)
     return F.embedding_bag(
         top_idx_NK, W_dec_MD, mode="sum", per_sample_weights=top_acts_NK.to(W_dec_MD.dtype)
     )

@@ -106,13 +106,37 @@ ForwardOutput = TrainOutput
 
 
 def total_variance(y_NE: torch.Tensor) -> torch.Tensor:
-    """sum((y - batch mean of y)^2), a scalar: the FVU denominator."""
-    return (y_NE - y_NE.mean(0)).pow(2).sum()
+    """sum((y - batch mean of y)^2), a scalar: the FVU denominator. (N times the per-column
+    population variance, summed: no [N, E] temporaries.)"""
+    return torch.var(y_NE, dim=0, correction=0).sum() * y_NE.shape[0]
+
+
+class _SumSquaredError(torch.autograd.Function):
+    """sum((a - b)^2) in one pass forward and one backward (autograd's sub, pow, sum
+    chain makes four [N, E] temporaries and a negation)."""
+
+    @staticmethod
+    def forward(ctx: Any, a_NE: torch.Tensor, b_NE: torch.Tensor) -> torch.Tensor:
+        d_NE = a_NE - b_NE
+        ctx.save_for_backward(d_NE)
+        return d_NE.pow(2).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (d_NE,) = ctx.saved_tensors
+        grad_a = d_NE * (2 * grad)
+        grad_b = -grad_a if ctx.needs_input_grad[1] else None
+        return grad_a if ctx.needs_input_grad[0] else None, grad_b
+
+
+def sum_squared_error(a_NE: torch.Tensor, b_NE: torch.Tensor) -> torch.Tensor:
+    """sum((a - b)^2), a scalar, differentiable in both."""
+    return _SumSquaredError.apply(a_NE, b_NE)
 
 
 def fraction_of_variance_unexplained(y_NE: torch.Tensor, y_hat_NE: torch.Tensor) -> torch.Tensor:
     """sum((y - y_hat)^2) / sum((y - mean(y))^2), a scalar."""
-    return (y_NE - y_hat_NE).pow(2).sum() / total_variance(y_NE)
+    return sum_squared_error(y_hat_NE, y_NE) / total_variance(y_NE)
 
 
 def dense_to_sparse(acts_NM: torch.Tensor) -> EncoderOutput:
@@ -422,8 +446,9 @@ class SparseCoder(nn.Module):
         so Adam does not spend its step growing norms that renormalisation undoes."""
         if self.W_dec.grad is None:
             return
-        parallel_M1 = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True)
-        self.W_dec.grad -= parallel_M1 * self.W_dec
+        # vecdot and addcmul_: no [M, E] temporaries (the grad is updated in place).
+        parallel_M1 = torch.linalg.vecdot(self.W_dec.grad, self.W_dec, dim=1).unsqueeze(1)
+        self.W_dec.grad.addcmul_(parallel_M1, self.W_dec, value=-1)
 
     # ------------------------------------------------------------------ export
     def to_inference(self) -> SparseCoder:

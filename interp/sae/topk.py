@@ -34,6 +34,7 @@ from interp.sae.base import (
     TrainOutput,
     auxk_loss,
     fraction_of_variance_unexplained,
+    sum_squared_error,
     total_variance,
 )
 from kernels.topk import Backend, topk_encode
@@ -112,13 +113,13 @@ class TopKSAE(SparseCoder):
             top_acts_NK, top_idx_NK = self._encode_flat(x_ND)
         sae_out_NE = self.decode(top_acts_NK, top_idx_NK)
         total_var = total_variance(y_NE)
-        fvu = (y_NE - sae_out_NE).pow(2).sum() / total_var
+        fvu = sum_squared_error(sae_out_NE, y_NE) / total_var
         loss, metrics = fvu, {}
         if self.multi_topk:
             assert pre_NM is not None
             k4 = min(MULTI_TOPK_FACTOR * self.k, self.num_latents)
             acts4_NK, idx4_NK = pre_NM.topk(k4, dim=-1, sorted=False)
-            multi_fvu = (self.decode(acts4_NK, idx4_NK) - y_NE).pow(2).sum() / total_var
+            multi_fvu = sum_squared_error(self.decode(acts4_NK, idx4_NK), y_NE) / total_var
             loss = loss + MULTI_TOPK_WEIGHT * multi_fvu
             metrics["multi_topk_fvu"] = multi_fvu.detach()
         if use_auxk:
@@ -128,8 +129,10 @@ class TopKSAE(SparseCoder):
             loss = loss + self.auxk_alpha * auxk
             metrics["auxk"] = auxk.detach()
         active_NK = top_acts_NK > 0
-        fired_M = torch.zeros(self.num_latents, dtype=torch.bool, device=x_ND.device)
-        fired_M[top_idx_NK[active_NK]] = True
+        # Inactive slots write to a spare last entry: no boolean-mask gather (nonzero).
+        fired_M = torch.zeros(self.num_latents + 1, dtype=torch.bool, device=x_ND.device)
+        fired_M[top_idx_NK.masked_fill(~active_NK, self.num_latents)] = True
+        fired_M = fired_M[: self.num_latents]
         return TrainOutput(
             sae_out=sae_out_NE,
             loss=loss,
