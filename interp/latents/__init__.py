@@ -6,6 +6,14 @@ from interp.latents.examples import (
     LatentExamples,
     active_contexts,
     build_examples,
+    top_contexts,
 )
 
-__all__ = ["ActiveContexts", "Example", "LatentExamples", "active_contexts", "build_examples"]
+__all__ = [
+    "ActiveContexts",
+    "Example",
+    "LatentExamples",
+    "active_contexts",
+    "build_examples",
+    "top_contexts",
+]

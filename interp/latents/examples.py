@@ -68,6 +68,12 @@ def active_contexts(tok: np.ndarray, val: np.ndarray, ctx_len: int) -> ActiveCon
     return ActiveContexts(ctx[starts], val[first], tok[first])
 
 
+def top_contexts(found: ActiveContexts, n: int) -> ActiveContexts:
+    """The ``n`` strongest activating contexts, strongest first (ties: earlier context)."""
+    order = np.argsort(-found.max_act, kind="stable")[: max(n, 0)]
+    return ActiveContexts(found.context[order], found.max_act[order], found.max_tok[order])
+
+
 def quantile_of_rank(n: int, n_quantiles: int) -> np.ndarray:
     """[n] quantile of each rank (rank 0 = strongest): equal-count slices, top first."""
     q = np.empty(n, dtype=np.int64)

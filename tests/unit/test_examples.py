@@ -124,3 +124,17 @@ def test_window_longer_than_context_is_a_user_error() -> None:
     tok, val, ids = _synthetic(20)
     with pytest.raises(ValueError, match="window"):
         build_examples(tok, val, ids, 8, ExamplesConfig(window=24), 0)
+
+
+def test_top_contexts_are_the_strongest_first() -> None:
+    from interp.latents import top_contexts
+
+    tok, val, _ = _synthetic(40, seed=3)
+    found = active_contexts(tok, val, CTX)
+    top = top_contexts(found, 5)
+    assert len(top.context) == 5
+    assert np.all(np.diff(top.max_act) <= 0)
+    assert top.max_act[0] == found.max_act.max()
+    assert set(top.context) <= set(found.context)
+    assert np.min(top.max_act) >= np.sort(found.max_act)[-5]
+    assert len(top_contexts(found, 1000).context) == len(found.context)
