@@ -102,9 +102,7 @@ def hidden_size(name: str) -> int:
     """d_model of a model without loading its weights (planning needs only this)."""
     if name in HIDDEN_SIZES:
         return HIDDEN_SIZES[name]
-    where = Path(resolve_model(name))
-    config = json.loads((where / "config.json").read_text()) if where.is_dir() else None
-    config = config or _hub_config(name)
+    config = _model_config(name)
     return int(config.get("hidden_size") or config["n_embd"])
 
 
@@ -116,10 +114,15 @@ def hookpoint_width(name: str, hookpoint: str) -> int:
         return hidden_size(name)
     if name in INTERMEDIATE_SIZES:
         return INTERMEDIATE_SIZES[name]
+    config = _model_config(name)
+    return int(config.get("intermediate_size") or config["n_inner"])
+
+
+def _model_config(name: str) -> dict:
+    """The model's config.json: from its local folder, else from the hub."""
     where = Path(resolve_model(name))
     config = json.loads((where / "config.json").read_text()) if where.is_dir() else None
-    config = config or _hub_config(name)
-    return int(config.get("intermediate_size") or config["n_inner"])
+    return config or _hub_config(name)
 
 
 def _hub_config(name: str) -> dict:

@@ -142,16 +142,7 @@ def _finish_fixed(cfg: RunConfig, paths: RunPaths, subject: SubjectModel) -> dic
 
     width = subject.widths[cfg.hookpoint]
     sae = build_dictionary(cfg, width, width, subject.device)
-    if not (paths.sae_dir() / WEIGHTS_FILE).is_file():
-        remove_stale_tmp(paths.sae_dir().parent)
-        save_sae(sae, paths.sae_dir())
-    t0 = time.perf_counter()
-    windows = load_windows(paths, "collect")[:EVAL_WINDOWS]
-    if len(windows) == 0:
-        raise ValueError("the collect split is empty: raise collect.num_tokens")
-    summary = {
-        **_evaluate(cfg, sae, subject, windows),
-        "eval_s": time.perf_counter() - t0,
+    figures = {
         "architecture": cfg.sae.architecture,
         "rotate": cfg.sae.rotate,
         "hookpoint": cfg.hookpoint,
@@ -162,9 +153,7 @@ def _finish_fixed(cfg: RunConfig, paths: RunPaths, subject: SubjectModel) -> dic
         "steps": 0,
         "wall_s": 0.0,
     }
-    atomic_write_json(paths.train_summary(), summary)
-    log.info("built %s (not trained): %s", paths.sae_dir(), summary)
-    return summary
+    return _save_and_evaluate(cfg, paths, sae, subject, figures)
 
 
 def _device_of(cfg: RunConfig) -> Any:
@@ -236,25 +225,33 @@ def _evaluate(cfg: RunConfig, sae: nn.Module, subject: SubjectModel, windows: An
 
 def _finish(trainer: GroupTrainer, member: Member, subject: SubjectModel) -> dict[str, Any]:
     """Save the member's dictionary, evaluate it, write its summary."""
-    paths = member.paths
-    if (done := _finished(paths)) is not None:
+    if (done := _finished(member.paths)) is not None:
         return done
     inference = member.sae.to_inference()
+    figures = _training_figures(trainer, member)
+    return _save_and_evaluate(member.cfg, member.paths, inference, subject, figures)
+
+
+def _save_and_evaluate(
+    cfg: RunConfig,
+    paths: RunPaths,
+    sae: nn.Module,
+    subject: SubjectModel,
+    figures: dict[str, Any],
+) -> dict[str, Any]:
+    """Save ``sae`` (unless an earlier attempt did), run the spliced evaluation on the
+    held-out windows, and commit the summary = evaluation + ``figures``."""
     if not (paths.sae_dir() / WEIGHTS_FILE).is_file():
         remove_stale_tmp(paths.sae_dir().parent)  # half-written copies of killed attempts
-        save_sae(inference, paths.sae_dir())
+        save_sae(sae, paths.sae_dir())
     t0 = time.perf_counter()
     windows = load_windows(paths, "collect")[:EVAL_WINDOWS]
     if len(windows) == 0:
         raise ValueError("the collect split is empty: raise collect.num_tokens")
-    result = _evaluate(member.cfg, inference, subject, windows)
-    summary = {
-        **result,
-        "eval_s": time.perf_counter() - t0,
-        **_training_figures(trainer, member),
-    }
+    summary = {**_evaluate(cfg, sae, subject, windows), "eval_s": time.perf_counter() - t0}
+    summary.update(figures)
     atomic_write_json(paths.train_summary(), summary)
-    log.info("trained %s: %s", paths.sae_dir(), summary)
+    log.info("finished %s: %s", paths.sae_dir(), summary)
     return summary
 
 
