@@ -321,7 +321,9 @@ class StageCall(submitit.helpers.Checkpointable):
         requeue = signal.getsignal(signal.SIGUSR2)  # installed by submitit before this call
         with signals_seen() as seen:
             result = load_worker(self.worker)(stage, cfg_dict, root, task)
-        if os.environ.get("SLURM_PROCID", "0") != "0" or _committed(stage, cfg_dict, root, task):
+        if os.environ.get("SLURM_PROCID", "0") != "0" or task_committed(
+            stage, cfg_dict, Path(root), task
+        ):
             return result
         if signal.SIGUSR2 in seen and callable(requeue):
             self.requeues += 1
@@ -342,10 +344,6 @@ def load_worker(spec: str) -> Callable[[str, Any, str, Task], Any]:
         return execute
     module, name = spec.split(":")
     return getattr(importlib.import_module(module), name)
-
-
-def _committed(stage: str, cfg_dict: dict[str, Any] | None, root: str, task: Task) -> bool:
-    return task_committed(stage, cfg_dict, Path(root), task)
 
 
 @contextlib.contextmanager
