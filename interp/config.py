@@ -612,11 +612,23 @@ class ExplainerConfig:
             raise ValueError("interpret.explainer.highlight_threshold must be in (0, 1]")
 
 
+ScorerName = Literal[
+    "detection",
+    "fuzzing",
+    "fuzzing_active",
+    "surprisal",
+    "embedding",
+    "intervention",
+    "simulation",
+    "intruder",
+]
+
+
 @dataclass(frozen=True)
 class ScorerConfig:
     """Which scorers run, and how."""
 
-    names: tuple[Literal["detection", "fuzzing"], ...] = field(
+    names: tuple[ScorerName, ...] = field(
         default=("detection", "fuzzing"), metadata=_meta("Scorers to run on each explanation.")
     )
 

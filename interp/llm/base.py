@@ -41,6 +41,23 @@ class ChoiceLogprobs:
     cached_prompt_tokens: int
 
 
+@dataclass(frozen=True)
+class TextLogprobs:
+    """Log-probabilities of a given (teacher-forced) assistant reply, token by token.
+
+    ``tokens[i]`` is the i-th token of the reply as the backend's tokenizer split it,
+    ``logprobs[i]`` = log P(tokens[i] | prompt, tokens[:i]). ``candidates[i]`` maps each
+    requested candidate string to log P(its first token) at position i (before
+    ``tokens[i]`` is seen); empty dicts when no candidates were requested.
+    """
+
+    tokens: list[str]
+    logprobs: list[float]
+    candidates: list[dict[str, float]]
+    prompt_tokens: int  # the chat prompt (template included) plus the reply
+    cached_prompt_tokens: int
+
+
 @runtime_checkable
 class LLMClient(Protocol):
     """An explainer/scorer language model. Implementations bound their own concurrency."""
@@ -61,6 +78,17 @@ class LLMClient(Protocol):
         self, prompts: list[list[Message]], candidates: list[str]
     ) -> list[ChoiceLogprobs]:
         """For each chat, log P(first token of each candidate) as the reply's first token."""
+        ...
+
+    async def continuation_logprobs(
+        self, messages: list[Message], continuation: str, candidates: list[str] = ()
+    ) -> TextLogprobs:
+        """Teacher-force ``continuation`` as the assistant's reply to ``messages``.
+
+        Per-token log-probabilities of the reply (surprisal) and, at every reply
+        position, log P(first token of each candidate) (simulation reads the 0-10
+        distribution at each activation slot).
+        """
         ...
 
     def close(self) -> None:
