@@ -108,6 +108,11 @@ class RunPaths:
     def point_config(self) -> Path:
         return self.point_dir() / "config.json"
 
+    def point_overrides(self) -> Path:
+        """The Hydra overrides that made this point (multiruns only): compare lines up
+        points of several multiruns by them."""
+        return self.point_dir() / "overrides.json"
+
     # stages --------------------------------------------------------------------------
     def stage_dir(self, stage: str) -> Path:
         ids = self.ids
@@ -180,6 +185,15 @@ def read_points(root: Path) -> list[RunConfig]:
 
     files = sorted(points_dir(root).glob("*/config.json"))
     return [load_run_config(json.loads(f.read_text())) for f in files]
+
+
+def read_point_overrides(root: Path) -> dict[str, dict[str, Any]]:
+    """Point id -> {"overrides": [...], "multirun_dir": ...} for points recorded by a
+    multirun (points run without ``-m`` have none)."""
+    out = {}
+    for f in sorted(points_dir(root).glob("*/overrides.json")):
+        out[f.parent.name] = json.loads(f.read_text())
+    return out
 
 
 # ----------------------------------------------------------------------------- commits

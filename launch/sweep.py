@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(composed: DictConfig) -> dict[str, Any] | None:
     from interp.config import load_run_config, to_dict
-    from slurm.submit import check_cluster, record_point, run_and_report
+    from slurm.submit import check_cluster, run_and_report
     from slurm.worker import setup_logging
 
     setup_logging()
@@ -36,9 +36,16 @@ def main(composed: DictConfig) -> dict[str, Any] | None:
         check_cluster(cluster)
     except ValueError as err:
         sys.exit(f"config error: {err}")
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        record_point(cfg)
-        return to_dict(cfg)  # run with the other points by the callback
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        # planned, checked for collisions, recorded and run with the other points by the
+        # callback (slurm.callbacks.RunSweep)
+        overrides = {
+            "overrides": list(hydra_cfg.overrides.task),
+            "multirun_dir": str(hydra_cfg.sweep.dir),
+            "job_num": hydra_cfg.job.num,
+        }
+        return {"config": to_dict(cfg), "overrides": overrides}
     run_and_report([cfg], cluster)
     return None
 

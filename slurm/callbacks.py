@@ -38,7 +38,11 @@ class RunSweep(Callback):
             del config["hydra"]  # holds per-job interpolations (hydra.job.num) unset here
         cluster = OmegaConf.to_container(config, resolve=True)["cluster"]
         try:
-            run_and_report([load_run_config(p) for p in self.points], cluster)
+            run_and_report(
+                [load_run_config(p["config"]) for p in self.points],
+                cluster,
+                [p["overrides"] for p in self.points],
+            )
         except Exception as err:  # Hydra only warns about a callback's exception: exit 1
             log.exception("the sweep failed")
             sys.exit(f"sweep failed: {err}")

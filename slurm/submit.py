@@ -39,12 +39,62 @@ def check_cluster(cluster: dict[str, Any]) -> None:
         load_cluster(cluster)
 
 
-def record_point(cfg: RunConfig) -> Path:
-    """Save the resolved config in the sweep folder; gather finds points here."""
+def record_point(cfg: RunConfig, overrides: dict[str, Any] | None = None) -> Path:
+    """Save the resolved config in the sweep folder (gather finds points here) and, for
+    a multirun point, the Hydra overrides that made it (compare lines points up by them)."""
     root = RunPaths.sweep_root(cfg)
     paths = RunPaths(root, cfg)
     atomic_write_json(paths.point_config(), to_dict(cfg))
+    if overrides is not None:
+        atomic_write_json(paths.point_overrides(), overrides)
     return root
+
+
+class PointCollisionError(ValueError):
+    """Two points of one sweep would write the same run folders."""
+
+
+def check_collisions(cfgs: list[RunConfig], labels: list[str] | None = None) -> None:
+    """Refuse a sweep two of whose points share a run id, before anything is recorded.
+
+    Equal ids with different configs mean the points differ only in fields that do not
+    enter the run id (``id=False``: kernels, cache, logging...), so they would overwrite
+    each other's results; equal configs mean a value is listed twice.
+    """
+    labels = labels or [f"point {i}" for i in range(len(cfgs))]
+    seen: dict[str, int] = {}
+    problems = []
+    for i, cfg in enumerate(cfgs):
+        pid = RunIds.of(cfg).point
+        if pid not in seen:
+            seen[pid] = i
+            continue
+        j = seen[pid]
+        diff = _differing_fields(to_dict(cfgs[j]), to_dict(cfg))
+        if diff:
+            problems.append(
+                f"{labels[j]} and {labels[i]} resolve to the same run id {pid}: they differ only "
+                f"in {', '.join(diff)}, which do not change what is computed (not part of the "
+                "run id). Sweep over one value of those, or use a separate name=... per value"
+            )
+        else:
+            problems.append(
+                f"{labels[j]} and {labels[i]} are the same point (run id {pid}): "
+                "remove the repeated value from the sweep"
+            )
+    if problems:
+        raise PointCollisionError("sweep points collide:\n  " + "\n  ".join(problems))
+
+
+def _differing_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differing_fields(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key} ({va!r} vs {vb!r})")
+    return out
 
 
 def plan_points(cfgs: list[RunConfig], *, gather: bool) -> Plan:
@@ -54,12 +104,24 @@ def plan_points(cfgs: list[RunConfig], *, gather: bool) -> Plan:
     return plan
 
 
-def run_points(cfgs: list[RunConfig], cluster: dict[str, Any], *, gather: bool) -> Path:
-    """Plan and execute the points' DAGs (and the gather job) on this machine."""
+def run_points(
+    cfgs: list[RunConfig],
+    cluster: dict[str, Any],
+    *,
+    gather: bool,
+    overrides: list[dict[str, Any]] | None = None,
+) -> Path:
+    """Plan and execute the points' DAGs (and the gather job) on this machine, or submit
+    them. ``overrides[i]`` (multiruns) is recorded beside point i's config."""
     from slurm.local import run_plan
 
     check_cluster(cluster)
-    roots = {record_point(cfg) for cfg in cfgs}
+    labels = None
+    if overrides is not None:
+        labels = [" ".join(o.get("overrides", [])) or f"point {i}" for i, o in enumerate(overrides)]
+    check_collisions(cfgs, labels)
+    over = overrides or [None] * len(cfgs)
+    roots = {record_point(cfg, o) for cfg, o in zip(cfgs, over)}
     assert len(roots) == 1, f"points of one sweep must share out_dir/name, got {roots}"
     root = roots.pop()
     plan = plan_points(cfgs, gather=gather)
@@ -74,15 +136,22 @@ def run_points(cfgs: list[RunConfig], cluster: dict[str, Any], *, gather: bool) 
     return root
 
 
-def run_and_report(cfgs: list[RunConfig], cluster: dict[str, Any]) -> Path:
+def run_and_report(
+    cfgs: list[RunConfig],
+    cluster: dict[str, Any],
+    overrides: list[dict[str, Any]] | None = None,
+) -> Path:
     """The sweep command's body: run or submit every point and the gather, then say where
-    the results are; a refusal by SLURM exits with its message (nothing half-submitted)."""
+    the results are; a refusal by SLURM or colliding points exit with the message (nothing
+    half-submitted)."""
     from slurm.status import SlurmError
 
     try:
-        root = run_points(cfgs, cluster, gather=True)
+        root = run_points(cfgs, cluster, gather=True, overrides=overrides)
     except SlurmError as err:
         sys.exit(f"not submitted: {err}")
+    except PointCollisionError as err:
+        sys.exit(f"nothing run or submitted: {err}")
     if cluster["executor"] == "slurm":
         print(f"\nsweep folder: {root}\n  submitted; progress: python launch/status.py {root}")
     else:
