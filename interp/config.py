@@ -595,9 +595,16 @@ class ExamplesConfig:
 
 @dataclass(frozen=True)
 class ExplainerConfig:
-    """The explainer prompt."""
+    """The explainer: which kind, its prompt, and how hard to try for a parseable reply."""
 
-    kind: Literal["default"] = field(default="default", metadata=_meta("Explainer type."))
+    kind: Literal["default", "contrastive", "single_token"] = field(
+        default="default",
+        metadata=_meta(
+            "default: highlighted activating examples; contrastive: also non-activating ones "
+            "(interpret.examples.n_explain_inactive); single_token: no LLM, the most frequent "
+            "strongly activating token(s) (a baseline)."
+        ),
+    )
     highlight_threshold: float = field(
         default=0.3, metadata=_meta("Highlight tokens with act >= this x the example's max.")
     )
@@ -605,11 +612,34 @@ class ExplainerConfig:
         default=False, metadata=_meta("List highlighted tokens with 0-10 activation values.")
     )
     max_new_tokens: int = field(default=48, metadata=_meta("Explanation length cap."))
+    cot: bool = field(
+        default=False,
+        metadata=_meta("Chain of thought: brief reasoning first, then the Explanation: line."),
+    )
+    cot_max_new_tokens: int = field(
+        default=256, metadata=_meta("Length cap of a chain-of-thought reply (cot=true).")
+    )
+    max_retries: int = field(
+        default=1,
+        metadata=_meta(
+            "Re-asks after an unparseable or truncated reply; then the latent is explain_failed."
+        ),
+    )
+    n_single_tokens: int = field(
+        default=3, metadata=_meta("single_token: at most this many tokens in the explanation.")
+    )
 
     def __post_init__(self) -> None:
-        _positive(self, "max_new_tokens")
+        _positive(self, "max_new_tokens", "cot_max_new_tokens", "n_single_tokens")
         if not 0.0 < self.highlight_threshold <= 1.0:
             raise ValueError("interpret.explainer.highlight_threshold must be in (0, 1]")
+        if self.max_retries < 0:
+            raise ValueError("interpret.explainer.max_retries must be >= 0 (0 = ask once)")
+        if self.cot and self.kind == "single_token":
+            warnings.warn(
+                "interpret.explainer.cot has no effect with kind=single_token (no LLM)",
+                stacklevel=2,
+            )
 
 
 ScorerName = Literal[
@@ -641,8 +671,13 @@ class ScorerConfig:
 class LLMConfig:
     """The explainer/scorer language model and how it is reached."""
 
-    backend: Literal["transformers"] = field(
-        default="transformers", metadata=_meta("In-process transformers (CPU or GPU).")
+    backend: Literal["transformers", "http", "vllm"] = field(
+        default="transformers",
+        metadata=_meta(
+            "transformers: in-process (CPU or GPU). http: an OpenAI-compatible server "
+            "(vLLM, llama.cpp's server, OpenRouter) at `base_urls`. vllm: vLLM's offline "
+            "engine in this process (GPU nodes; `pip install vllm`)."
+        ),
     )
     model: str = field(
         default="qwen2.5-coder-1.5b-instruct",
@@ -658,11 +693,86 @@ class LLMConfig:
         default=True,
         metadata=_meta("Content-addressed response cache in the run folder.", id=False),
     )
+    base_urls: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "backend=http: server base URLs ending in /v1 (e.g. http://127.0.0.1:8000/v1, "
+            "https://openrouter.ai/api/v1). Several = replicas; requests go to the one with "
+            "the fewest in flight and fail over when one refuses connections.",
+            id=False,
+        ),
+    )
+    served_model: str = field(
+        default="",
+        metadata=_meta(
+            "backend=http: the model name sent in requests (the server's alias, e.g. "
+            "'smollm2' or 'qwen/qwen-2.5-coder-32b-instruct'). Empty = `model`.",
+            id="when_set",
+        ),
+    )
+    tokenizer: str = field(
+        default="",
+        metadata=_meta(
+            "backend=http: a tokenizer of the served model (bundled name, local HF folder "
+            "or hub id) to render its chat template client-side. Needed for "
+            "continuation_logprobs and assistant prefills over HTTP; without it those calls "
+            "raise. Empty = none.",
+            id="when_set",
+        ),
+    )
+    api_key_env: str = field(
+        default="",
+        metadata=_meta(
+            "backend=http: name of the environment variable holding the API key (e.g. "
+            "OPENROUTER_API_KEY). The key itself is never put in a config. Empty = no key.",
+            id=False,
+        ),
+    )
+    max_concurrency: int = field(
+        default=8,
+        metadata=_meta(
+            "backend=http/vllm: requests in flight at once from this process (keep a "
+            "server's continuous batching full).",
+            id=False,
+        ),
+    )
+    timeout_s: float = field(
+        default=120.0, metadata=_meta("backend=http: seconds per request attempt.", id=False)
+    )
+    max_retries: int = field(
+        default=4,
+        metadata=_meta(
+            "backend=http: retries after a timeout, dropped connection, 429, 5xx or garbage "
+            "body (exponential backoff with jitter; Retry-After honoured).",
+            id=False,
+        ),
+    )
+    top_logprobs: int = field(
+        default=20,
+        metadata=_meta(
+            "backend=http/vllm: top-k log-probs requested per position; a candidate outside "
+            "the top k reads as -inf. OpenAI caps it at 20, vLLM at its max_logprobs.",
+            id="when_set",
+        ),
+    )
 
     def __post_init__(self) -> None:
-        _positive(self, "score_batch_size")
+        _positive(self, "score_batch_size", "max_concurrency", "timeout_s", "top_logprobs")
         if self.temperature < 0:
             raise ValueError("llm.temperature must be >= 0")
+        if self.max_retries < 0:
+            raise ValueError(f"llm.max_retries={self.max_retries} must be >= 0 (0 = no retry)")
+        for url in self.base_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"llm.base_urls entry {url!r} must start with http:// or https:// "
+                    "(e.g. http://127.0.0.1:8000/v1)"
+                )
+        if self.backend == "http" and self.api_key_env and not self.api_key_env.isidentifier():
+            raise ValueError(
+                f"llm.api_key_env={self.api_key_env!r} must be the NAME of an environment "
+                "variable (e.g. OPENROUTER_API_KEY), never the key itself"
+            )
 
 
 @dataclass(frozen=True)
@@ -675,11 +785,54 @@ class InterpretConfig:
     range_latents: int = field(default=256, metadata=_meta("Latents per interpret array task."))
     examples: ExamplesConfig = field(default_factory=ExamplesConfig)
     explainer: ExplainerConfig = field(default_factory=ExplainerConfig)
+    control: bool = field(
+        default=True,
+        metadata=_meta(
+            "Random-explanation control: score another latent's explanation (same range, "
+            "a fixed derangement) exactly like the real one."
+        ),
+    )
+    baseline: bool = field(
+        default=False,
+        metadata=_meta("Also score the single-token baseline explanation of every latent."),
+    )
+    max_concurrent_latents: int = field(
+        default=1,
+        metadata=_meta(
+            "Latents in flight at once. Raise it for served/HTTP backends (the server batches "
+            "across latents); the in-process backend runs one model call at a time anyway.",
+            id=False,
+        ),
+    )
+    latent_timeout_s: float = field(
+        default=0.0,
+        metadata=_meta(
+            "Wall-clock limit per latent and pass (explain, score); over it the latent is "
+            "recorded as an error. 0 = none.",
+            id=False,
+        ),
+    )
 
     def __post_init__(self) -> None:
-        _positive(self, "range_latents")
+        _positive(self, "range_latents", "max_concurrent_latents")
         if self.num_latents < 0:
             raise ValueError("interpret.num_latents must be >= 0 (0 = all)")
+        if self.latent_timeout_s < 0:
+            raise ValueError("interpret.latent_timeout_s must be >= 0 (0 = no limit)")
+        if self.baseline and self.explainer.kind == "single_token":
+            warnings.warn(
+                "interpret.baseline=true has no effect with explainer.kind=single_token "
+                "(the explanation already is the single-token baseline)",
+                stacklevel=2,
+            )
+        if self.explainer.kind == "contrastive" and not getattr(
+            self.examples, "n_explain_inactive", 0
+        ):
+            warnings.warn(
+                "interpret.explainer.kind=contrastive without non-activating explain examples: "
+                "set interpret.examples.n_explain_inactive > 0, or the prompt has no negatives",
+                stacklevel=2,
+            )
 
 
 @dataclass(frozen=True)

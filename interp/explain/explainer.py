@@ -1,14 +1,16 @@
-"""The default explainer: one generation, strict parsing, one retry, failures kept.
+"""LLM explainers (default, contrastive, chain of thought): strict parsing, retries, failures kept.
 
 delphi scores "Explanation could not be parsed." as if it were an explanation. Here a
-reply without a usable ``Explanation:`` line gets one retry with a reminder, the reply
-opened with the marker (a prefill, which even SmolLM2-135M follows); if that fails too the latent is ``explain_failed``, its raw replies are kept, and nothing is
-scored.
+reply without a usable ``Explanation:`` line (no marker, empty, rambling, or cut off by
+the token cap) is re-asked up to ``cfg.max_retries`` times with a reminder, the reply
+opened with the marker (a prefill, which even SmolLM2-135M follows); if every attempt
+fails the latent is ``explain_failed``, every raw reply is kept, and nothing is scored.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -63,6 +65,30 @@ def noun_phrase(expl: str) -> str:
     return e
 
 
+_SENTENCE_END = re.compile(r"[.!?;](?=\s)")
+
+
+def check_reply(text: str, truncated: bool = False) -> tuple[str | None, str]:
+    """(explanation, "") for a usable reply, else (None, why it is unusable).
+
+    ``truncated``: the reply hit the token cap. An explanation on its last line may then
+    be cut mid-phrase: it is kept only up to its last complete sentence.
+    """
+    if not text.strip():
+        return None, "empty reply"
+    found = list(_MARKER.finditer(text))
+    if not found:
+        return None, "no 'Explanation:' line"
+    rest = text[found[-1].end() :]
+    if truncated and "\n" not in rest.strip():
+        ends = list(_SENTENCE_END.finditer(rest + " "))
+        if not ends:
+            return None, "truncated at the token cap"
+        text = text[: found[-1].end()] + rest[: ends[-1].start()]
+    parsed = parse_explanation(text)
+    return (parsed, "") if parsed is not None else (None, "unusable 'Explanation:' line")
+
+
 @dataclass(frozen=True)
 class ExplainResult:
     """What the explainer produced for one latent."""
@@ -70,6 +96,8 @@ class ExplainResult:
     status: Literal["ok", "explain_failed"]
     explanation: str | None
     raw: str  # the reply parsed, or every attempt when none parsed
+    attempts: int = 1  # generations asked for (retries = attempts - 1)
+    failures: tuple[str, ...] = ()  # why each rejected attempt was rejected
 
 
 async def explain(
@@ -78,26 +106,38 @@ async def explain(
     render: TokenRenderer,
     cfg: ExplainerConfig,
     temperature: float = 0.0,
+    negatives: Sequence[Example] = (),
 ) -> ExplainResult:
-    """Ask for an explanation of the highlighted examples; retry once on a bad reply."""
+    """Ask for an explanation of the highlighted examples; re-ask on a bad reply.
+
+    ``negatives`` are shown as inactive excerpts when ``cfg.kind == "contrastive"``
+    (ignored otherwise). Exceptions of the client propagate (the stage records them).
+    """
     if not examples:
         raise ValueError("explain needs at least one activating example")
-    messages = explain_messages(examples, render, cfg.highlight_threshold, cfg.show_activations)
-    raws = []
-    for attempt in range(2):
-        g = await client.generate(
-            messages, max_new_tokens=cfg.max_new_tokens, temperature=temperature
-        )
+    if cfg.kind == "single_token":
+        raise ValueError("explainer kind single_token uses no LLM: call single_token_explanation")
+    shown = list(negatives) if cfg.kind == "contrastive" else []
+    messages = explain_messages(
+        examples, render, cfg.highlight_threshold, cfg.show_activations,
+        negatives=shown, cot=cfg.cot,
+    )  # fmt: skip
+    cap = cfg.cot_max_new_tokens if cfg.cot else cfg.max_new_tokens
+    raws: list[str] = []
+    failures: list[str] = []
+    for attempt in range(cfg.max_retries + 1):
+        g = await client.generate(messages, max_new_tokens=cap, temperature=temperature)
         text = g.text if attempt == 0 else PREFILL + g.text
         raws.append(text)
-        parsed = parse_explanation(text)
+        parsed, why = check_reply(text, truncated=g.completion_tokens >= cap)
         if parsed is not None:
-            return ExplainResult("ok", parsed, text)
-        # the retry reminds the model of the format and opens its reply with the marker
+            return ExplainResult("ok", parsed, text, attempt + 1, tuple(failures))
+        failures.append(why)
+        # the re-ask reminds the model of the format and opens its reply with the marker
         messages = [
-            *messages,
+            *messages[:2],
             {"role": "assistant", "content": g.text},
             {"role": "user", "content": REMINDER},
             {"role": "assistant", "content": PREFILL},
         ]
-    return ExplainResult("explain_failed", None, "\n---\n".join(raws))
+    return ExplainResult("explain_failed", None, "\n---\n".join(raws), len(raws), tuple(failures))

@@ -6,11 +6,18 @@ how delphi 0.1.3 silently lost its highlights on transformers 5). Special tokens
 as nothing and newlines as a visible ``↵`` so every example stays on one line.
 
 The prompt is short on purpose: on a CPU every prompt token costs ~10 ms. No few-shot
-examples; the instructions ask for a single ``Explanation: <noun phrase>`` line.
+examples; the instructions ask for a single ``Explanation: <noun phrase>`` line. The
+contrastive variant adds numbered excerpts where the feature is silent; the
+chain-of-thought variant asks for a few sentences of reasoning before that line.
+
+Text that itself contains the markers (``x << 2`` in Python, ``>>>`` prompts) is
+escaped to look-alike quotes (« ») wherever markers are drawn, so a ``<<`` the LLM sees
+is always ours.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -35,7 +42,20 @@ FORMAT = (
     "that names what the marked tokens are."
 )
 QUESTION = "What do the marked tokens have in common? " + FORMAT
+CONTRASTIVE_QUESTION = (
+    "What do the marked tokens have in common that the inactive excerpts lack? " + FORMAT
+)
+COT = (
+    "First think it through in at most three short sentences, then end with one line: "
+    '"Explanation:" followed by a noun phrase of at most 12 words that names what the '
+    "marked tokens are."
+)
+COT_QUESTION = "What do the marked tokens have in common? " + COT
+COT_CONTRASTIVE_QUESTION = (
+    "What do the marked tokens have in common that the inactive excerpts lack? " + COT
+)
 REMINDER = "Your reply did not follow the format. " + FORMAT
+_OPEN, _CLOSE = "<<", ">>"
 
 
 class TokenRenderer:
@@ -66,28 +86,35 @@ def highlight_mask(acts: np.ndarray, threshold: float) -> np.ndarray:
     return (acts >= threshold * peak) & (acts > 0)
 
 
+def escape_markers(text: str) -> str:
+    """Literal ``<<`` / ``>>`` in the text become ``«`` / ``»`` (the markers stay ours)."""
+    return text.replace(_OPEN, "«").replace(_CLOSE, "»")
+
+
 def highlight(strings: list[str], mask: np.ndarray) -> str:
     """Join token strings, wrapping each run of marked tokens in one ``<<...>>``.
 
-    Whitespace at a run's edges goes outside the markers ("was <<over the moon>>").
+    Whitespace at a run's edges goes outside the markers ("was <<over the moon>>");
+    literal markers in the text are escaped, also where a lone ``<`` or ``>`` of the
+    text would touch one of ours.
     """
     out: list[str] = []
     i = 0
     while i < len(strings):
-        if not mask[i]:
-            out.append(strings[i])
-            i += 1
-            continue
         j = i
-        while j < len(strings) and mask[j]:
+        while j < len(strings) and mask[j] == mask[i]:
             j += 1
-        run = "".join(strings[i:j])
+        run = escape_markers("".join(strings[i:j]))
         core = run.strip()
-        if core:
+        if mask[i] and core:
             lead = run[: len(run) - len(run.lstrip())]
             trail = run[len(run.rstrip()) :]
-            out.append(f"{lead}<<{core}>>{trail}")
+            if not lead and out and out[-1].endswith("<"):
+                out[-1] = out[-1][:-1] + "‹"
+            out.append(f"{lead}<<{core.replace('<', '‹').replace('>', '›')}>>{trail}")
         else:
+            if out and out[-1].endswith(_CLOSE) and run.startswith(">"):
+                run = "›" + run[1:]
             out.append(run)
         i = j
     return "".join(out)
@@ -114,11 +141,19 @@ def render_example(
 
 
 def marked_tally(strings: list[list[str]], masks: list[np.ndarray], k: int) -> str:
-    """The ``k`` most frequent marked tokens with counts: '"love" (9), "loved" (2)'."""
+    """The ``k`` most frequent marked tokens with counts: '"love" (9), "loved" (2)'.
+
+    Tokens are JSON-quoted, so a token that is a quote or a backslash stays readable.
+    """
     counts = Counter(
         s.strip() for ss, m in zip(strings, masks) for s, on in zip(ss, m) if on and s.strip()
     )
-    return ", ".join(f'"{w}" ({n})' for w, n in counts.most_common(k))
+    return ", ".join(f"{quote(w)} ({n})" for w, n in counts.most_common(k))
+
+
+def quote(token: str) -> str:
+    """A token in double quotes, JSON-escaped: '"def"', '"\\""'."""
+    return json.dumps(token, ensure_ascii=False)
 
 
 def explain_messages(
@@ -127,8 +162,15 @@ def explain_messages(
     threshold: float,
     show_activations: bool,
     n_tally: int = 8,
+    *,
+    negatives: Sequence[Example] = (),
+    cot: bool = False,
 ) -> list[Message]:
-    """The explainer's chat: the numbered highlighted excerpts, a tally, the question."""
+    """The explainer's chat: numbered highlighted excerpts, inactive ones, a tally, the question.
+
+    ``negatives`` (the contrastive explainer) are shown unmarked under their own heading;
+    ``cot`` asks for reasoning before the ``Explanation:`` line.
+    """
     scale = max(float(e.acts.max()) for e in examples) if show_activations else None
     masks = [highlight_mask(e.acts, threshold) for e in examples]
     lines = [
@@ -136,8 +178,22 @@ def explain_messages(
         for i, (e, m) in enumerate(zip(examples, masks), 1)
     ]
     tally = marked_tally([render.strings(e.tokens) for e in examples], masks, n_tally)
-    user = "Excerpts:\n" + "\n".join(lines)
+    if negatives:
+        user = "Excerpts where the feature is active:\n" + "\n".join(lines)
+        silent = [
+            f"{i}. {render_example(e, render, np.zeros(len(e.tokens), dtype=bool))}"
+            for i, e in enumerate(negatives, 1)
+        ]
+        user += "\n\nExcerpts where it is inactive (nothing marked):\n" + "\n".join(silent)
+    else:
+        user = "Excerpts:\n" + "\n".join(lines)
     if tally:
         user += f"\n\nMost frequent marked tokens: {tally}."
-    user += "\n\n" + QUESTION
+    questions = {
+        (False, False): QUESTION,
+        (True, False): CONTRASTIVE_QUESTION,
+        (False, True): COT_QUESTION,
+        (True, True): COT_CONTRASTIVE_QUESTION,
+    }
+    user += "\n\n" + questions[bool(negatives), cot]
     return [{"role": "system", "content": EXPLAIN_SYSTEM}, {"role": "user", "content": user}]
