@@ -132,6 +132,12 @@ class TokenUsage:
             self.prompt_computed += c.prompt_tokens - c.cached_prompt_tokens
             self.calls += 1
 
+    def add_text(self, t: TextLogprobs) -> None:
+        """A teacher-forced reply: prompt and reply are all prompt tokens (nothing sampled)."""
+        self.prompt += t.prompt_tokens
+        self.prompt_computed += t.prompt_tokens - t.cached_prompt_tokens
+        self.calls += 1
+
     def add(self, other: TokenUsage) -> None:
         self.prompt += other.prompt
         self.completion += other.completion
@@ -169,6 +175,13 @@ class MeteredClient:
     ) -> list[ChoiceLogprobs]:
         out = await self.inner.next_token_logprobs(prompts, candidates)
         self.usage.add_choices(out)
+        return out
+
+    async def continuation_logprobs(
+        self, messages: list[Message], continuation: str, candidates: list[str] = ()
+    ) -> TextLogprobs:
+        out = await self.inner.continuation_logprobs(messages, continuation, candidates)
+        self.usage.add_text(out)
         return out
 
     def close(self) -> None:

@@ -16,7 +16,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from interp.llm.base import ChoiceLogprobs, Generation, LLMClient, Message, check_messages
+from interp.llm.base import (
+    ChoiceLogprobs,
+    Generation,
+    LLMClient,
+    Message,
+    TextLogprobs,
+    check_messages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,15 +165,49 @@ class CachedClient:
                 self.cache.put(keys[i], value)
         return [o for o in out if o is not None]
 
+    async def continuation_logprobs(
+        self, messages: list[Message], continuation: str, candidates: list[str] = ()
+    ) -> TextLogprobs:
+        check_messages(messages)
+        params = {"continuation": continuation, "candidates": list(candidates)}
+        key = cache_key(self.model_id, "continuation_logprobs", messages, params)
+        if (hit := self.cache.get(key)) is not None:
+            self.hits += 1
+            return TextLogprobs(
+                hit["tokens"],
+                [_float(x) for x in hit["logprobs"]],
+                [_floats(c) for c in hit["candidates"]],
+                hit["prompt_tokens"],
+                hit["prompt_tokens"],
+            )
+        self.misses += 1
+        t = await self.inner.continuation_logprobs(messages, continuation, candidates)
+        value = {
+            "tokens": t.tokens,
+            "logprobs": [_json_float(x) for x in t.logprobs],
+            "candidates": [_jsonable(c) for c in t.candidates],
+            "prompt_tokens": t.prompt_tokens,
+        }
+        self.cache.put(key, value)
+        return t
+
     def close(self) -> None:
         self.cache.close()
         self.inner.close()
 
 
-def _jsonable(logprobs: dict[str, float]) -> dict[str, float | None]:
+def _json_float(v: float) -> float | None:
     """-inf is not JSON: store it as null."""
-    return {k: (v if v != float("-inf") else None) for k, v in logprobs.items()}
+    return None if v == float("-inf") else v
+
+
+def _float(v: float | None) -> float:
+    return float("-inf") if v is None else float(v)
+
+
+def _jsonable(logprobs: dict[str, float]) -> dict[str, float | None]:
+    return {k: _json_float(v) for k, v in logprobs.items()}
 
 
 def _floats(logprobs: dict[str, float | None]) -> dict[str, float]:
-    return {k: (float("-inf") if v is None else float(v)) for k, v in logprobs.items()}
+    return {k: _float(v) for k, v in logprobs.items()}

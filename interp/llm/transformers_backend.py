@@ -11,6 +11,11 @@ the example last). So:
   forward (a test checks it).
 * A small LRU of prefix KV caches survives across calls, so the system prompt shared
   by every latent's scorer calls, or an explainer prompt and its retry, run once.
+* ``continuation_logprobs`` teacher-forces a reply after the chat prompt: the prompt
+  comes from the prefix store (the scorers' prompts repeat across examples), the reply
+  is one forward against it. The reply is tokenized on its own and appended to the
+  templated prompt's ids (the assistant turn opens after a newline, where no tokenizer
+  merges across), so ``tokens`` are exactly the reply's tokens.
 
 Model calls are blocking; they run in a worker thread, one at a time, behind an
 ``asyncio.Lock``, so concurrent scorers interleave without racing on the model.
@@ -28,7 +33,7 @@ import numpy as np
 import torch
 
 from interp.config import LLMConfig
-from interp.llm.base import ChoiceLogprobs, Generation, Message, check_messages
+from interp.llm.base import ChoiceLogprobs, Generation, Message, TextLogprobs, check_messages
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), [B, H, P, Dh]
 
@@ -105,6 +110,17 @@ class TransformersClient:
             return []
         async with self._call_lock():
             return await asyncio.to_thread(self._logprobs_sync, prompts, candidates)
+
+    async def continuation_logprobs(
+        self, messages: list[Message], continuation: str, candidates: list[str] = ()
+    ) -> TextLogprobs:
+        check_messages(messages)
+        if not continuation:
+            raise ValueError("continuation is empty: pass the reply text to score")
+        async with self._call_lock():
+            return await asyncio.to_thread(
+                self._continuation_sync, messages, continuation, list(candidates)
+            )
 
     def _call_lock(self) -> asyncio.Lock:
         """One model call at a time, per event loop (an asyncio.Lock is bound to one)."""
@@ -238,6 +254,41 @@ class TransformersClient:
             last_BV = logits[torch.arange(len(rows)), col].float()
             out[rows] = torch.log_softmax(last_BV, -1)[:, cand].cpu().double().numpy()
         return out
+
+    @torch.inference_mode()
+    def _continuation_sync(
+        self, messages: list[Message], continuation: str, candidates: list[str]
+    ) -> TextLogprobs:
+        self._ensure_loaded()
+        prompt = self.encode_chat(messages)
+        reply = self._tok(continuation, add_special_tokens=False)["input_ids"]
+        cand = self.candidate_token_ids(candidates) if candidates else []
+        kv, computed, first_V = self._prefix_kv(prompt, keep_last=True)
+        assert first_V is not None
+        lp_RV = self._reply_logprobs(kv, len(prompt), reply, first_V)
+        reply_R = torch.as_tensor(reply)
+        token_lp = lp_RV.gather(1, reply_R[:, None].to(lp_RV.device))[:, 0]
+        cand_RC = lp_RV[:, cand].double().cpu().numpy() if cand else None
+        return TextLogprobs(
+            tokens=[self._tok.decode([t]) for t in reply],
+            logprobs=token_lp.double().cpu().tolist(),
+            candidates=[{c: float(v) for c, v in zip(candidates, row)} for row in cand_RC]
+            if cand_RC is not None
+            else [{} for _ in reply],
+            prompt_tokens=len(prompt) + len(reply),
+            cached_prompt_tokens=len(prompt) - computed,
+        )
+
+    def _reply_logprobs(
+        self, kv: KV, n_prompt: int, reply: list[int], first_V: torch.Tensor
+    ) -> torch.Tensor:
+        """[R, V] log-softmax predicting each reply token (row 0 from the prompt's end)."""
+        rows = [torch.log_softmax(first_V, -1)[None]]
+        if len(reply) > 1:
+            ids_1T = torch.as_tensor(reply[:-1])[None]
+            logits_TV = self._forward(ids_1T, kv, n_prompt).logits[0].float()
+            rows.append(torch.log_softmax(logits_TV, -1))
+        return torch.cat(rows)
 
     @torch.inference_mode()
     def _generate_sync(
