@@ -661,10 +661,72 @@ class ScorerConfig:
     names: tuple[ScorerName, ...] = field(
         default=("detection", "fuzzing"), metadata=_meta("Scorers to run on each explanation.")
     )
+    examples_per_prompt: int = field(
+        default=1,
+        metadata={
+            "doc": "detection/fuzzing: examples per prompt. 1 = one prompt each, P(Yes) "
+            "from next-token log-probs after a shared prefix; n > 1 = n numbered examples, "
+            "a generated 'i: Yes|No' list parsed strictly (failures recorded).",
+            "id": "when_set",
+        },
+    )
+    batch_logprobs: bool = field(
+        default=True,
+        metadata={
+            "doc": "examples_per_prompt > 1: teacher-force the parsed answers to read "
+            "P(Yes) per example (one more, prefix-cached call); false = hard 0/1 answers.",
+            "id": "when_set",
+        },
+    )
+    intruder_examples: int = field(
+        default=4,
+        metadata={
+            "doc": "intruder: activating examples per prompt (+1 intruder).",
+            "id": "when_set",
+        },
+    )
+    intruder_prompts: int = field(
+        default=8, metadata={"doc": "intruder: prompts per latent.", "id": "when_set"}
+    )
+    intruder_source: Literal["inactive", "other_quantile"] = field(
+        default="inactive",
+        metadata={
+            "doc": "intruder: a non-activating example (random marks) or an activating "
+            "example of another quantile.",
+            "id": "when_set",
+        },
+    )
+    bootstrap_resamples: int = field(
+        default=1000,
+        metadata=_meta(
+            "Bootstrap resamples for per-latent confidence intervals; 0 = none.", id=False
+        ),
+    )
+    confidence: float = field(
+        default=0.95, metadata=_meta("Confidence level of the intervals.", id=False)
+    )
 
     def __post_init__(self) -> None:
         if not self.names:
             raise ValueError("scorer.names is empty: list at least one scorer")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"scorer.names={list(self.names)} repeats a scorer: list each once")
+        if not 1 <= self.examples_per_prompt <= 20:
+            raise ValueError(
+                f"scorer.examples_per_prompt={self.examples_per_prompt} must be in 1..20 "
+                "(1 = one example per prompt; delphi uses 5)"
+            )
+        if not 1 <= self.intruder_examples <= 8:
+            raise ValueError(
+                f"scorer.intruder_examples={self.intruder_examples} must be in 1..8 "
+                "(the choices 1..k+1 must be single-digit answers)"
+            )
+        if self.intruder_prompts < 1:
+            raise ValueError("scorer.intruder_prompts must be >= 1")
+        if self.bootstrap_resamples < 0:
+            raise ValueError("scorer.bootstrap_resamples must be >= 0 (0 = no intervals)")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"scorer.confidence={self.confidence} must be in (0, 1), e.g. 0.95")
 
 
 @dataclass(frozen=True)
