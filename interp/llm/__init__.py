@@ -1,11 +1,14 @@
 """LLM clients for explaining and scoring: one async protocol, backends, response cache.
 
-``build_client`` is the only place a backend is chosen. API keys (for the HTTP backend
-that comes next) are read from the environment by that backend, never from configs.
+``build_client`` is the only place a backend is chosen: in-process transformers,
+an OpenAI-compatible HTTP server (``http``: vLLM, llama.cpp's server, OpenRouter) or
+vLLM's offline engine (``vllm``). API keys are read from the environment by the HTTP
+backend, never from configs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from interp.config import LLMConfig
@@ -33,17 +36,32 @@ __all__ = [
 ]
 
 
-def build_client(cfg: LLMConfig, cache_path: Path | None = None) -> LLMClient:
+def build_client(
+    cfg: LLMConfig,
+    cache_path: Path | None = None,
+    *,
+    discover: Callable[[], Sequence[str]] | None = None,
+) -> LLMClient:
     """The configured backend, wrapped in the response cache when ``cfg.cache`` and a path.
 
     The model itself loads lazily, on the first call the cache cannot answer.
+    ``discover`` (backend=http) returns the live server URLs, e.g. the replicas a serve
+    stage published in the run folder; it is asked again when none of them answers.
     """
     if cfg.backend == "transformers":
         from interp.llm.transformers_backend import TransformersClient
 
         client: LLMClient = TransformersClient(cfg)
+    elif cfg.backend == "http":
+        from interp.llm.http import OpenAIClient
+
+        client = OpenAIClient(cfg, discover=discover)
+    elif cfg.backend == "vllm":
+        from interp.llm.vllm_backend import VLLMClient
+
+        client = VLLMClient(cfg)
     else:  # pragma: no cover - the Literal admits only the backends above
-        raise ValueError(f"llm.backend={cfg.backend!r} is not implemented; use 'transformers'")
+        raise ValueError(f"llm.backend={cfg.backend!r}: use 'transformers', 'http' or 'vllm'")
     if cfg.cache and cache_path is not None:
         client = CachedClient(client, ResponseCache(cache_path))
     return client
