@@ -586,11 +586,77 @@ class ExamplesConfig:
         ),
     )
     seed: int = field(default=0, metadata=_meta("Sampling seed (per latent: seed + latent)."))
+    sampling: Literal["quantile", "top", "random", "mixed"] = field(
+        default="quantile",
+        metadata=_meta(
+            "Explainer's activating contexts: 'quantile' (spread over n_quantiles), 'top' "
+            "(strongest), 'random' (uniform), 'mixed' (mixed_top_fraction strongest, the "
+            "rest quantile-spread)."
+        ),
+    )
+    mixed_top_fraction: float = field(
+        default=0.5, metadata=_meta("Share of the explainer's examples 'mixed' takes from the top.")
+    )
+    score_sampling: Literal["quantile", "random"] = field(
+        default="quantile",
+        metadata=_meta(
+            "Scorers' held-out activating contexts: 'quantile' (per-quantile metrics need it) "
+            "or 'random'."
+        ),
+    )
+    center: float = field(
+        default=0.75,
+        metadata=_meta("Fraction of an example window before its strongest token (0 to 1)."),
+    )
+    negatives: Literal["random", "neighbours", "similar"] = field(
+        default="random",
+        metadata=_meta(
+            "Non-activating contexts: 'random', 'neighbours' (where co-firing latents fire), "
+            "'similar' (MiniLM-nearest to the activating examples); shortfalls filled from random."
+        ),
+    )
+    n_explain_inactive: int = field(
+        default=0,
+        metadata=_meta(
+            "Non-activating examples for the contrastive explainer (disjoint from score)."
+        ),
+    )
+    n_neighbours: int = field(
+        default=8, metadata=_meta("Co-firing latents whose contexts give 'neighbours' negatives.")
+    )
+    neighbour_tokens: int = field(
+        default=256,
+        metadata=_meta("Active tokens per latent (evenly spaced) counted for co-occurrence."),
+    )
+    similar_pool: int = field(
+        default=1024,
+        metadata=_meta("Random candidate windows embedded once per task for 'similar' negatives."),
+    )
 
     def __post_init__(self) -> None:
         _positive(self, "window", "n_quantiles", "n_explain", "n_score_active", "min_examples")
+        _positive(self, "n_neighbours", "neighbour_tokens", "similar_pool")
         if self.n_score_inactive < 0:
             raise ValueError("interpret.examples.n_score_inactive must be >= 0")
+        if self.n_explain_inactive < 0:
+            raise ValueError("interpret.examples.n_explain_inactive must be >= 0")
+        if self.seed < 0:
+            raise ValueError(f"interpret.examples.seed={self.seed} must be >= 0")
+        for name in ("center", "mixed_top_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(
+                    f"interpret.examples.{name}={getattr(self, name)} must be within [0, 1]"
+                )
+        for name, choices in (
+            ("sampling", ("quantile", "top", "random", "mixed")),
+            ("score_sampling", ("quantile", "random")),
+            ("negatives", ("random", "neighbours", "similar")),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"interpret.examples.{name}={getattr(self, name)!r} is not one of "
+                    f"{list(choices)}"
+                )
 
 
 @dataclass(frozen=True)
