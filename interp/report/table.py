@@ -1,137 +1,241 @@
-"""The sweep table: one row per latent of every sweep point, and its summary.
+"""The sweep table: one row per latent of every sweep point, streamed into one Parquet file.
 
-Rows carry the point (model, layer, dictionary), the latent's firing statistics, its
-explanation, every score, its token costs and failure state. The summary groups rows by
-(dictionary, layer) and reports medians with bootstrap confidence intervals.
+A record file (one JSON line per latent, written by the interpret stage) is parsed by
+Arrow's JSON reader (C++, no Python dict per record), its nested objects are flattened
+into dotted columns, and the point's columns are prepended:
+
+    point, model, layer, hookpoint, sae_id, architecture, explainer_model   (the point)
+    latent, status, explanation, ..., error, retries, wall_s                 (the record)
+    scores.<scorer>.<metric>      every metric of every scorer that ran
+    control.<scorer>.<metric>     the random-explanation control (control.explanation, ...)
+    baseline.<scorer>.<metric>    the single-token baseline, when enabled
+    prompt_tokens, completion_tokens, prompt_tokens_computed   (the record's ``tokens``)
+
+Record files may disagree on columns (a scorer added, no error anywhere in one range, a
+field new in this version), so the table is built in two passes over *columnar* data:
+record files are parsed once into temporary Arrow files of about ``rows_per_group``
+rows while their schemas are unified; then each part is conformed to the unified
+schema (missing columns become nulls, ints widen to floats) and written as one Parquet
+row group. Memory is bounded by one row group, whatever the number of latents.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import shutil
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-METRICS = ("balanced_accuracy", "auroc", "f1", "precision", "recall")
+from interp.runs import tmp_name
+
+ROWS_PER_GROUP = 131_072
+"""Rows per Parquet row group (and per temporary part): ~100 MB of Arrow data at most."""
+
+POINT_COLUMNS = (
+    "point",
+    "model",
+    "layer",
+    "hookpoint",
+    "sae_id",
+    "architecture",
+    "explainer_model",
+)
+LEADING = (
+    *POINT_COLUMNS,
+    "latent",
+    "status",
+    "explanation",
+    "n_active_tokens",
+    "n_active_contexts",
+    "max_act",
+    "prompt_tokens",
+    "completion_tokens",
+    "prompt_tokens_computed",
+    "wall_s",
+    "retries",
+    "error",
+    "raw_explanation",
+)
+"""Columns that come first, in this order, when present; the rest follow sorted."""
+
+# Nested scores of the control and baseline read as <kind>.<scorer>.<metric>, like scores.
+RENAMES = (("control.scores.", "control."), ("baseline.scores.", "baseline."))
+TOKEN_COLUMNS = {
+    "tokens.prompt": "prompt_tokens",
+    "tokens.completion": "completion_tokens",
+    "tokens.prompt_computed": "prompt_tokens_computed",
+}
 
 
-def flatten_record(
-    record: dict[str, Any], point: dict[str, Any], scorers: Iterable[str]
-) -> dict[str, Any]:
-    """One table row: point columns + record fields, scores as ``<scorer>_<metric>``.
-
-    Every row has every scorer's columns (None where a latent was not scored), so the
-    table's schema never depends on which record comes first.
-    """
-    row = {**point}
-    for key in ("latent", "status", "n_active_tokens", "n_active_contexts", "max_act",
-                "explanation", "raw_explanation", "wall_s", "error"):  # fmt: skip
-        row[key] = record.get(key)
-    scores = record.get("scores") or {}
-    for scorer in sorted({*scorers, *scores}):
-        result = scores.get(scorer) or {}
-        for metric in (*METRICS, "n"):
-            row[f"{scorer}_{metric}"] = result.get(metric)
-    tokens = record.get("tokens") or {}
-    row["prompt_tokens"] = tokens.get("prompt")
-    row["completion_tokens"] = tokens.get("completion")
-    row["prompt_tokens_computed"] = tokens.get("prompt_computed")
-    return row
+class RecordFileError(ValueError):
+    """A committed record file cannot be read or does not hold its range's latents."""
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+def read_record_file(path: Path, start: int, stop: int) -> Any:
+    """One interpret record file as a flat Arrow table (dotted columns), checked to hold
+    exactly one record for every latent of ``[start, stop)``."""
+    import pyarrow as pa
+    import pyarrow.json as pj
 
-
-def bootstrap_ci(values: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the median (scipy's bootstrap)."""
-    from scipy.stats import bootstrap
-
-    values = values[np.isfinite(values)]
-    if len(values) < 3 or np.all(values == values[0]):
-        v = float(values[0]) if len(values) else float("nan")
-        return v, v
-    res = bootstrap(
-        (values,), np.median, n_resamples=n_boot, method="percentile", random_state=seed
-    )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def summarize(rows: Iterable[dict[str, Any]], scorers: Iterable[str]) -> list[dict[str, Any]]:
-    """Per (sae_id, layer): counts, failures, score medians with 95% CIs, token costs."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["sae_id"], row["layer"]), []).append(row)
-    out = []
-    for (sae_id, layer), group in sorted(groups.items()):
-        ok = [r for r in group if r["status"] == "ok"]
-        entry: dict[str, Any] = {
-            "sae_id": sae_id,
-            "layer": layer,
-            "n_latents": len(group),
-            "n_ok": len(ok),
-            "status_counts": _counts(r["status"] for r in group),
-            **{k: group[0].get(k) for k in ("fvu", "l0", "dead_pct", "ce_increase")},
-        }
-        for scorer in scorers:
-            for metric in ("balanced_accuracy", "auroc"):
-                vals = np.array([_num(r.get(f"{scorer}_{metric}")) for r in ok], dtype=float)
-                vals = vals[np.isfinite(vals)]
-                lo, hi = bootstrap_ci(vals)
-                entry[f"{scorer}_{metric}_median"] = float(np.median(vals)) if len(vals) else None
-                entry[f"{scorer}_{metric}_ci95"] = [lo, hi] if len(vals) else None
-        prompt = np.array([_num(r.get("prompt_tokens")) for r in ok], dtype=float)
-        wall = np.array([_num(r.get("wall_s")) for r in ok], dtype=float)
-        entry["prompt_tokens_per_latent"] = float(np.nanmean(prompt)) if len(ok) else None
-        entry["wall_s_per_latent"] = float(np.nanmean(wall)) if len(ok) else None
-        out.append(entry)
-    return out
-
-
-def format_summary(groups: list[dict[str, Any]], scorers: Iterable[str]) -> str:
-    lines = []
-    for g in groups:
-        lines.append(
-            f"{g['sae_id']} @ layer {g['layer']}: {g['n_ok']}/{g['n_latents']} latents "
-            f"explained and scored {g['status_counts']}"
+    try:
+        table = pj.read_json(path, read_options=pj.ReadOptions(block_size=1 << 22))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise RecordFileError(
+            f"{path}: not readable as JSON lines ({err}); delete it and its interpret "
+            "manifest, then rerun the range"
+        ) from err
+    table = flatten(table)
+    if "latent" not in table.column_names:
+        raise RecordFileError(f"{path}: records have no 'latent' field")
+    latents = np.sort(table.column("latent").to_numpy(zero_copy_only=False))
+    if len(latents) != stop - start or not np.array_equal(latents, np.arange(start, stop)):
+        missing = np.setdiff1d(np.arange(start, stop), latents)
+        raise RecordFileError(
+            f"{path}: {len(latents)} records for latent range [{start}, {stop}) "
+            f"(missing {_few(missing)}, duplicates or strays otherwise); delete it and its "
+            "interpret manifest, then rerun the range"
         )
-        if g.get("fvu") is not None:
-            dead = g.get("dead_pct")
-            dead_s = f"{dead:.1f}%" if dead is not None else "n/a (not trained)"
-            lines.append(
-                f"  SAE: FVU {g['fvu']:.3f}  L0 {g['l0']:.1f}  dead {dead_s}"
-                f"  CE increase {g.get('ce_increase') or float('nan'):.3f}"
-            )
-        for scorer in scorers:
-            med = g.get(f"{scorer}_balanced_accuracy_median")
-            auc = g.get(f"{scorer}_auroc_median")
-            if med is None:
-                continue
-            lo, hi = g[f"{scorer}_balanced_accuracy_ci95"]
-            auc_s = f"{auc:.3f}" if auc is not None else "n/a"
-            lines.append(
-                f"  {scorer:<10} median balanced accuracy {med:.3f} [95% CI {lo:.3f}, {hi:.3f}]"
-                f"  median AUROC {auc_s}"
-            )
-        if g.get("prompt_tokens_per_latent") is not None:
-            lines.append(
-                f"  LLM: {g['prompt_tokens_per_latent']:.0f} prompt tokens and "
-                f"{g['wall_s_per_latent']:.1f} s per latent"
-            )
-    return "\n".join(lines)
+    return table
 
 
-def _counts(items: Iterable[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
-    return out
+def flatten(table: Any) -> Any:
+    """Struct columns -> dotted columns, recursively; lists (per-quantile) stay lists."""
+    import pyarrow as pa
+
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    names = []
+    for name in table.column_names:
+        name = TOKEN_COLUMNS.get(name, name)
+        for old, new in RENAMES:
+            if name.startswith(old):
+                name = new + name[len(old) :]
+        names.append(name)
+    return table.rename_columns(names)
 
 
-def _num(v: Any) -> float:
-    return float(v) if isinstance(v, (int, float)) and v is not None else float("nan")
+def with_point_columns(table: Any, point: dict[str, Any]) -> Any:
+    """Prepend the point's constant columns (dictionary-encoded in Parquet, so cheap)."""
+    import pyarrow as pa
+
+    n = table.num_rows
+    for i, key in enumerate(POINT_COLUMNS):
+        value = point.get(key)
+        typ = pa.int64() if isinstance(value, int) else pa.string()
+        if key in table.column_names:
+            table = table.drop_columns([key])
+        table = table.add_column(i, key, pa.array([value] * n, type=typ))
+    return table
+
+
+def unify(schemas: Iterable[Any]) -> Any:
+    """One schema holding every column of ``schemas`` (nulls and ints widen), ordered."""
+    import pyarrow as pa
+
+    merged = pa.unify_schemas(list(schemas), promote_options="permissive")
+    fields = {f.name: f for f in merged}
+    for name, f in fields.items():
+        if pa.types.is_null(f.type):  # never seen a value: strings are the safe reading
+            fields[name] = pa.field(name, pa.string())
+    lead = [fields[n] for n in LEADING if n in fields]
+    rest = sorted((f for n, f in fields.items() if n not in LEADING), key=lambda f: f.name)
+    return pa.schema(lead + rest)
+
+
+def conform(table: Any, schema: Any) -> Any:
+    """``table`` with exactly ``schema``'s columns: missing ones null, others cast."""
+    import pyarrow as pa
+
+    columns = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            columns.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, type=f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+@dataclass
+class TableWriter:
+    """Collects flat record tables, then writes one Parquet file atomically.
+
+    ``add`` buffers tables and spills them to temporary Arrow files of about
+    ``rows_per_group`` rows under ``work_dir``; ``commit`` writes the final file row group
+    by row group with the unified schema and renames it into place.
+    """
+
+    work_dir: Path
+    rows_per_group: int = ROWS_PER_GROUP
+    num_rows: int = 0
+    _buffer: list[Any] = field(default_factory=list)
+    _buffered: int = 0
+    _parts: list[Path] = field(default_factory=list)
+    _schemas: list[Any] = field(default_factory=list)
+
+    def add(self, table: Any) -> None:
+        self._buffer.append(table)
+        self._buffered += table.num_rows
+        self.num_rows += table.num_rows
+        if self._buffered >= self.rows_per_group:
+            self._spill()
+
+    def _spill(self) -> None:
+        import pyarrow as pa
+        import pyarrow.feather as feather
+
+        if not self._buffer:
+            return
+        part = pa.concat_tables(self._buffer, promote_options="permissive")
+        self._buffer, self._buffered = [], 0
+        path = self.work_dir / f"part-{len(self._parts):06d}.arrow"
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        feather.write_feather(part, path, compression="uncompressed")
+        self._parts.append(path)
+        self._schemas.append(part.schema)
+
+    def commit(self, out: Path) -> Any:
+        """Write every part to ``out`` (Parquet, zstd) atomically; returns the schema."""
+        import pyarrow.feather as feather
+        import pyarrow.parquet as pq
+
+        self._spill()
+        if not self._parts:
+            raise ValueError("the sweep table would be empty: no record files were added")
+        schema = unify(self._schemas)
+        tmp = tmp_name(out)
+        try:
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+                for path in self._parts:
+                    part = conform(feather.read_table(path, memory_map=True), schema)
+                    writer.write_table(part, row_group_size=self.rows_per_group)
+                    del part
+                    path.unlink()
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        return schema
+
+
+def iter_batches(path: Path, columns: list[str] | None = None) -> Iterator[Any]:
+    """The table's rows as Arrow record batches (one row group at a time)."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    names = set(pf.schema_arrow.names)
+    cols = None if columns is None else [c for c in columns if c in names]
+    yield from pf.iter_batches(columns=cols, batch_size=8192)
+
+
+def _few(values: np.ndarray, n: int = 8) -> str:
+    head = ", ".join(str(int(v)) for v in values[:n])
+    return (
+        head + (f", ... ({len(values)} in all)" if len(values) > n else "")
+        if len(values)
+        else "none"
+    )

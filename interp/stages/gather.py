@@ -1,36 +1,64 @@
-"""gather: check the whole sweep is committed, then one table and a summary.
+"""gather: check the whole sweep is committed, then one table, a summary and exports.
 
 Reads only the run folder: every point's resolved config (``points/*/config.json``),
-the stage manifests, the interpret records and the training summaries. If anything is
-missing it names the stage and array indices and writes nothing final.
+the stage manifests, the interpret records and the training summaries. If any array task
+of any stage of any point is not committed, it names them (stage, point, indices), gives
+the rerun command and writes nothing. Otherwise it writes, each file atomically and
+``manifest.json`` last (the commit: its fingerprint tells ``status`` the gather is
+current)::
+
+    gather/latents.parquet      one row per latent of every point (interp.report.table)
+    gather/summary.json|.md     per point: dictionary quality, score distributions, costs
+    gather/export/delphi/       explanations and scores in delphi's layout
+    gather/export/neuronpedia/  Neuronpedia's explanation / score import layout
+
+Everything streams: record files are read one at a time into columnar batches, the
+summary reads one column at a time, the exports read the table one row group at a time.
+Later steps of the gather job (alignment, the HTML report) hook in through
+:data:`AFTER_TABLE`: functions of the sweep folder called once the table is committed.
 """
 
 from __future__ import annotations
 
-import io
+import importlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from interp.config import RunConfig
 from interp.models import hookpoint_width
 from interp.plan import Task, pending, plan_point
-from interp.report.table import flatten_record, format_summary, read_records, summarize
+from interp.report.export import write_exports
+from interp.report.summary import format_markdown, summarize
+from interp.report.table import TableWriter, read_record_file, with_point_columns
 from interp.runs import (
     RunPaths,
-    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     gather_dir,
+    gather_manifest,
     points_dir,
     read_manifest,
     read_points,
+    remove_stale_tmp,
     short_hash,
+    tmp_name,
 )
 
 log = logging.getLogger(__name__)
+
+AFTER_TABLE: tuple[str, ...] = ()
+"""``"module:function"`` names, each called as ``function(root: Path)`` with the sweep
+folder once the table, summary and exports are committed and before the gather
+manifest is written (so a failure there leaves the gather not current, to be redone).
+Alignment and the HTML report register here."""
+
+TABLE = "latents.parquet"
 
 
 class IncompleteSweepError(RuntimeError):
@@ -45,18 +73,36 @@ def load_points(root: Path) -> list[RunConfig]:
 
 
 def check_complete(root: Path, cfgs: list[RunConfig]) -> list[str]:
+    """One line per (point, stage) with uncommitted array tasks (empty: complete).
+
+    A committed interpret task whose record file is gone counts as missing too.
+    """
     problems = []
     for cfg in cfgs:
         paths = RunPaths(root, cfg)
+        where = f"point {paths.ids.point} ({cfg.sae.sae_id}, layer {cfg.layer})"
         for job in plan_point(cfg, hookpoint_width(cfg.model.name, cfg.hookpoint)):
             todo = pending(job, paths)
+            if job.stage == "interpret":
+                done = set(job.tasks) - set(todo)
+                todo += [t for t in done if not paths.records_file(t.index).is_file()]
             if todo:
-                idx = ",".join(str(t.index) for t in todo)
+                idx = index_ranges(sorted(t.index for t in todo))
                 problems.append(
-                    f"point {paths.ids.point} ({cfg.sae.sae_id}, layer {cfg.layer}): "
-                    f"{job.stage} tasks {idx} of {len(job.tasks)} not committed"
+                    f"{where}: {job.stage} tasks {idx} of {len(job.tasks)} not committed"
                 )
     return problems
+
+
+def index_ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2,5,7-8' (array-index syntax, as sbatch --array takes)."""
+    parts: list[str] = []
+    for i in indices:
+        if parts and i == int(parts[-1].rsplit("-", 1)[-1]) + 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{i}"
+        else:
+            parts.append(str(i))
+    return ",".join(parts)
 
 
 def fingerprint(root: Path, cfgs: list[RunConfig]) -> str:
@@ -70,6 +116,7 @@ def fingerprint(root: Path, cfgs: list[RunConfig]) -> str:
 
 
 def point_columns(root: Path, cfg: RunConfig) -> dict[str, Any]:
+    """The point's identity (table columns) and its dictionary's training figures."""
     paths = RunPaths(root, cfg)
     train = json.loads(paths.train_summary().read_text()) if paths.train_summary().exists() else {}
     return {
@@ -87,56 +134,94 @@ def point_columns(root: Path, cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def build_rows(root: Path, cfgs: list[RunConfig]) -> list[dict[str, Any]]:
-    rows = []
-    scorers = sorted({s for c in cfgs for s in c.scorer.names})
-    for cfg in cfgs:
-        paths = RunPaths(root, cfg)
-        point = point_columns(root, cfg)
-        for job in plan_point(cfg, hookpoint_width(cfg.model.name, cfg.hookpoint)):
-            if job.stage != "interpret":
-                continue
-            for task in job.tasks:
-                records = list(read_records(paths.records_file(task.index)))
-                expected = set(range(task.start, task.stop))
-                got = {r["latent"] for r in records}
-                assert got == expected, f"records of range {task.index} miss {expected - got}"
-                rows.extend(flatten_record(r, point, scorers) for r in records)
-    return rows
+def interpret_tasks(cfg: RunConfig) -> tuple[Task, ...]:
+    (job,) = [
+        j
+        for j in plan_point(cfg, hookpoint_width(cfg.model.name, cfg.hookpoint))
+        if j.stage == "interpret"
+    ]
+    return job.tasks
 
 
-def write_table(rows: list[dict[str, Any]], out: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def build_table(root: Path, cfgs: list[RunConfig], out: Path) -> list[dict[str, Any]]:
+    """Stream every point's record files into ``out`` (Parquet); returns the points'
+    columns, in table order."""
+    points = [point_columns(root, cfg) for cfg in cfgs]
+    writer = TableWriter(tmp_name(out.with_suffix(".parts")))
+    total = sum(len(interpret_tasks(cfg)) for cfg in cfgs)
+    with tqdm(total=total, desc="gather records", unit="range") as bar:
+        for cfg, point in zip(cfgs, points):
+            paths = RunPaths(root, cfg)
+            for task in interpret_tasks(cfg):
+                table = read_record_file(paths.records_file(task.index), task.start, task.stop)
+                writer.add(with_point_columns(table, point))
+                bar.update()
+    writer.commit(out)
+    return points
 
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows), buf)
-    atomic_write_bytes(out, buf.getvalue())
+
+def incomplete_message(root: Path, problems: list[str]) -> str:
+    return (
+        "the sweep is not complete, nothing was gathered:\n  "
+        + "\n  ".join(problems)
+        + f"\nresubmit only these tasks: python launch/rerun.py {root}"
+        + "\n(a sweep run on this machine: run the same sweep command again; committed"
+        " tasks are skipped)"
+    )
 
 
-def run(root: Path, task: Task, should_stop: Callable[[], bool]) -> None:
+def gather(root: Path, *, exports: tuple[str, ...] = ("delphi", "neuronpedia")) -> dict[str, Any]:
+    """Check, then write the table, summary and exports of sweep folder ``root``.
+
+    Returns the summary. Raises :class:`IncompleteSweepError` (nothing written) when
+    any task is missing.
+    """
     cfgs = load_points(root)
     problems = check_complete(root, cfgs)
     if problems:
-        raise IncompleteSweepError(
-            "the sweep is not complete, nothing was gathered:\n  "
-            + "\n  ".join(problems)
-            + "\nrerun the sweep command: committed tasks are skipped, only these run"
-        )
+        raise IncompleteSweepError(incomplete_message(root, problems))
     out = gather_dir(root)
     stamp = fingerprint(root, cfgs)
-    done = read_manifest(out / "manifest.json")
-    scorers = sorted({s for c in cfgs for s in c.scorer.names})
-    if done and done.get("fingerprint") == stamp:
-        log.info("gather is up to date (%s)", out)
-        print((out / "summary.txt").read_text(), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(out)
+    gather_manifest(root).unlink(missing_ok=True)  # not current while it is rewritten
+    t0 = time.perf_counter()
+    points = build_table(root, cfgs, out / TABLE)
+    t1 = time.perf_counter()
+    summary = summarize(out / TABLE, points)
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", format_markdown(summary))
+    t2 = time.perf_counter()
+    if exports:
+        write_exports(out / TABLE, out / "export", points, formats=exports)
+    t3 = time.perf_counter()
+    for name in AFTER_TABLE:
+        module, func = name.split(":")
+        getattr(importlib.import_module(module), func)(root)
+    timing = {"table_s": t1 - t0, "summary_s": t2 - t1, "export_s": t3 - t2}
+    atomic_write_json(
+        gather_manifest(root),
+        {"fingerprint": stamp, "n_rows": summary["n_latents"], "timing": timing},
+    )
+    log.info(
+        "gathered %d latent records of %d point(s) into %s (table %.1f s, summary %.1f s, "
+        "exports %.1f s)",
+        summary["n_latents"], len(cfgs), out, *timing.values(),
+    )  # fmt: skip
+    return summary
+
+
+def run(root: Path, task: Task, should_stop: Callable[[], bool]) -> None:
+    """The gather job: redone whole unless its manifest matches what is committed."""
+    cfgs = load_points(root)
+    done = read_manifest(gather_manifest(root))
+    if (
+        done
+        and done.get("fingerprint") == fingerprint(root, cfgs)
+        and not check_complete(root, cfgs)
+    ):
+        log.info("gather is up to date (%s)", gather_dir(root))
+        print((gather_dir(root) / "summary.md").read_text(), flush=True)
         return
-    rows = build_rows(root, cfgs)
-    write_table(rows, out / "latents.parquet")
-    groups = summarize(rows, scorers)
-    atomic_write_json(out / "summary.json", groups)
-    text = format_summary(groups, scorers)
-    atomic_write_text(out / "summary.txt", text + "\n")
-    atomic_write_json(out / "manifest.json", {"fingerprint": stamp, "n_rows": len(rows)})
-    print(text, flush=True)
-    log.info("gathered %d latent records from %d point(s) into %s", len(rows), len(cfgs), out)
+    summary = gather(root)
+    print(format_markdown(summary), flush=True)

@@ -1,80 +1,222 @@
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from interp.config import load_run_config, to_dict
 from interp.plan import Task, plan_point
-from interp.report.table import flatten_record, summarize
-from interp.runs import RunPaths, atomic_write_json, commit_task
+from interp.report import summary as summ
+from interp.report.table import TableWriter, read_record_file, with_point_columns
+from interp.runs import RunPaths, atomic_write_json, commit_task, gather_manifest
 from interp.stages import gather
 
-POINT = {"sae_id": "topk-x8-k32", "layer": 6}
+
+def metrics(acc: float, n: int = 4) -> dict:
+    return {
+        "balanced_accuracy": acc,
+        "auroc": acc,
+        "n": n,
+        "per_quantile": [
+            {"quantile": 0, "n": n // 2, "accuracy": acc},
+            {"quantile": -1, "n": n // 2, "accuracy": acc},
+        ],
+    }
 
 
-def record(latent: int, status: str = "ok", acc: float = 0.75) -> dict:
-    scores = (
-        {"detection": {"balanced_accuracy": acc, "auroc": acc, "n": 16}} if status == "ok" else {}
+def record(latent: int, status: str = "ok", acc: float = 0.75, **extra) -> dict:
+    ok = status == "ok"
+    return {
+        "latent": latent,
+        "status": status,
+        "explanation": f"latent {latent} explained" if ok else None,
+        "scores": {"detection": metrics(acc)} if ok else {},
+        "tokens": {"prompt": 100, "completion": 10, "prompt_computed": 50},
+        "wall_s": 1.5,
+        "error": None if ok or status == "too_rare" else "boom",
+        **extra,
+    }
+
+
+def write_records(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def test_record_files_with_different_columns_merge_into_one_schema(tmp_path: Path) -> None:
+    """A later range adds a scorer, a control and a new field; an earlier one has only
+    failures with no error text. Every row gets every column, missing ones null."""
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write_records(a, [record(0, "too_rare"), record(1, "too_rare")])
+    control = {"explanation": "other", "source_latent": 0, "scores": {"detection": metrics(0.5)}}
+    write_records(
+        b,
+        [
+            record(2, control=control, retries=1),
+            record(3, acc=1, scores={"detection": metrics(1), "fuzzing": {"auroc": 0.6}}),
+        ],
     )
-    return {"latent": latent, "status": status, "scores": scores, "tokens": {"prompt": 100}}
+    writer = TableWriter(tmp_path / "parts", rows_per_group=2)
+    for path, (start, stop) in ((a, (0, 2)), (b, (2, 4))):
+        table = read_record_file(path, start, stop)
+        writer.add(with_point_columns(table, {"point": "p", "layer": 6, "sae_id": "topk"}))
+    writer.commit(tmp_path / "t.parquet")
+    assert not (tmp_path / "parts").exists()
+    pf = pq.ParquetFile(tmp_path / "t.parquet")
+    assert pf.metadata.num_row_groups == 2
+    rows = pf.read().to_pylist()
+    assert [r["latent"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["scores.detection.balanced_accuracy"] is None
+    assert rows[2]["control.detection.balanced_accuracy"] == 0.5
+    assert rows[2]["control.explanation"] == "other" and rows[3]["control.explanation"] is None
+    assert rows[3]["scores.fuzzing.auroc"] == 0.6 and rows[2]["scores.fuzzing.auroc"] is None
+    assert rows[3]["scores.detection.balanced_accuracy"] == 1.0  # int widened to float
+    assert rows[2]["retries"] == 1 and rows[0]["retries"] is None
+    assert rows[1]["layer"] == 6 and rows[1]["prompt_tokens"] == 100
+    assert rows[2]["scores.detection.per_quantile"][0] == {"quantile": 0, "n": 2, "accuracy": 0.75}
+    assert pf.schema_arrow.names[:3] == ["point", "model", "layer"]
 
 
-def test_rows_have_every_scorer_column_whatever_comes_first() -> None:
-    failed = flatten_record(record(0, "explain_failed"), POINT, ["detection", "fuzzing"])
-    ok = flatten_record(record(1), POINT, ["detection", "fuzzing"])
-    assert failed.keys() == ok.keys()
-    assert failed["detection_balanced_accuracy"] is None and ok["detection_auroc"] == 0.75
-    assert ok["fuzzing_n"] is None
+def test_a_record_file_missing_a_latent_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    write_records(path, [record(0), record(2)])
+    with pytest.raises(
+        ValueError, match=r"r.jsonl: 2 records for latent range \[0, 3\) \(missing 1"
+    ):
+        read_record_file(path, 0, 3)
+    path.write_text('{"latent": 0, "status": "ok"}\n{"latent": 1, "sta')
+    with pytest.raises(ValueError, match="not readable as JSON lines"):
+        read_record_file(path, 0, 2)
 
 
-def test_summary_counts_failures_and_takes_medians() -> None:
-    rows = [
-        flatten_record(record(i, acc=a), POINT, ["detection"])
-        for i, a in enumerate([0.5, 0.7, 0.9])
-    ]
-    rows.append(flatten_record(record(3, "too_rare"), POINT, ["detection"]))
-    (group,) = summarize(rows, ["detection"])
-    assert group["n_latents"] == 4 and group["n_ok"] == 3
-    assert group["status_counts"] == {"ok": 3, "too_rare": 1}
-    assert group["detection_balanced_accuracy_median"] == pytest.approx(0.7)
-    lo, hi = group["detection_balanced_accuracy_ci95"]
+# ----------------------------------------------------------------------------- intervals
+
+
+def test_index_ranges_compress_like_sbatch_arrays() -> None:
+    assert gather.index_ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+    assert gather.index_ranges([3]) == "3"
+
+
+def test_large_sample_intervals_match_scipy_bootstrap() -> None:
+    """Above EXACT_N the intervals come from the bootstrap's limit; at a size where scipy
+    is still affordable both must agree to within the resampling noise."""
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(0)
+    v = np.round(rng.beta(6, 2, size=4001), 2)  # discrete, like balanced accuracies
+    lo, hi = summ.median_ci(v)
+    ref = bootstrap((v,), np.median, n_resamples=2000, method="percentile", random_state=1)
+    assert lo == pytest.approx(ref.confidence_interval.low, abs=0.011)
+    assert hi == pytest.approx(ref.confidence_interval.high, abs=0.011)
+    assert lo <= np.median(v) <= hi
+    lo, hi = summ.mean_ci(v)
+    ref = bootstrap((v,), np.mean, n_resamples=2000, method="percentile", random_state=1)
+    width = ref.confidence_interval.high - ref.confidence_interval.low
+    assert lo == pytest.approx(ref.confidence_interval.low, abs=0.1 * width)
+    assert hi == pytest.approx(ref.confidence_interval.high, abs=0.1 * width)
+
+
+def test_distribution_drops_missing_values() -> None:
+    d = summ.distribution(np.array([0.5, np.nan, 0.7, 0.9]))
+    assert d["n"] == 3 and d["median"] == pytest.approx(0.7)
+    lo, hi = d["median_ci95"]
     assert 0.5 <= lo <= 0.7 <= hi <= 0.9
+    assert sum(d["hist"]["counts"]) == 3 and d["hist"]["edges"][0] == 0.0
+    assert summ.distribution(np.array([np.nan])) == {"n": 0}
 
 
-def fake_point(tmp_path: Path, *, commit_all: bool) -> Path:
+# ----------------------------------------------------------------------------- the stage
+
+
+def fake_point(tmp_path: Path, *, commit_all: bool, layer: int = 15) -> Path:
     cfg = load_run_config(
-        {"out_dir": str(tmp_path), "name": "g", "interpret": {"num_latents": 4, "range_latents": 2}}
+        {
+            "out_dir": str(tmp_path),
+            "name": "g",
+            "layer": layer,
+            "interpret": {"num_latents": 4, "range_latents": 2},
+        }
     )
     root = RunPaths.sweep_root(cfg)
     paths = RunPaths(root, cfg)
     atomic_write_json(paths.point_config(), to_dict(cfg))
+    atomic_write_json(paths.train_summary(), {"fvu": 0.2, "l0": 32.0, "dead_pct": 1.5})
     for job in plan_point(cfg, 576):
         for task in job.tasks:
             if job.stage == "interpret":
                 if not commit_all and task.index == 1:
                     continue
-                lines = [json.dumps(record(i)) for i in range(task.start, task.stop)]
-                paths.records_file(task.index).parent.mkdir(parents=True, exist_ok=True)
-                paths.records_file(task.index).write_text("\n".join(lines) + "\n")
+                accs = [0.5, 0.7, 0.9, 1.0]
+                recs = [
+                    record(i, acc=accs[i], control={"scores": {"detection": metrics(0.5)}})
+                    if i != 3 or layer != 15
+                    else record(i, "explain_failed")
+                    for i in range(task.start, task.stop)
+                ]
+                write_records(paths.records_file(task.index), recs)
             commit_task(paths.manifest_file(job.stage, task.index), {})
     return root
 
 
 def test_gather_refuses_an_incomplete_sweep_and_names_the_tasks(tmp_path: Path) -> None:
     root = fake_point(tmp_path, commit_all=False)
-    with pytest.raises(gather.IncompleteSweepError, match=r"interpret tasks 1 of 2 not committed"):
+    with pytest.raises(gather.IncompleteSweepError) as err:
         gather.run(root, Task(0, 0, 1), lambda: False)
-    assert not (root / "gather" / "latents.parquet").exists()
+    msg = str(err.value)
+    assert "layer 15): interpret tasks 1 of 2 not committed" in msg
+    assert f"python launch/rerun.py {root}" in msg
+    assert not (root / "gather").exists()
 
 
-def test_gather_writes_one_row_per_latent_then_is_up_to_date(tmp_path: Path, capsys) -> None:
+def test_a_committed_range_without_its_records_is_incomplete(tmp_path: Path) -> None:
     root = fake_point(tmp_path, commit_all=True)
+    (cfg,) = gather.load_points(root)
+    RunPaths(root, cfg).records_file(0).unlink()
+    assert gather.check_complete(root, [cfg]) == [
+        f"point {RunPaths(root, cfg).ids.point} (topk-x8-k32, layer 15): "
+        "interpret tasks 0 of 2 not committed"
+    ]
+
+
+def test_gather_writes_table_summary_exports_then_is_up_to_date(tmp_path: Path) -> None:
+    root = fake_point(tmp_path, commit_all=True)
+    fake_point(tmp_path, commit_all=True, layer=9)  # a second point of the same sweep
     gather.run(root, Task(0, 0, 1), lambda: False)
-    table = pq.read_table(root / "gather" / "latents.parquet").to_pylist()
-    assert [r["latent"] for r in table] == [0, 1, 2, 3]
-    stamp = (root / "gather" / "latents.parquet").stat().st_mtime_ns
+    out = root / "gather"
+    table = pq.read_table(out / "latents.parquet").to_pylist()
+    assert sorted((r["layer"], r["latent"]) for r in table) == [
+        (layer, i) for layer in (9, 15) for i in range(4)
+    ]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [p["layer"] for p in summary["points"]] == [9, 15]
+    p15 = summary["points"][1]
+    assert p15["status_counts"] == {"explain_failed": 1, "ok": 3}
+    assert p15["dictionary"] == {"fvu": 0.2, "l0": 32.0, "dead_pct": 1.5, "ce_increase": None}
+    det = p15["scores"]["detection"]["balanced_accuracy"]
+    assert det["n"] == 3 and det["median"] == pytest.approx(0.7)
+    diff = p15["real_vs_control"]["detection"]["balanced_accuracy"]
+    assert diff["n_pairs"] == 3 and diff["mean_diff"] == pytest.approx(0.2)
+    assert p15["cost"]["prompt_tokens"]["per_latent_mean"] == 100
+    assert "| detection | balanced_accuracy | 3 | 0.700" in (out / "summary.md").read_text()
+    assert (out / "export" / "index.json").is_file()
+    stamp = (out / "latents.parquet").stat().st_mtime_ns
     gather.run(root, Task(0, 0, 1), lambda: False)
-    assert (root / "gather" / "latents.parquet").stat().st_mtime_ns == stamp
+    assert (out / "latents.parquet").stat().st_mtime_ns == stamp
+    assert json.loads(gather_manifest(root).read_text())["n_rows"] == 8
+
+
+def test_after_table_hooks_get_the_sweep_root(tmp_path: Path, monkeypatch) -> None:
+    root = fake_point(tmp_path, commit_all=True)
+    seen: list[Path] = []
+    monkeypatch.setitem(sys.modules, "fake_report", types.SimpleNamespace(build=seen.append))
+    monkeypatch.setattr(gather, "AFTER_TABLE", ("fake_report:build",))
+    gather.gather(root, exports=())
+    assert seen == [root] and gather_manifest(root).is_file()

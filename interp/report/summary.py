@@ -1,0 +1,332 @@
+"""Summary statistics of a sweep, read column by column from the sweep table.
+
+Per sweep point (one dictionary at one hookpoint, explained by one LLM; in a sweep over
+architectures x layers, one point per cell): the dictionary's FVU, L0, dead % and
+CE-loss increase from its training summary; failure counts by status; the distribution
+of every score metric (real explanations, the random-explanation control, the
+single-token baseline) with 95% confidence intervals of its mean and median; the paired
+real - control difference; LLM tokens and wall time per latent.
+
+Streaming: the table is never loaded whole. One numeric column is read at a time
+(8 bytes per latent) and split by point; nothing holds a Python object per record.
+
+Confidence intervals are percentile-bootstrap intervals. Up to ``EXACT_N`` values they
+come from ``scipy.stats.bootstrap`` (1000 resamples); above that, from the bootstrap's
+large-sample limit, computed without resampling: for the median the exact bootstrap
+distribution of the sample median (the resampled median is <= x_(j) iff at least half
+the resample is <= x_(j), a binomial event), for the mean the normal law with the
+plug-in standard error. Both keep the gather linear in the number of latents.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EXACT_N = 2000
+"""Above this many values, intervals use the bootstrap's large-sample limit."""
+N_BOOT = 1000
+KINDS = ("scores", "control", "baseline")
+COSTS = ("prompt_tokens", "completion_tokens", "prompt_tokens_computed", "wall_s", "retries")
+FIRING = ("n_active_tokens", "n_active_contexts", "max_act")
+TRAIN_KEYS = ("fvu", "l0", "dead_pct", "ce_increase")
+
+
+# ----------------------------------------------------------------------------- intervals
+
+
+def median_ci(values: np.ndarray, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the median of finite ``values`` [n]."""
+    v = np.sort(values)
+    n = len(v)
+    if n == 0:
+        return math.nan, math.nan
+    if v[0] == v[-1]:
+        return float(v[0]), float(v[0])
+    if n <= EXACT_N:
+        return _scipy_ci(v, np.median, level, seed)
+    from scipy.stats import binom
+
+    # P(resampled lower median <= u) = P(Binomial(n, F_n(u)) >= m), m = ceil(n / 2)
+    uniq = np.unique(v)
+    p = np.searchsorted(v, uniq, side="right") / n
+    cdf = binom.sf(math.ceil(n / 2) - 1, n, p)
+    alpha = (1 - level) / 2
+    lo = uniq[min(np.searchsorted(cdf, alpha, side="left"), len(uniq) - 1)]
+    hi = uniq[min(np.searchsorted(cdf, 1 - alpha, side="left"), len(uniq) - 1)]
+    return float(lo), float(hi)
+
+
+def mean_ci(values: np.ndarray, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of finite ``values`` [n]."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    if np.all(values == values[0]):
+        return float(values[0]), float(values[0])
+    if n <= EXACT_N:
+        return _scipy_ci(values, np.mean, level, seed)
+    from scipy.stats import norm
+
+    half = norm.ppf(0.5 + level / 2) * float(np.std(values)) / math.sqrt(n)
+    mean = float(np.mean(values))
+    return mean - half, mean + half
+
+
+def _scipy_ci(values: np.ndarray, stat: Any, level: float, seed: int) -> tuple[float, float]:
+    from scipy.stats import bootstrap
+
+    res = bootstrap(
+        (values,), stat, n_resamples=N_BOOT, confidence_level=level, method="percentile",
+        random_state=seed, vectorized=True, axis=-1,
+    )  # fmt: skip
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def distribution(values: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """n, mean and median with 95% CIs, spread, quantiles and a histogram of ``values``
+    (NaN = missing, dropped)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return {"n": 0}
+    q = np.quantile(v, [0.1, 0.25, 0.5, 0.75, 0.9])
+    lo, hi = (0.0, 1.0) if v.min() >= 0 and v.max() <= 1 else (float(v.min()), float(v.max()))
+    counts, edges = np.histogram(v, bins=bins, range=(lo, hi) if hi > lo else None)
+    return {
+        "n": len(v),
+        "mean": float(v.mean()),
+        "mean_ci95": list(mean_ci(v)),
+        "median": float(q[2]),
+        "median_ci95": list(median_ci(v)),
+        "std": float(v.std()),
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "p10": float(q[0]),
+        "p25": float(q[1]),
+        "p75": float(q[3]),
+        "p90": float(q[4]),
+        "hist": {"edges": edges.tolist(), "counts": counts.tolist()},
+    }
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def summarize(table: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sweep summary (JSON-able) of sweep table ``table`` whose points are ``points``
+    (point columns and training figures, one dict per point id)."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(table)
+    names = pf.schema_arrow.names
+    rows = _point_rows(table, [p["point"] for p in points])
+    status = _strings(table, "status")
+    out = []
+    for meta in points:
+        idx = rows[meta["point"]]
+        st = status[idx]
+        out.append(
+            {
+                **{k: meta.get(k) for k in ("point", "model", "architecture", "sae_id")},
+                **{k: meta.get(k) for k in ("layer", "hookpoint", "explainer_model")},
+                "dictionary": {k: meta.get(k) for k in TRAIN_KEYS},
+                "n_latents": len(idx),
+                "n_ok": int(np.sum(st == "ok")),
+                "status_counts": _counts(st),
+                **{kind: {} for kind in KINDS},
+                "real_vs_control": {},
+                "cost": {},
+                "firing": {},
+            }
+        )
+    for kind in KINDS:
+        for name in _numeric(pf, f"{kind}."):
+            col = _floats(table, name)
+            scorer, metric = name[len(kind) + 1 :].rsplit(".", 1)
+            for entry, meta in zip(out, points):
+                entry[kind].setdefault(scorer, {})[metric] = distribution(col[rows[meta["point"]]])
+    _real_vs_control(table, pf, points, rows, out)
+    for name in (*COSTS, *FIRING):
+        if name not in names:
+            continue
+        col = _floats(table, name)
+        for entry, meta in zip(out, points):
+            vals = col[rows[meta["point"]]]
+            if name in COSTS:
+                entry["cost"][name] = _cost(vals)
+            else:
+                entry["firing"][name] = distribution(vals)
+    order = sorted(range(len(out)), key=lambda i: _sort_key(out[i]))
+    return {
+        "n_points": len(out),
+        "n_latents": int(sum(e["n_latents"] for e in out)),
+        "status_counts": _counts(status),
+        "intervals": (
+            f"95% percentile bootstrap ({N_BOOT} resamples up to {EXACT_N} values, "
+            "its large-sample limit above)"
+        ),
+        "points": [out[i] for i in order],
+    }
+
+
+def _real_vs_control(
+    table: Path, pf: Any, points: list[dict[str, Any]], rows: dict[str, np.ndarray], out: list
+) -> None:
+    """Paired (same latent) difference of each score metric, real minus control."""
+    names = set(pf.schema_arrow.names)
+    for name in _numeric(pf, "scores."):
+        other = "control." + name[len("scores.") :]
+        scorer, metric = name[len("scores.") :].rsplit(".", 1)
+        if other not in names or metric in ("n", "n_failed"):
+            continue
+        real, ctrl = _floats(table, name), _floats(table, other)
+        for entry, meta in zip(out, points):
+            r, c = real[rows[meta["point"]]], ctrl[rows[meta["point"]]]
+            ok = np.isfinite(r) & np.isfinite(c)
+            d = r[ok] - c[ok]
+            entry["real_vs_control"].setdefault(scorer, {})[metric] = {
+                "n_pairs": int(ok.sum()),
+                "mean_diff": float(d.mean()) if len(d) else None,
+                "mean_diff_ci95": list(mean_ci(d)) if len(d) else None,
+                "frac_real_better": float(np.mean(d > 0)) if len(d) else None,
+            }
+
+
+def _cost(values: np.ndarray) -> dict[str, Any]:
+    v = values[np.isfinite(values)]
+    return {
+        "total": float(v.sum()),
+        "per_latent_mean": float(v.mean()) if len(v) else None,
+        "per_latent_median": float(np.median(v)) if len(v) else None,
+        "per_latent_p90": float(np.quantile(v, 0.9)) if len(v) else None,
+    }
+
+
+def _numeric(pf: Any, prefix: str) -> list[str]:
+    import pyarrow as pa
+
+    return [
+        f.name
+        for f in pf.schema_arrow
+        if f.name.startswith(prefix)
+        and f.name.count(".") >= 2
+        and (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
+    ]
+
+
+def _floats(table: Path, name: str) -> np.ndarray:
+    """One column as float64 [n_rows], nulls as NaN."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    col = pq.read_table(table, columns=[name]).column(name).cast(pa.float64())
+    return col.to_numpy()
+
+
+def _strings(table: Path, name: str) -> np.ndarray:
+    """A string column as an object array of its values [n_rows] (None kept)."""
+    import pyarrow.parquet as pq
+
+    col = pq.read_table(table, columns=[name], read_dictionary=[name]).column(name)
+    col = col.combine_chunks()
+    values = np.asarray(col.dictionary.to_pylist() + [None], dtype=object)
+    idx = col.indices.fill_null(len(col.dictionary)).to_numpy()
+    return values[idx]
+
+
+def _point_rows(table: Path, point_ids: list[str]) -> dict[str, np.ndarray]:
+    points = _strings(table, "point")
+    return {p: np.flatnonzero(points == p) for p in point_ids}
+
+
+def _counts(items: np.ndarray) -> dict[str, int]:
+    keys, counts = np.unique(items.astype(str), return_counts=True)
+    return {str(k): int(c) for k, c in zip(keys, counts)}
+
+
+def _sort_key(entry: dict[str, Any]) -> tuple:
+    return (str(entry["architecture"]), entry["layer"] if entry["layer"] is not None else -1,
+            str(entry["sae_id"]), str(entry["point"]))  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- markdown
+
+
+def format_markdown(
+    summary: dict[str, Any], headline: tuple[str, ...] = ("balanced_accuracy", "auroc")
+) -> str:
+    """summary.md: one section per point, headline metrics of every scorer."""
+    lines = [
+        "# Sweep summary",
+        "",
+        f"{summary['n_latents']} latents in {summary['n_points']} point(s); "
+        f"status {summary['status_counts']}. Intervals: {summary['intervals']}.",
+    ]
+    for p in summary["points"]:
+        lines += [
+            "",
+            f"## {p['architecture']} {p['sae_id']} @ layer {p['layer']} ({p['hookpoint']})",
+            "",
+        ]
+        lines.append(
+            f"point `{p['point']}`, model {p['model']}, explainer {p['explainer_model']}: "
+            f"{p['n_ok']}/{p['n_latents']} latents explained and scored, status {p['status_counts']}"
+        )
+        d = p["dictionary"]
+        lines.append(
+            f"dictionary: FVU {_f(d.get('fvu'))}, L0 {_f(d.get('l0'), 1)}, "
+            f"dead {_f(d.get('dead_pct'), 1)}%, CE-loss increase {_f(d.get('ce_increase'))}"
+        )
+        rows = _score_rows(p, headline)
+        if rows:
+            lines += [
+                "",
+                "| scorer | metric | n | median [95% CI] | mean [95% CI] | control mean | real - control [95% CI] |",
+                "|---|---|---|---|---|---|---|",
+                *rows,
+            ]
+        cost = p["cost"]
+        if "prompt_tokens" in cost:
+            lines += [
+                "",
+                f"LLM per latent: {_f(cost['prompt_tokens']['per_latent_mean'], 0)} prompt tokens"
+                f" ({_f(cost.get('prompt_tokens_computed', {}).get('per_latent_mean'), 0)} computed),"
+                f" {_f(cost.get('completion_tokens', {}).get('per_latent_mean'), 0)} completion tokens,"
+                f" {_f(cost.get('wall_s', {}).get('per_latent_mean'), 2)} s"
+                f" (total {_f(cost['prompt_tokens']['total'], 0)} prompt tokens)",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def _score_rows(p: dict[str, Any], headline: tuple[str, ...]) -> list[str]:
+    rows = []
+    for scorer, metrics in sorted(p["scores"].items()):
+        shown = [m for m in headline if m in metrics] or [
+            m for m in sorted(metrics) if m not in ("n", "n_failed")
+        ]
+        for metric in shown:
+            s = metrics[metric]
+            if not s.get("n"):
+                continue
+            ctrl = p["control"].get(scorer, {}).get(metric, {})
+            diff = p["real_vs_control"].get(scorer, {}).get(metric, {})
+            rows.append(
+                f"| {scorer} | {metric} | {s['n']} | {_f(s['median'])} {_ci(s['median_ci95'])} "
+                f"| {_f(s['mean'])} {_ci(s['mean_ci95'])} | {_f(ctrl.get('mean'))} "
+                f"| {_f(diff.get('mean_diff'))} {_ci(diff.get('mean_diff_ci95'))} |"
+            )
+    return rows
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    return (
+        "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+    )
+
+
+def _ci(ci: Any) -> str:
+    return "" if not ci else f"[{_f(ci[0])}, {_f(ci[1])}]"
