@@ -52,8 +52,8 @@ def test_every_latent_in_range_has_one_record(run) -> None:
     for r in ok:
         assert r["explanation"] and r["prompt_tokens"] > 0
         for scorer in ("detection", "fuzzing"):
-            assert 0.0 <= r[f"{scorer}_balanced_accuracy"] <= 1.0
-            assert r[f"{scorer}_n"] > 0
+            assert 0.0 <= r[f"scores.{scorer}.balanced_accuracy"] <= 1.0
+            assert r[f"scores.{scorer}.n"] > 0
     for r in table:
         if r["status"] != "ok":
             assert r["error"] or r["status"] == "too_rare"
