@@ -33,6 +33,7 @@ _LEAD = re.compile(
 )
 _RELATION = re.compile(r"^(?:related|relating|referring|associated|connected)\s+to\b", re.I)
 _STRIP = " \t\r\n\"'`*_“”‘’[]"
+_LETTER = re.compile(r"[^\W\d_]")  # an explanation names something: at least one letter
 
 
 def parse_explanation(text: str) -> str | None:
@@ -48,7 +49,12 @@ def parse_explanation(text: str) -> str | None:
     expl = line.strip(_STRIP)
     expl = re.sub(r"\s+", " ", _MARKUP.sub("", expl)).strip(_STRIP)
     expl = noun_phrase(expl)
-    if not expl or len(expl) > MAX_CHARS or expl.endswith(":") or _MARKER_ANY.search(expl):
+    if (
+        not _LETTER.search(expl)
+        or len(expl) > MAX_CHARS
+        or expl.endswith(":")
+        or _MARKER_ANY.search(expl)
+    ):
         return None  # empty, rambling, cut before its content, or an echo of the format
     return expl
 
@@ -130,6 +136,8 @@ async def explain(
         text = g.text if attempt == 0 else PREFILL + g.text
         raws.append(text)
         parsed, why = check_reply(text, truncated=g.completion_tokens >= cap)
+        if attempt and not _LETTER.search(g.text):  # the prefill alone is no answer
+            parsed, why = None, "nothing after the prefilled 'Explanation:'"
         if parsed is not None:
             return ExplainResult("ok", parsed, text, attempt + 1, tuple(failures))
         failures.append(why)
