@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from interp.config import LLMConfig
+from interp.config import LLMConfig, ScorerConfig
+from interp.explain.prompts import TokenRenderer
+from interp.latents.examples import Example, LatentExamples
 from interp.llm import CachedClient, MeteredClient, ResponseCache
 from interp.llm.base import TextLogprobs
 from interp.llm.transformers_backend import TransformersClient
+from interp.score import embedding, surprisal
+from interp.score import simulation as sim
+from interp.score.context import ScoreContext, ScoreResources
 
 pytestmark = pytest.mark.unit
 
@@ -116,3 +121,158 @@ def test_cache_answers_continuations_for_free_and_meter_counts(tmp_path) -> None
     asyncio.run(again.continuation_logprobs(CHAT, "a b c", ["0"]))
     asyncio.run(again.continuation_logprobs(CHAT, "a b", ["0", "9"]))
     assert inner.calls == 2 and again.usage.prompt_computed == 40
+
+
+# ---------------------------------------------------------------------- scorers
+class WordTokenizer:
+    """A stand-in tokenizer: token id i is ``VOCAB[i]`` (enough for TokenRenderer)."""
+
+    all_special_ids: list[int] = []
+
+    def decode(self, ids) -> str:
+        return "".join(VOCAB[i] for i in ids)
+
+
+VOCAB = ["The", " cat", " sat", " on", " a", " mat", " stock", " prices", " fell", " kitten", "."]
+CAT_WORDS = {" cat", " kitten"}
+
+
+def _example(words: list[str], quantile: int) -> Example:
+    ids = np.array([VOCAB.index(w) for w in words])
+    acts = np.array([5.0 if w in CAT_WORDS else 0.0 for w in words], dtype=np.float32)
+    if quantile < 0:
+        acts[:] = 0.0
+    return Example(ids, acts, quantile, 0)
+
+
+def _ctx(client=None, resources: ScoreResources | None = None) -> ScoreContext:
+    active = [
+        _example(["The", " cat", " sat", " on", " a", " mat", "."], 0),
+        _example(["The", " kitten", " sat", "."], 0),
+        _example([" a", " cat", " fell", " on", " a", " kitten", "."], 1),
+    ]
+    inactive = [
+        _example(["The", " stock", " prices", " fell", "."], -1),
+        _example([" stock", " prices", " sat", " on", " a", " mat", "."], -1),
+    ]
+    return ScoreContext(
+        latent=3,
+        client=client,
+        examples=LatentExamples([], active, inactive, 3, "ok"),
+        render=TokenRenderer(WordTokenizer()),
+        cfg=ScorerConfig(names=("simulation",)),
+        highlight_threshold=0.3,
+        rng=np.random.default_rng(0),
+        resources=resources or ScoreResources(),
+    )
+
+
+def _slot_reply(continuation: str) -> list[str]:
+    """Split a simulation reply like a tokenizer would: token, tab, placeholder line end."""
+    toks = []
+    for line in continuation.splitlines(keepends=True):
+        word, rest = line.split("\t")
+        toks += [word, "\t", rest]
+    return toks
+
+
+def _digit_lps(probs: dict[int, float]) -> dict[str, float]:
+    return {d: (np.log(probs[int(d)]) if int(d) in probs else -np.inf) for d in sim.DIGITS}
+
+
+def test_expected_values_read_renormalised_digit_distributions() -> None:
+    tokens = _slot_reply(" cat\t?\n dog\t?\n.\t?\n")
+    cands = [{} for _ in tokens]
+    cands[2] = _digit_lps({9: 0.5})  # half the mass elsewhere: renormalised -> 9
+    cands[5] = _digit_lps({0: 0.2, 5: 0.2})  # -> 2.5
+    cands[8] = {d: -np.inf for d in sim.DIGITS}  # no digit at all -> NaN
+    out = TextLogprobs(tokens, [0.0] * len(tokens), cands, 30, 0)
+    pred = sim.expected_values(out, 3)
+    np.testing.assert_allclose(pred[:2], [9.0, 2.5])
+    assert np.isnan(pred[2])
+    # a reply whose slots do not line up with the example's tokens fails as a whole
+    assert np.isnan(sim.expected_values(out, 4)).all()
+    assert sim.slot_positions(tokens) == [2, 5, 8]
+
+
+class OracleSimulator:
+    """Predicts 9 on cat words, 0 elsewhere, through continuation log-probs."""
+
+    model_id = "oracle"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list, str]] = []
+
+    async def continuation_logprobs(self, messages, continuation, candidates=()):
+        self.calls.append((messages, continuation))
+        tokens = _slot_reply(continuation)
+        cands = []
+        for i, _ in enumerate(tokens):
+            fires = i % 3 == 2 and tokens[i - 2] in CAT_WORDS
+            cands.append(_digit_lps({9: 0.9} if fires else {0: 0.6, 1: 1e-9}))
+        return TextLogprobs(tokens, [-1.0] * len(tokens), cands, 50, 0)
+
+
+def test_perfect_simulator_correlates_one_and_shares_a_prompt() -> None:
+    client = OracleSimulator()
+    out = asyncio.run(sim.score_simulation(_ctx(client), "cats and kittens"))
+    m = out.metrics()
+    assert m["correlation"] == pytest.approx(1.0, abs=1e-6)
+    assert m["correlation_active"] == pytest.approx(1.0, abs=1e-6)
+    assert m["n"] == 5 and m["n_failed"] == 0 and m["n_tokens"] == 7 + 4 + 7 + 5 + 7
+    assert m["mean_prediction_inactive"] == pytest.approx(0.0, abs=1e-6)
+    assert [q["quantile"] for q in m["per_quantile"]] == [0, 1]
+    # one call per example, all with the same prompt (a prefix cache computes it once)
+    assert len(client.calls) == 5 and all(c[0] == client.calls[0][0] for c in client.calls)
+    assert "cats and kittens" in client.calls[0][0][-1]["content"]
+    assert client.calls[0][1] == "The\t?\n cat\t?\n sat\t?\n on\t?\n a\t?\n mat\t?\n.\t?\n"
+
+
+def test_simulation_failed_example_is_counted_not_scored() -> None:
+    class Broken(OracleSimulator):
+        async def continuation_logprobs(self, messages, continuation, candidates=()):
+            out = await super().continuation_logprobs(messages, continuation, candidates)
+            if " kitten" in continuation and "The" in continuation:  # merge two slots
+                return TextLogprobs(out.tokens[:-3], out.logprobs[:-3], out.candidates[:-3], 1, 0)
+            return out
+
+    m = asyncio.run(sim.score_simulation(_ctx(Broken()), "cats")).metrics()
+    assert m["n_failed"] == 1 and m["n"] == 4 and m["correlation"] == pytest.approx(1.0)
+    assert m["per_quantile"][0]["n"] == 1
+
+
+class KeywordLM:
+    """log P(token) = -1 when the prompt mentions cats and the text is about cats, else -2."""
+
+    model_id = "keyword"
+
+    async def continuation_logprobs(self, messages, continuation, candidates=()):
+        helped = "cat" in messages[-1]["content"] and (
+            "cat" in continuation or "kitten" in continuation
+        )
+        toks = continuation.split(" ")
+        return TextLogprobs(toks, [-1.0 if helped else -2.0] * len(toks), [{}] * len(toks), 9, 0)
+
+
+def test_surprisal_sign_a_helpful_explanation_reduces_loss_on_activating_text() -> None:
+    m = asyncio.run(surprisal.score_surprisal(_ctx(KeywordLM()), "cats")).metrics()
+    assert m["auroc"] == 1.0 and m["n"] == 5 and m["n_failed"] == 0
+    assert m["mean_loss_reduction_active"] == pytest.approx(1.0)
+    assert m["mean_loss_reduction_inactive"] == pytest.approx(0.0)
+    # an unrelated explanation helps nothing: no separation
+    m = asyncio.run(surprisal.score_surprisal(_ctx(KeywordLM()), "finance")).metrics()
+    assert m["auroc"] == 0.5 and m["mean_loss_reduction_active"] == pytest.approx(0.0)
+
+
+def test_embedding_scorer_with_real_minilm_ranks_matching_text_first() -> None:
+    from interp.models.embedder import load_embedder
+
+    resources = ScoreResources(factories={"embedder": load_embedder})
+    good = asyncio.run(embedding.score_embedding(_ctx(None, resources), "cats and kittens"))
+    m = good.metrics()
+    assert m["auroc"] == 1.0 and m["n"] == 5
+    assert m["mean_similarity_active"] > m["mean_similarity_inactive"] + 0.1
+    assert [q["quantile"] for q in m["per_quantile"]] == [0, 1]
+    bad = asyncio.run(embedding.score_embedding(_ctx(None, resources), "falling stock prices"))
+    assert bad.metrics()["auroc"] == 0.0  # the embedder is reused, not reloaded
+    assert len(resources._built) == 1
