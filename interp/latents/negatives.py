@@ -140,8 +140,9 @@ def choose_negatives(
     want_e, want_s = n_e - n_hard_e, n_s - (len(hard) - n_hard_e)
     fill = rng.choice(fill, size=min(want_e + want_s, len(fill)), replace=False)
     random = [cut.at(int(c), _random_start(cut, rng), -1, "random") for c in fill]
-    explain = hard[:n_hard_e] + random[:want_e]
-    score = hard[n_hard_e:] + random[want_e:]
+    # scarce silent contexts go to the scorers first: they cannot score without them
+    score = hard[n_hard_e:] + random[:want_s]
+    explain = hard[:n_hard_e] + random[want_s:]
     _check_negatives(explain, score, found)
     return explain, score
 

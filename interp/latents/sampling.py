@@ -53,6 +53,7 @@ def split_counts(n_contexts: int, cfg: ExamplesConfig) -> tuple[int, int]:
     if n_contexts >= want:
         return cfg.n_explain, cfg.n_score_active
     n_explain = min(cfg.n_explain, max(1, round(n_contexts * cfg.n_explain / want)))
+    n_explain = max(1, min(n_explain, n_contexts - 1))  # leave the scorers at least one
     return n_explain, max(0, min(cfg.n_score_active, n_contexts - n_explain))
 
 

@@ -138,3 +138,302 @@ def test_top_contexts_are_the_strongest_first() -> None:
     assert set(top.context) <= set(found.context)
     assert np.min(top.max_act) >= np.sort(found.max_act)[-5]
     assert len(top_contexts(found, 1000).context) == len(found.context)
+
+
+# ------------------------------------------------------------------ sampling modes
+MODES = ("quantile", "top", "random", "mixed")
+
+
+def _contexts(examples) -> list[int]:
+    return [e.context for e in examples]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("score_sampling", ["quantile", "random"])
+def test_every_mode_is_disjoint_over_many_random_latents(mode: str, score_sampling: str) -> None:
+    """Property-style: random sizes (edge sizes included), many latents, all four sets."""
+    rng = np.random.default_rng(hash((mode, score_sampling)) % 2**32)
+    for trial in range(25):
+        n_active = int(rng.choice([2, 3, 5, 12, 19, 20, 21, int(rng.integers(2, N_CTX - 5))]))
+        tok, val, ids = _synthetic(n_active, seed=trial)
+        cfg = ExamplesConfig(
+            sampling=mode, score_sampling=score_sampling, min_examples=2,
+            n_quantiles=int(rng.integers(1, 6)), n_explain=int(rng.integers(1, 15)),
+            n_score_active=int(rng.integers(1, 10)), n_score_inactive=int(rng.integers(0, 12)),
+            n_explain_inactive=int(rng.integers(0, 6)),
+            mixed_top_fraction=float(rng.uniform()),
+        )  # fmt: skip
+        ex = build_examples(tok, val, ids, CTX, cfg, latent=trial)
+        assert ex.status == "ok", ex.reason
+        explain, score = _contexts(ex.explain), _contexts(ex.score_active)
+        e_in, s_in = _contexts(ex.explain_inactive), _contexts(ex.score_inactive)
+        assert not set(explain) & set(score)
+        assert not set(e_in) & set(s_in)
+        everything = explain + score + e_in + s_in
+        assert len(set(everything)) == len(everything)  # no context twice anywhere
+        active = set((tok // CTX).tolist())
+        assert set(explain + score) <= active and not set(e_in + s_in) & active
+        n_e, n_s = split_counts(n_active, cfg)
+        assert (len(explain), len(score)) == (n_e, n_s) and n_s >= 1
+        n_silent = N_CTX - n_active  # scarce silent contexts go to the scorers first
+        assert len(s_in) == min(cfg.n_score_inactive, n_silent)
+        assert len(e_in) == min(cfg.n_explain_inactive, n_silent - len(s_in))
+        assert all(e.kind == "active" and e.quantile >= 0 for e in ex.explain + ex.score_active)
+        assert all(e.kind == "random" and e.quantile == -1 for e in ex.score_inactive)
+
+
+def _ranked_contexts(tok: np.ndarray, val: np.ndarray) -> np.ndarray:
+    found = active_contexts(tok, val, CTX)
+    return found.context[np.argsort(-found.max_act, kind="stable")]
+
+
+def test_top_mode_takes_the_strongest_and_scores_the_rest_by_quantile() -> None:
+    tok, val, ids = _synthetic(80, seed=4)
+    cfg = ExamplesConfig(sampling="top", n_quantiles=4, n_explain=10, n_score_active=8)
+    ex = build_examples(tok, val, ids, CTX, cfg, latent=2)
+    ranked = _ranked_contexts(tok, val)
+    assert _contexts(ex.explain) == ranked[:10].tolist()  # strongest, strongest first
+    # the held-out set still covers every quantile, top quantile's leftovers included
+    assert sorted(e.quantile for e in ex.score_active) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert not set(_contexts(ex.score_active)) & set(ranked[:10].tolist())
+
+
+def test_quantile_mode_covers_every_quantile_equally() -> None:
+    tok, val, ids = _synthetic(100, seed=5)
+    cfg = ExamplesConfig(n_quantiles=5, n_explain=10, n_score_active=15)
+    for latent in range(4):
+        ex = build_examples(tok, val, ids, CTX, cfg, latent)
+        assert np.bincount([e.quantile for e in ex.explain], minlength=5).tolist() == [2] * 5
+        assert np.bincount([e.quantile for e in ex.score_active], minlength=5).tolist() == [3] * 5
+        strengths = [float(e.acts.max()) for e in ex.explain]
+        assert strengths == sorted(strengths, reverse=True)  # shown strongest first
+
+
+def test_random_mode_spreads_over_all_strengths() -> None:
+    tok, val, ids = _synthetic(150, seed=6)
+    ranked = _ranked_contexts(tok, val).tolist()
+    cfg = ExamplesConfig(sampling="random", n_explain=10, n_score_active=8)
+    ranks = []
+    draws = set()
+    for latent in range(40):
+        ex = build_examples(tok, val, ids, CTX, cfg, latent)
+        ranks += [ranked.index(c) for c in _contexts(ex.explain)]
+        draws.add(tuple(sorted(_contexts(ex.explain))))
+    ranks = np.array(ranks)
+    # uniform over 150 ranks: mean near 74.5, every quarter of the ranking visited
+    assert 60 < ranks.mean() < 90
+    assert np.bincount(ranks * 4 // 150, minlength=4).min() > 50
+    assert len(draws) == 40  # different latents, different draws
+
+
+def test_mixed_mode_takes_its_top_share_then_spreads() -> None:
+    tok, val, ids = _synthetic(100, seed=7)
+    cfg = ExamplesConfig(
+        sampling="mixed", mixed_top_fraction=0.5, n_quantiles=4, n_explain=8, n_score_active=8
+    )
+    ranked = _ranked_contexts(tok, val).tolist()
+    ex = build_examples(tok, val, ids, CTX, cfg, latent=0)
+    got = _contexts(ex.explain)
+    assert set(ranked[:4]) <= set(got)  # half from the very top
+    rest = [e.quantile for e in ex.explain if e.context not in ranked[:4]]
+    assert sorted(rest) == [0, 1, 2, 3]  # the other half spread over the quantiles
+
+
+def test_sampling_is_deterministic_and_independent_of_the_negatives_mode() -> None:
+    tok, val, ids = _synthetic(60, seed=8)
+    cfg = ExamplesConfig(sampling="random", n_score_inactive=5, n_explain_inactive=3)
+    a = build_examples(tok, val, ids, CTX, cfg, latent=11)
+    b = build_examples(tok, val, ids, CTX, cfg, latent=11)
+    for x, y in zip(a.explain + a.score_active + a.score_inactive + list(a.explain_inactive),
+                    b.explain + b.score_active + b.score_inactive + list(b.explain_inactive)):  # fmt: skip
+        assert x.context == y.context and np.array_equal(x.tokens, y.tokens)
+    c = build_examples(tok, val, ids, CTX, ExamplesConfig(sampling="random"), latent=11)
+    assert _contexts(c.explain) == _contexts(a.explain)
+    assert _contexts(c.score_active) == _contexts(a.score_active)
+
+
+# ------------------------------------------------------------- windows, rarity
+@pytest.mark.parametrize("center, before", [(0.75, 12), (0.5, 8), (0.0, 0), (1.0, 15)])
+def test_window_centre_is_configurable(center: float, before: int) -> None:
+    tok, val, ids = _synthetic(60, seed=9)
+    cfg = ExamplesConfig(window=16, center=center, min_examples=1, n_explain=20)
+    ex = build_examples(tok, val, ids, CTX, cfg, 0)
+    unclipped = 0
+    for e in ex.explain + ex.score_active:
+        peak = int(np.argmax(e.acts))
+        start = int(e.tokens[0]) - 3 - e.context * CTX
+        if before <= start + peak <= CTX - 16 + before:
+            assert peak == before
+            unclipped += 1
+        else:  # clipped at an end of the context: the window still holds the peak
+            assert start in (0, CTX - 16)
+    assert unclipped >= 5
+
+
+def test_one_activating_context_is_too_rare_with_a_reason() -> None:
+    tok, val, ids = _synthetic(1)
+    ex = build_examples(tok, val, ids, CTX, ExamplesConfig(min_examples=1), 0)
+    assert ex.status == "too_rare" and "at least 2" in ex.reason and ex.n_active_contexts == 1
+    ex = build_examples(tok, val, ids, CTX, ExamplesConfig(min_examples=6), 0)
+    assert ex.status == "too_rare" and "min_examples=6" in ex.reason
+    ok = build_examples(*_synthetic(30), CTX, ExamplesConfig(), 0)
+    assert ok.status == "ok" and ok.reason == "" and list(ok.explain_inactive) == []
+
+
+def test_a_latent_firing_in_every_context_is_skipped_with_a_reason() -> None:
+    tok, val, ids = _synthetic(N_CTX)
+    ex = build_examples(tok, val, ids, CTX, ExamplesConfig(), 0)
+    assert ex.status == "skipped" and f"all {N_CTX} contexts" in ex.reason
+    assert "no non-activating context" in ex.reason and ex.n_active_contexts == N_CTX
+    # without negatives wanted, it is fine
+    ok = build_examples(tok, val, ids, CTX, ExamplesConfig(n_score_inactive=0), 0)
+    assert ok.status == "ok"
+
+
+def test_scarce_silent_contexts_are_shared_without_repeats() -> None:
+    tok, val, ids = _synthetic(N_CTX - 5)
+    cfg = ExamplesConfig(n_score_inactive=4, n_explain_inactive=4)
+    ex = build_examples(tok, val, ids, CTX, cfg, 0)
+    got = _contexts(ex.explain_inactive) + _contexts(ex.score_inactive)
+    assert len(got) == 5 and len(set(got)) == 5
+    assert ex.negative_kinds() == {
+        "explain": {"random": len(ex.explain_inactive)},
+        "score": {"random": len(ex.score_inactive)},
+    }
+
+
+# ------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"sampling": "best"}, "sampling='best' is not one of"),
+        ({"score_sampling": "top"}, "score_sampling"),
+        ({"negatives": "faiss"}, "negatives"),
+        ({"center": 1.5}, "center=1.5 must be within"),
+        ({"mixed_top_fraction": -0.1}, "mixed_top_fraction"),
+        ({"n_explain_inactive": -1}, "n_explain_inactive"),
+        ({"n_neighbours": 0}, "n_neighbours"),
+        ({"similar_pool": 0}, "similar_pool"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_config_validation_names_the_key(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ExamplesConfig(**kwargs)
+
+
+def test_config_from_yaml_dict_refuses_unknown_choices() -> None:
+    from interp.config import build as build_config
+
+    cfg = build_config(ExamplesConfig, {"sampling": "mixed", "negatives": "neighbours"}, "ex")
+    assert cfg.sampling == "mixed" and cfg.negatives == "neighbours"
+    with pytest.raises(ValueError, match=r"ex.sampling='tops' is not one of"):
+        build_config(ExamplesConfig, {"sampling": "tops"}, "ex")
+
+
+@pytest.mark.parametrize("negatives", ["neighbours", "similar"])
+def test_hard_negatives_without_their_index_say_how_to_build_it(negatives: str) -> None:
+    tok, val, ids = _synthetic(30)
+    with pytest.raises(ValueError, match="build one per task"):
+        build_examples(tok, val, ids, CTX, ExamplesConfig(negatives=negatives), 0)
+
+
+# ------------------------------------------------- co-occurrence and neighbours
+N_LAT = 48
+A, B, LONER = 1, 2, 3
+
+
+def _cofiring_store(root, ctx: int = 16, n_ctx: int = 100, k: int = 4):
+    """A real store (two slice groups) where latent B fires wherever A does, and also in
+    contexts 30-49 where A is silent; LONER fires alone in 50-59; noise elsewhere."""
+    from interp.store import StoreReader, write_slice
+
+    rng = np.random.default_rng(0)
+    n_tok = ctx * n_ctx
+    idx = rng.integers(10, N_LAT, size=(n_tok, k))
+    act = np.where(rng.random((n_tok, k)) < 0.15, rng.uniform(0.5, 2, (n_tok, k)), 0.0)
+    for t in range(n_tok):
+        c, pos = divmod(t, ctx)
+        if c < 30 and pos in (5, 11):
+            idx[t, :2], act[t, :2] = (A, B), (3.0 + c / 10, 1.0)
+        elif 30 <= c < 50 and pos == 7:
+            idx[t, 1], act[t, 1] = B, 2.0 + c / 10
+        elif 50 <= c < 60 and pos == 3:
+            idx[t, 0], act[t, 0] = LONER, 1.0
+    half = n_tok // 2
+    for i, (lo, hi) in enumerate([(0, half), (half, n_tok)]):
+        write_slice(
+            root / "slices" / f"s{i:05d}", token_start=lo, token_stop=hi,
+            latent_idx=idx[lo:hi], latent_val=act[lo:hi].astype(np.float32),
+            token_ids=(np.arange(lo, hi) % 5000).astype(np.uint32), keep=np.ones(hi - lo, bool),
+            n_latents=N_LAT,
+        )  # fmt: skip
+    return StoreReader(root), idx, act
+
+
+def _brute_cooccurrence(idx: np.ndarray, act: np.ndarray, a: int) -> dict[int, int]:
+    fires = [set(idx[t][act[t] > 0].tolist()) for t in range(len(idx))]
+    counts: dict[int, int] = {}
+    for f in fires:
+        if a in f:
+            for b in f - {a}:
+                counts[b] = counts.get(b, 0) + 1
+    return counts
+
+
+def test_cooccurrence_index_matches_brute_force(tmp_path) -> None:
+    from interp.latents import CooccurrenceIndex, index_for_range
+
+    reader, idx, act = _cofiring_store(tmp_path)
+    csr = reader.latent_range(0, 12)  # "the task's range"
+    index = index_for_range(reader, csr, max_tokens=10_000, chunk_latents=7)
+    assert index.n_latents == N_LAT
+    counts = np.array([np.count_nonzero((idx == i) & (act > 0)) for i in range(N_LAT)])
+    np.testing.assert_array_equal(index.count_L, counts)
+    for a in (A, B, LONER, 11):
+        got = index.cofiring(a, csr.latent(a).tok)
+        want = _brute_cooccurrence(idx, act, a)
+        assert dict(zip(got.latent.tolist(), got.count.tolist())) == want
+        assert a not in got.latent
+        jac = {b: c / (counts[a] + counts[b] - c) for b, c in want.items()}
+        np.testing.assert_allclose(got.jaccard, [jac[b] for b in got.latent.tolist()])
+        assert np.all(np.diff(got.jaccard) <= 0)
+    assert index.cofiring(A, csr.latent(A).tok, top=1).latent.tolist() == [B]
+    with pytest.raises(ValueError, match="not in this co-occurrence index"):
+        index.cofiring(20, reader.latent(20).tok)  # outside the range it was built for
+    # a sampled index (few tokens per latent) still finds the partner, at a bounded size
+    small = CooccurrenceIndex.build(reader, [csr.latent(A).tok], max_tokens=8, exemplars=4)
+    assert len(small.tokens_T) == 8 and small.cofiring(A, csr.latent(A).tok).latent[0] == B
+    ex_tok, ex_val = small.exemplars(B)
+    assert len(ex_tok) == 4 and set(ex_tok.tolist()) <= set(reader.latent(B).tok.tolist())
+
+
+def test_neighbour_negatives_are_where_the_partner_fires_and_never_the_latent(tmp_path) -> None:
+    from interp.latents import index_for_range
+
+    reader, _, _ = _cofiring_store(tmp_path)
+    csr = reader.latent_range(0, 12)
+    index = index_for_range(reader, csr, max_tokens=64)
+    ids = reader.token_ids()
+    a_tok, a_val = csr.latent(A)
+    b_tok = set(csr.latent(B).tok.tolist())
+    cfg = ExamplesConfig(
+        window=8, negatives="neighbours", n_neighbours=1, n_score_inactive=6,
+        n_explain_inactive=2, min_examples=4,
+    )  # fmt: skip
+    ex = build_examples(a_tok, a_val, ids, 16, cfg, A, cooccurrence=index)
+    negatives = list(ex.explain_inactive) + ex.score_inactive
+    assert ex.status == "ok" and len(ex.score_inactive) == 6 and len(ex.explain_inactive) == 2
+    for e in negatives:
+        assert e.kind == "neighbour" and 30 <= e.context < 50  # B's contexts without A
+        lo = e.context * 16 + int(np.flatnonzero(ids[e.context * 16 :] == e.tokens[0])[0])
+        assert b_tok & set(range(lo, lo + 8))  # the partner fires inside the window
+        assert not e.acts.any()
+    assert not {e.context for e in negatives} & set((a_tok // 16).tolist())
+    # asking for more than the neighbours can give fills from random, and says so
+    many = ExamplesConfig(**{**cfg.__dict__, "n_score_inactive": 40, "n_explain_inactive": 0})
+    ex = build_examples(a_tok, a_val, ids, 16, many, A, cooccurrence=index)
+    kinds = ex.negative_kinds()["score"]
+    assert kinds["neighbour"] >= 5 and kinds["random"] >= 1 and sum(kinds.values()) == 40
+    assert len({e.context for e in ex.score_inactive}) == 40
+    assert not {e.context for e in ex.score_inactive} & set((a_tok // 16).tolist())
