@@ -38,6 +38,25 @@ if [ ! -f "$STAMP" ]; then
   touch "$STAMP"
 fi
 
+# 2b. llama-cpp-python[server], the OpenAI-compatible server the HTTP backend is tested
+# against (both modes: CI runs that test). PyPI has only its source: build it once
+# (about 14 min on 2 cores) into $INTERP_CACHE/wheels/<cpu>/ and install from there. The
+# build uses -march=native, so the folder is keyed by the CPU's flags.
+LLAMA_CPP=0.3.36
+if ! .venv/bin/python -c "import llama_cpp, uvicorn, fastapi, sse_starlette, starlette_context, pydantic_settings" 2>/dev/null; then
+  CPU=$( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m) | sha256sum | cut -c1-10)
+  WHEELS="${INTERP_CACHE:-$HOME/.cache/interp}/wheels/$CPU"
+  mkdir -p "$WHEELS"
+  if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP"-*.whl >/dev/null 2>&1; then
+    log "building llama-cpp-python $LLAMA_CPP once (about 14 min on 2 cores) into $WHEELS"
+    CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+      .venv/bin/pip wheel -q --disable-pip-version-check --no-deps \
+      "llama-cpp-python==$LLAMA_CPP" -w "$WHEELS"
+  fi
+  .venv/bin/pip install -q --disable-pip-version-check --find-links "$WHEELS" --only-binary llama-cpp-python \
+    "llama-cpp-python[server]==$LLAMA_CPP"
+fi
+
 # 3. Convert the offline models once (cached; later loads take under a second).
 MODELS="smollm2-135m tiny-random-llama all-minilm-l6-v2"
 [ "$MODE" = "--test" ] || MODELS="$MODELS qwen2.5-coder-1.5b-instruct"

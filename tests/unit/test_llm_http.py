@@ -429,3 +429,77 @@ def test_build_client_http_and_config_errors(server):
         LLMConfig(backend="http", base_urls=("127.0.0.1:8000",))
     with pytest.raises(ValueError, match="NAME of an environment variable"):
         LLMConfig(backend="http", api_key_env="sk-123-secret")
+
+
+# ---------------------------------------------------------------------- llama.cpp server helper
+
+
+def test_server_helper_errors_name_the_fix(monkeypatch, tmp_path):
+    from interp.llm import server as srv
+
+    with pytest.raises(ValueError, match=r"\.gguf path or one of"):
+        srv.locate_gguf("no-such-model")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        srv.locate_gguf(str(tmp_path / "missing.gguf"))
+    fake = tmp_path / "m.gguf"
+    fake.write_bytes(b"not a gguf")
+    monkeypatch.setattr(srv, "llama_cpp_available", lambda: False)
+    with pytest.raises(ModuleNotFoundError, match="launch/setup.sh"):
+        srv.LlamaServer(fake).start()
+    s = srv.LlamaServer(fake, port=1234, n_threads=2)
+    assert s.alias == "m" and s.base_url == "http://127.0.0.1:1234/v1"
+    cmd = s.command()
+    assert cmd[cmd.index("--logits_all") + 1] == "true" and cmd[cmd.index("--port") + 1] == "1234"
+
+
+# ---------------------------------------------------------------------- vLLM backend (no vllm here)
+
+
+def test_vllm_missing_is_a_clear_error():
+    pytest.importorskip("transformers")
+    if __import__("importlib").util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(ModuleNotFoundError, match="pip install vllm"):
+        build_client(LLMConfig(backend="vllm"))
+
+
+@pytest.fixture(scope="module")
+def smol_tok():
+    from interp.models import load_tokenizer
+
+    return load_tokenizer("tiny-random-llama")  # SmolLM2's real tokenizer and chat template
+
+
+def test_vllm_prompt_building(smol_tok):
+    from interp.llm.vllm_backend import chat_prompt_ids, first_token_ids, reply_ids
+
+    chat = [{"role": "user", "content": "Is it?"}]
+    ids = chat_prompt_ids(smol_tok, chat)
+    assert smol_tok.decode(ids).endswith("<|im_start|>assistant\n")
+    full, start = reply_ids(smol_tok, chat, "Yes, it is")
+    assert full[:start] == ids and smol_tok.decode(full[start:]) == "Yes, it is"
+    prefill = chat_prompt_ids(
+        smol_tok, [*chat, {"role": "assistant", "content": "Yes"}], prefill=True
+    )
+    assert smol_tok.decode(prefill).endswith("assistant\nYes")
+    yes, no = first_token_ids(smol_tok, ["Yes", "No"])
+    assert yes != no and smol_tok.decode([yes]) == "Yes"
+    with pytest.raises(ValueError, match="continuation is empty"):
+        reply_ids(smol_tok, chat, "")
+
+
+def test_vllm_batcher_groups_concurrent_requests():
+    from interp.llm.vllm_backend import _Batcher
+
+    batches: list[list] = []
+
+    def run(prompts, params):
+        batches.append(list(prompts))
+        return [f"out{p}" for p in prompts]
+
+    async def main():
+        b = _Batcher(run)
+        return await asyncio.gather(*(b.submit(i, None) for i in range(5)))
+
+    assert asyncio.run(main()) == [f"out{i}" for i in range(5)]
+    assert batches == [[0, 1, 2, 3, 4]]  # one engine call for all that were waiting
