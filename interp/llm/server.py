@@ -205,3 +205,37 @@ def start_llama_server(model: str | Path, **kw: object) -> LlamaServer:
     """Build a :class:`LlamaServer` and start it (use it as a context manager to stop it)."""
     timeout_s = float(kw.pop("timeout_s", 120.0))  # type: ignore[arg-type]
     return LlamaServer(model, **kw).start(timeout_s=timeout_s)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a GGUF in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    import argparse
+    import signal
+
+    p = argparse.ArgumentParser(description="Serve an offline GGUF with llama.cpp on loopback.")
+    p.add_argument("model", help="bundled name (e.g. smollm2-135m-instruct) or a .gguf path")
+    p.add_argument("--alias", default=None, help="model name clients send (default: model)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default: a free port")
+    p.add_argument("--n_ctx", type=int, default=4096)
+    p.add_argument("--n_threads", type=int, default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    srv = LlamaServer(args.model, alias=args.alias, host=args.host, port=args.port,
+                      n_ctx=args.n_ctx, n_threads=args.n_threads)  # fmt: skip
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the server on scancel/kill too
+    with srv:
+        print(srv.base_url, flush=True)
+        try:
+            assert srv.proc is not None
+            srv.proc.wait()
+        except KeyboardInterrupt:
+            pass
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    main()
