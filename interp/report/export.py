@@ -168,6 +168,8 @@ def export_delphi(table: Path, out: Path, points: list[dict[str, Any]]) -> dict[
         (run / "run_config.json").write_text(json.dumps(config, indent=2) + "\n")
         index[p["point"]] = {"dir": f"delphi/{p['point']}", "explanations": 0, "scores": {}}
     for row in _rows(table, cols):
+        if row["point"] not in by_id:  # a point left out of this export
+            continue
         entry = index[row["point"]]
         run = out / row["point"]
         name = delphi_latent_name(by_id[row["point"]]["hookpoint"], row["latent"])
@@ -225,8 +227,8 @@ def export_neuronpedia(table: Path, out: Path, points: list[dict[str, Any]]) -> 
     }
     batches: dict[str, _Batcher] = {}
     for row in _rows(table, cols):
-        point = by_id[row["point"]]
-        if row["status"] != "ok" or not row.get("explanation"):
+        point = by_id.get(row["point"])
+        if point is None or row["status"] != "ok" or not row.get("explanation"):
             continue
         folder = out / point["model"] / sources[row["point"]]
         if row["point"] not in batches:

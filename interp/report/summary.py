@@ -10,12 +10,15 @@ real - control difference; LLM tokens and wall time per latent.
 Streaming: the table is never loaded whole. One numeric column is read at a time
 (8 bytes per latent) and split by point; nothing holds a Python object per record.
 
-Confidence intervals are percentile-bootstrap intervals. Up to ``EXACT_N`` values they
-come from ``scipy.stats.bootstrap`` (1000 resamples); above that, from the bootstrap's
-large-sample limit, computed without resampling: for the median the exact bootstrap
-distribution of the sample median (the resampled median is <= x_(j) iff at least half
-the resample is <= x_(j), a binomial event), for the mean the normal law with the
-plug-in standard error. Both keep the gather linear in the number of latents.
+Confidence intervals are bootstrap intervals. Up to ``EXACT_N`` values they resample
+(1000 resamples): the mean's is ``interp.score.metrics.aggregate`` (BCa, as every
+scorer summary reports it), the median's ``scipy.stats.bootstrap`` (percentile). Above
+that, resampling would cost O(n x 1000) per metric (and BCa's jackknife O(n^2)), so they
+come from the bootstrap's large-sample limit, computed without resampling: for the
+median the exact bootstrap distribution of the sample median (the resampled median is
+<= x_(j) iff at least half the resample is <= x_(j), a binomial event), for the mean the
+normal law with the plug-in standard error (which BCa and percentile intervals both
+approach). Both keep the gather linear in the number of latents.
 """
 
 from __future__ import annotations
@@ -61,14 +64,17 @@ def median_ci(values: np.ndarray, level: float = 0.95, seed: int = 0) -> tuple[f
 
 
 def mean_ci(values: np.ndarray, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the mean of finite ``values`` [n]."""
+    """Bootstrap interval of the mean of finite ``values`` [n] (BCa up to EXACT_N)."""
     n = len(values)
     if n == 0:
         return math.nan, math.nan
     if np.all(values == values[0]):
         return float(values[0]), float(values[0])
     if n <= EXACT_N:
-        return _scipy_ci(values, np.mean, level, seed)
+        from interp.score.metrics import aggregate
+
+        agg = aggregate(values, confidence=level, seed=seed)
+        return agg["ci_low"], agg["ci_high"]
     from scipy.stats import norm
 
     half = norm.ppf(0.5 + level / 2) * float(np.std(values)) / math.sqrt(n)
@@ -166,8 +172,8 @@ def summarize(table: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
         "n_latents": int(sum(e["n_latents"] for e in out)),
         "status_counts": _counts(status),
         "intervals": (
-            f"95% percentile bootstrap ({N_BOOT} resamples up to {EXACT_N} values, "
-            "its large-sample limit above)"
+            f"95% bootstrap (mean: BCa, median: percentile; {N_BOOT} resamples up to "
+            f"{EXACT_N} values, the bootstrap's large-sample limit above)"
         ),
         "points": [out[i] for i in order],
     }
