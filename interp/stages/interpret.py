@@ -17,7 +17,7 @@ uncommitted. Heavy scorer resources (sentence embedder, subject model for steeri
 load lazily, once per task, through :class:`ScoreResources` factories.
 
 Record keys: latent, status, n_active_tokens, n_active_contexts, max_act, explanation,
-raw_explanation, scores {scorer: metrics}, control {explanation, source_latent, scores,
+raw_explanation, negatives {explain|score: {kind: count}}, scores {scorer: metrics}, control {explanation, source_latent, scores,
 error} | None, baseline {explanation, scores, error} | None, tokens {prompt,
 completion, prompt_computed, parts: {explain|score|control|baseline: ...}}, retries,
 wall_s, error.
@@ -26,7 +26,6 @@ wall_s, error.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import math
@@ -43,12 +42,13 @@ from tqdm import tqdm
 
 from interp.config import RunConfig
 from interp.explain import TokenRenderer, derangement, explain, single_token_explanation
-from interp.latents import build_examples
+from interp.latents import CooccurrenceIndex, SimilarPool, build_examples, index_for_range
 from interp.latents.examples import LatentExamples
 from interp.llm import LLMClient, MeteredClient, TokenUsage, build_client
 from interp.models.provision import ModelNotFoundError
 from interp.plan import Task
 from interp.runs import RunPaths, atomic_write_text, commit_task, is_committed
+from interp.score import run_scorers
 from interp.score.context import ScoreContext, ScoreResources
 
 log = logging.getLogger(__name__)
@@ -71,12 +71,16 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
     reader = StoreReader(paths.store_dir())
     csr = reader.latent_range(task.start, task.stop)
     token_ids = reader.token_ids()
-    render = TokenRenderer(load_tokenizer(cfg.model.name))
+    tokenizer = load_tokenizer(cfg.model.name)
+    render = TokenRenderer(tokenizer)
     client = build_client(cfg.llm, paths.llm_cache_dir() / f"r{task.index:05d}.jsonl")
     resources = build_resources(cfg, paths)
     try:
+        negatives = build_negative_sources(cfg, reader, csr, token_ids, tokenizer, resources)
         records = asyncio.run(
-            interpret_range(cfg, task, csr, token_ids, render, client, should_stop, resources)
+            interpret_range(
+                cfg, task, csr, token_ids, render, client, should_stop, resources, **negatives
+            )
         )
         llm_stats = client_stats(client)
     finally:
@@ -105,6 +109,26 @@ def build_resources(cfg: RunConfig, paths: RunPaths) -> ScoreResources:
     return ScoreResources(
         {"embedder": _load_embedder, "subject": partial(_load_subject, cfg, paths)}
     )
+
+
+def build_negative_sources(
+    cfg: RunConfig,
+    reader: Any,
+    csr: Any,
+    token_ids: np.ndarray,
+    tokenizer: Any,
+    resources: ScoreResources,
+) -> dict[str, Any]:
+    """What ``examples.negatives`` needs, built once per task: a co-occurrence index over
+    this range ('neighbours') or an embedded pool of candidate windows ('similar')."""
+    ecfg = cfg.interpret.examples
+    if ecfg.negatives == "neighbours":
+        return {"cooccurrence": index_for_range(reader, csr, ecfg.neighbour_tokens)}
+    if ecfg.negatives == "similar":
+        embedder = resources.get("embedder")  # shared with the embedding scorer
+        pool = SimilarPool.build(token_ids, cfg.data.ctx_len, ecfg, embedder, tokenizer.decode)
+        return {"similar": pool}
+    return {}
 
 
 def _load_embedder() -> Any:
@@ -151,10 +175,20 @@ async def interpret_range(
     client: LLMClient,
     should_stop: Callable[[], bool],
     resources: ScoreResources | None = None,
+    *,
+    cooccurrence: CooccurrenceIndex | None = None,
+    similar: SimilarPool | None = None,
 ) -> list[dict[str, Any]] | None:
-    """Records of latents ``[task.start, task.stop)`` in order; None if asked to stop."""
+    """Records of latents ``[task.start, task.stop)`` in order; None if asked to stop.
+
+    ``cooccurrence`` / ``similar``: the sources of hard negatives that
+    ``examples.negatives`` asks for (see :func:`build_negative_sources`).
+    """
     resources = resources if resources is not None else ScoreResources()
-    work = [_prepare(cfg, task.start + i, csr, i, token_ids) for i in range(task.stop - task.start)]
+    prepare = partial(
+        _prepare, cfg, csr=csr, token_ids=token_ids, negatives=(cooccurrence, similar)
+    )
+    work = [prepare(task.start + i, i) for i in range(task.stop - task.start)]
     todo = [w for w in work if w.record["status"] == "pending"]
     explain_one = partial(explain_latent, cfg=cfg, render=render, client=client)
     if not await _each(todo, explain_one, cfg, should_stop, f"explain r{task.index:05d}"):
@@ -207,6 +241,7 @@ def empty_record(latent: int, tok: np.ndarray, val: np.ndarray) -> dict[str, Any
         "max_act": float(np.max(val)) if len(val) else 0.0,
         "explanation": None,
         "raw_explanation": None,
+        "negatives": None,
         "scores": {},
         "control": None,
         "baseline": None,
@@ -217,14 +252,26 @@ def empty_record(latent: int, tok: np.ndarray, val: np.ndarray) -> dict[str, Any
     }
 
 
-def _prepare(cfg: RunConfig, latent: int, csr: Any, i: int, token_ids: np.ndarray) -> LatentWork:
+def _prepare(
+    cfg: RunConfig,
+    latent: int,
+    i: int,
+    *,
+    csr: Any,
+    token_ids: np.ndarray,
+    negatives: tuple[CooccurrenceIndex | None, SimilarPool | None],
+) -> LatentWork:
     """The latent's examples; too rare or unreadable latents get their final record here."""
     lo, hi = int(csr.offsets[i]), int(csr.offsets[i + 1])
     tok, val = csr.tok[lo:hi], csr.val[lo:hi]
     record = empty_record(latent, tok, val)
     icfg = cfg.interpret
     try:
-        examples = build_examples(tok, val, token_ids, cfg.data.ctx_len, icfg.examples, latent)
+        examples = build_examples(
+            tok, val, token_ids, cfg.data.ctx_len, icfg.examples, latent,
+            cooccurrence=negatives[0], similar=negatives[1],
+        )  # fmt: skip
+        record["negatives"] = examples.negative_kinds()
     except FATAL:
         raise
     except Exception as e:  # recorded, never dropped
@@ -389,16 +436,7 @@ async def _score_explanation(
 
 async def run_one_scorer(name: str, ctx: ScoreContext, explanation: str) -> Any:
     """One scorer through the registry in ``interp.score``."""
-    from interp import score
-
-    if "ctx" in inspect.signature(score.run_scorers).parameters:
-        outs = await score.run_scorers((name,), ctx, explanation)
-    else:  # the registry's signature before ScoreContext; remove once interp.score moves
-        outs = await score.run_scorers(
-            (name,), ctx.client, explanation, ctx.examples, ctx.render,
-            ctx.highlight_threshold, ctx.rng,
-        )  # fmt: skip
-    return outs[name]
+    return (await run_scorers((name,), ctx, explanation))[name]
 
 
 # --------------------------------------------------------------------------- failures

@@ -1,4 +1,6 @@
-"""Highlighting, explanation parsing, metrics, and detection/fuzzing end to end (fake LLM)."""
+"""Highlighting, prompts, explanation parsing, explainers, baseline, control (fake LLM).
+
+The scorers and metrics are tested in test_scorers.py and test_metrics.py."""
 
 from __future__ import annotations
 
@@ -9,14 +11,22 @@ import re
 import numpy as np
 import pytest
 
-from interp.config import ExamplesConfig, ExplainerConfig, RunConfig, load_run_config
-from interp.explain import TokenRenderer, explain, explain_messages, highlight, parse_explanation
+from interp.config import ExplainerConfig, RunConfig, load_run_config
+from interp.explain import (
+    TokenRenderer,
+    check_reply,
+    derangement,
+    explain,
+    explain_messages,
+    highlight,
+    parse_explanation,
+    single_token_explanation,
+    top_marked_tokens,
+)
 from interp.explain.prompts import highlight_mask, render_example
-from interp.latents import build_examples
-from interp.latents.examples import Example, LatentExamples
+from interp.latents.examples import Example
 from interp.llm.base import ChoiceLogprobs, Generation
 from interp.plan import Task
-from interp.score import auroc, classification_metrics, run_scorers, yes_probability
 from interp.score.classifier import as_clause
 from interp.stages.interpret import interpret_range
 
@@ -151,99 +161,6 @@ def test_explain_retries_once_then_fails_with_raw_text() -> None:
     assert "no marker here" in bad.raw and "Explanation:" in bad.raw
 
 
-# --------------------------------------------------------------------------- metrics
-def test_metrics_hand_checked_case() -> None:
-    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0], dtype=bool)
-    probs = np.array([0.9, 0.8, 0.4, 0.6, 0.1, 0.7, 0.2, 0.3])
-    q = np.array([0, 0, 1, 1, -1, -1, -1, -1])
-    m = classification_metrics(labels, probs, q)
-    # predictions at 0.5: TP=3 FN=1 FP=1 TN=3
-    assert m["recall"] == 0.75 and m["precision"] == 0.75 and m["f1"] == 0.75
-    assert m["balanced_accuracy"] == 0.75 and m["n"] == 8 and m["n_failed"] == 0
-    # AUROC: of 16 (pos, neg) pairs, the positive is higher in 14
-    assert m["auroc"] == pytest.approx(14 / 16)
-    assert m["per_quantile"] == [
-        {"quantile": 0, "n": 2, "accuracy": 1.0},
-        {"quantile": 1, "n": 2, "accuracy": 0.5},
-        {"quantile": -1, "n": 4, "accuracy": 0.75},
-    ]
-
-
-def _auroc_by_pairs(labels: np.ndarray, probs: np.ndarray) -> float:
-    pos, neg = probs[labels], probs[~labels]
-    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return wins / (len(pos) * len(neg))
-
-
-def test_auroc_matches_pair_counting_with_ties() -> None:
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        labels = rng.random(30) < 0.5
-        labels[:2] = [True, False]
-        probs = rng.integers(0, 5, size=30) / 4  # many ties
-        assert auroc(labels, probs) == pytest.approx(_auroc_by_pairs(labels, probs))
-
-
-def test_metrics_undefined_and_failed_examples() -> None:
-    m = classification_metrics(
-        np.array([1, 1, 0], bool), np.array([0.1, np.nan, 0.2]), np.array([0, 0, -1])
-    )
-    assert m["n"] == 2 and m["n_failed"] == 1
-    assert m["precision"] is None and m["recall"] == 0.0 and m["balanced_accuracy"] == 0.5
-    only_pos = classification_metrics(np.array([1], bool), np.array([0.9]), np.array([0]))
-    assert only_pos["auroc"] is None and only_pos["balanced_accuracy"] is None
-    assert math.isnan(yes_probability(ChoiceLogprobs({}, 1, 0)))
-    assert yes_probability(ChoiceLogprobs({"Yes": 0.0, "No": -math.inf}, 1, 0)) == 1.0
-
-
-# --------------------------------------------------------------------------- scorers
-def _cat_latent() -> LatentExamples:
-    """Contexts of 8 tokens; the latent fires on 'cat' (id 2) only."""
-    rng = np.random.default_rng(1)
-    n_ctx, ctx = 120, 8
-    ids = rng.choice([1, 3, 4, 5, 6, 7, 9, 10], size=n_ctx * ctx)
-    cat_ctx = rng.choice(n_ctx, size=40, replace=False)
-    pos = cat_ctx * ctx + rng.integers(1, ctx, size=40)
-    ids[pos] = CAT
-    tok = np.sort(pos).astype(np.uint32)
-    val = (1 + rng.random(40)).astype(np.float16)
-    cfg = ExamplesConfig(window=6, n_explain=8, n_score_active=8, n_score_inactive=8)
-    return build_examples(tok, val, ids, ctx, cfg, latent=0)
-
-
-@pytest.mark.parametrize("explanation, good", [("the word cat", True), ("dogs", False)])
-def test_detection_and_fuzzing_end_to_end(explanation: str, good: bool) -> None:
-    examples = _cat_latent()
-    client = ScriptedClient()
-    out = asyncio.run(
-        run_scorers(("detection", "fuzzing"), client, explanation, examples, RENDER, 0.3,
-                    np.random.default_rng(0))
-    )  # fmt: skip
-    for name in ("detection", "fuzzing"):
-        m = out[name].metrics()
-        assert m["n"] == 16 and out[name].labels.sum() == 8
-        assert m["balanced_accuracy"] == 1.0 and m["auroc"] == 1.0
-    assert not client.prompts  # scorers read log-probs, they never generate
-
-
-def test_fuzzing_negatives_get_random_highlights_of_matching_count() -> None:
-    examples = _cat_latent()
-    seen: list[str] = []
-
-    class Spy(ScriptedClient):
-        async def next_token_logprobs(self, prompts, candidates):
-            seen.extend(p[-1]["content"] for p in prompts)
-            return await super().next_token_logprobs(prompts, candidates)
-
-    asyncio.run(
-        run_scorers(("fuzzing",), Spy(), "cats", examples, RENDER, 0.3, np.random.default_rng(0))
-    )
-    negatives = seen[8:]
-    assert all(s.count("<<") == 1 for s in negatives)  # positives mark one token each
-    prefix = seen[0].split("\n\n")[0] + "\n\n"
-    assert all(s.startswith(prefix) for s in seen)  # instructions first, example last
-
-
 # --------------------------------------------------------------------------- the stage loop
 class _CSR:
     def __init__(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> None:
@@ -290,3 +207,118 @@ def _cfg(ctx: int) -> RunConfig:
             "interpret": {"examples": {"window": 8, "min_examples": 4}},
         }
     )
+
+
+# --------------------------------------------------------------------------- explainers
+class ListTokenizer:
+    """Token id -> the string at that index of ``vocab``."""
+
+    all_special_ids: list[int] = []
+
+    def __init__(self, vocab: list[str]) -> None:
+        self.vocab = vocab
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.vocab[i] for i in ids)
+
+
+def test_markers_in_the_text_are_escaped_and_tally_tokens_quoted() -> None:
+    vocab = [" x", " <<", " 2", " >>", '"', " y", "<", ">", "z"]
+    render = TokenRenderer(ListTokenizer(vocab))
+    ex = Example(np.array([0, 1, 2, 3, 4, 5]), np.array([0, 0, 1.0, 0, 1.0, 0]), 0, 0)
+    msgs = explain_messages([ex], render, 0.3, show_activations=False)
+    user = msgs[1]["content"]
+    assert '1. x « <<2>> »<<">> y' in user
+    assert user.count("<<") == 2 and user.count(">>") == 2  # only our markers
+    assert 'Most frequent marked tokens: "2" (1), "\\"" (1).' in user
+    # a lone '<' of the text touching one of our markers is escaped too
+    ex = Example(np.array([6, 8, 7]), np.array([0, 1.0, 0]), 0, 0)
+    assert render_example(ex, render, highlight_mask(ex.acts, 0.3)) == "‹<<z>>›"
+
+
+def test_contrastive_prompt_shows_unmarked_negatives_and_cot_asks_for_reasoning() -> None:
+    pos = Example(np.array([1, 2, 3]), np.array([0, 1.0, 0]), 0, 0)
+    neg = Example(np.array([1, 6, 7]), np.zeros(3, np.float32), -1, 5)
+    plain = explain_messages([pos], RENDER, 0.3, False)[1]["content"]
+    assert "inactive" not in plain and "think" not in plain
+    user = explain_messages([pos], RENDER, 0.3, False, negatives=[neg])[1]["content"]
+    active, inactive = user.split("Excerpts where it is inactive (nothing marked):\n")
+    assert "1. the <<cat>> sat" in active
+    assert inactive.startswith("1. the dog ran\n") and "<<" not in inactive
+    assert "that the inactive excerpts lack?" in user
+    cot = explain_messages([pos], RENDER, 0.3, False, negatives=[neg], cot=True)[1]["content"]
+    assert "at most three short sentences" in cot and cot.endswith("what the marked tokens are.")
+
+
+def test_explain_kinds_cot_budget_and_retry_count() -> None:
+    pos = [Example(np.array([1, 2, 3]), np.array([0, 1.0, 0]), 0, 0)]
+    neg = [Example(np.array([1, 6, 7]), np.zeros(3, np.float32), -1, 5)]
+    caps: list[int] = []
+
+    class Capped(ScriptedClient):
+        async def generate(self, messages, *, max_new_tokens, temperature=0.0):
+            caps.append(max_new_tokens)
+            return await super().generate(messages, max_new_tokens=max_new_tokens)
+
+    reply = "The marked tokens are all cats. So it is about cats.\nExplanation: the word cat"
+    client = Capped([reply])
+    cfg = ExplainerConfig(kind="contrastive", cot=True, cot_max_new_tokens=99)
+    out = asyncio.run(explain(client, pos, RENDER, cfg, negatives=neg))
+    assert out.status == "ok" and out.explanation == "the word cat" and out.attempts == 1
+    assert caps == [99] and "the dog ran" in client.prompts[0][1]["content"]
+    # the default kind ignores negatives; max_retries bounds the attempts
+    client = Capped(["???"])
+    out = asyncio.run(explain(client, pos, RENDER, ExplainerConfig(max_retries=2), negatives=neg))
+    assert out.status == "explain_failed" and out.attempts == 3 and len(client.prompts) == 3
+    assert "dog" not in client.prompts[0][1]["content"]
+    assert all(len(p) == 5 for p in client.prompts[1:])  # each re-ask: one reply, one reminder
+    with pytest.raises(ValueError, match="single_token"):
+        asyncio.run(explain(client, pos, RENDER, ExplainerConfig(kind="single_token")))
+
+
+@pytest.mark.parametrize(
+    "text, truncated, expected",
+    [
+        ("Explanation: the word cat", False, ("the word cat", "")),
+        ("Explanation: the word cat. Also dogs and", True, ("the word cat", "")),
+        ("Explanation: the word cat and", True, (None, "truncated at the token cap")),
+        ("Reasoning first.\nExplanation: cats\nmore", True, ("cats", "")),
+        ("", False, (None, "empty reply")),
+        ("   \n", True, (None, "empty reply")),
+        ("I am not sure.", False, (None, "no 'Explanation:' line")),
+        ("Explanation: %%% ???", False, (None, "unusable 'Explanation:' line")),
+    ],
+)
+def test_check_reply(text: str, truncated: bool, expected: tuple) -> None:
+    assert check_reply(text, truncated) == expected
+
+
+def test_single_token_baseline_on_known_data() -> None:
+    def ex(ids: list[int], acts: list[float]) -> Example:
+        return Example(np.array(ids), np.array(acts, np.float32), 0, 0)
+
+    # 'cat' marked 3 times, 'mat' twice, 'dog' once (below half of 3), 'sat' never marked
+    examples = [
+        ex([1, 2, 3], [0, 1.0, 0.1]),
+        ex([2, 5, 3], [0.9, 0.5, 0]),
+        ex([2, 5, 6], [0.8, 0.4, 0.3]),
+    ]
+    assert top_marked_tokens(examples, RENDER, 0.3, 3) == ["cat", "mat"]
+    assert single_token_explanation(examples, RENDER, 0.5, 3) == 'the tokens "cat" or "mat"'
+    assert single_token_explanation(examples, RENDER, 0.5, 1) == 'the token "cat"'
+    assert single_token_explanation([ex([1, 2], [0, 0])], RENDER, 0.3) is None
+
+
+def test_derangement_has_no_fixed_point_and_is_deterministic() -> None:
+    for n in range(2, 40):
+        latents = list(range(100, 100 + 3 * n, 3))
+        d = derangement(latents, (0, n))
+        assert sorted(d) == latents and sorted(d.values()) == latents  # a permutation
+        assert all(k != v for k, v in d.items())
+        assert d == derangement(latents, (0, n))
+    assert derangement([5], 0) == {} and derangement([], 0) == {}
+    assert derangement([1, 2], 0) == {1: 2, 2: 1}
+    many = [derangement(list(range(10)), s)[0] for s in range(50)]
+    assert len(set(many)) > 3  # the seed matters
+    with pytest.raises(ValueError, match="distinct"):
+        derangement([1, 1], 0)

@@ -67,8 +67,10 @@ class FaultyClient:
 
     def __init__(self) -> None:
         self.scored: list[str] = []  # explanation of every scored prompt
+        self.explain_prompts: list[str] = []
 
     async def generate(self, messages, *, max_new_tokens, temperature=0.0) -> Generation:
+        self.explain_prompts.append(messages[1]["content"])
         word = re.search(r'marked tokens: "(\w+)"', messages[1]["content"]).group(1)
         retry = len(messages) > 2
         kind = BEHAVIOUR[word]
@@ -128,7 +130,7 @@ def _data(words: list[str], rare: bool = True) -> tuple[_CSR, np.ndarray]:
     return _CSR(parts), ids
 
 
-def _cfg(**interpret) -> RunConfig:
+def _cfg(examples: dict | None = None, **interpret) -> RunConfig:
     scorer: dict = {"names": ["detection", "fuzzing"]}
     known = {f.name for f in fields(ScorerConfig)}
     if "examples_per_prompt" in known:
@@ -143,7 +145,7 @@ def _cfg(**interpret) -> RunConfig:
             "interpret": {
                 "examples": {
                     "window": 8, "n_explain": 6, "n_score_active": 6, "n_score_inactive": 6,
-                    "min_examples": 4,
+                    "min_examples": 4, **(examples or {}),
                 },
                 **interpret,
             },
@@ -269,3 +271,15 @@ def test_stop_request_returns_nothing() -> None:
     calls = iter(range(1000))
     assert _run(_cfg(), ["cat", "dog"], stop=lambda: next(calls) >= 3) is None  # in pass 2
     assert _run(_cfg(), ["cat", "dog"], stop=lambda: True) is None
+
+
+def test_contrastive_explainer_gets_the_latents_inactive_examples() -> None:
+    client = FaultyClient()
+    cfg = _cfg({"n_explain_inactive": 3}, explainer={"kind": "contrastive"})
+    records = _run(cfg, ["cat"], client, rare=False)
+    assert records[0]["status"] == "ok"
+    assert records[0]["negatives"]["explain"] == {"random": 3}
+    prompt = client.explain_prompts[0]
+    inactive = prompt.split("Excerpts where it is inactive (nothing marked):\n")[1]
+    assert [line[:3] for line in inactive.split("\n")[:3]] == ["1. ", "2. ", "3. "]
+    assert "cat" not in inactive.split("\n\n")[0]  # the latent never fires there
