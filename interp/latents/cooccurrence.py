@@ -105,7 +105,7 @@ class CooccurrenceIndex:
         queried: Iterable[np.ndarray],
         max_tokens: int = 256,
         exemplars: int = 32,
-        chunk_latents: int = 4096,
+        chunk_latents: int = 1024,
     ) -> CooccurrenceIndex:
         """Index the store ``source`` at the sampled tokens of every latent in ``queried``.
 
@@ -131,18 +131,25 @@ class CooccurrenceIndex:
             counts = np.diff(csr.offsets)
             count_L[a:b] = counts
             _fill_exemplars(csr, counts, ex_tok[a:b], ex_val[a:b])
-            hit = _in_bitmask(bits, csr.tok)
-            kept_tok.append(csr.tok[hit].astype(np.int64))
-            kept_lat.append(np.repeat(np.arange(a, b, dtype=id_dtype), counts)[hit])
-        tok = np.concatenate(kept_tok + [np.zeros(0, np.int64)])
+            hit = np.flatnonzero(_in_bitmask(bits, csr.tok))
+            kept_tok.append(csr.tok[hit])  # uint32, as stored
+            owner = np.searchsorted(csr.offsets, hit, side="right") - 1  # latent of each hit
+            kept_lat.append((owner + a).astype(id_dtype))
+        tok = np.concatenate(kept_tok + [np.zeros(0, np.uint32)])
         lat = np.concatenate(kept_lat + [np.zeros(0, id_dtype)])
+        del kept_tok, kept_lat
         order = np.argsort(tok, kind="stable")
-        tokens_T, first = np.unique(tok[order], return_index=True)
+        lat = lat[order]
+        tok = tok[order]
+        del order
+        tokens_T, first = np.unique(tok, return_index=True)
         offsets = np.append(first, len(tok)).astype(np.int64)
-        index = cls(tokens_T, offsets, lat[order], count_L, ex_tok, ex_val, max_tokens)
+        n_entries = len(tok)
+        del tok
+        index = cls(tokens_T.astype(np.int64), offsets, lat, count_L, ex_tok, ex_val, max_tokens)
         log.info(
             "co-occurrence index: %d tokens, %d entries, %d latents, %.1f MB",
-            len(tokens_T), len(tok), n_latents, index.nbytes / 2**20,
+            len(tokens_T), n_entries, n_latents, index.nbytes / 2**20,
         )  # fmt: skip
         return index
 
@@ -187,13 +194,14 @@ def _bitmask(tokens: np.ndarray) -> np.ndarray:
 
 
 def _in_bitmask(bits: np.ndarray, tok: np.ndarray) -> np.ndarray:
-    """[n] bool: is each token's bit set (tokens past the mask are not)."""
-    tok = tok.astype(np.int64, copy=False)
-    inside = tok < len(bits) * 8
-    out = np.zeros(len(tok), bool)
-    t = tok[inside]
-    out[inside] = (bits[t >> 3] >> (t & 7).astype(np.uint8)) & 1 == 1
-    return out
+    """[n] bool: is each token's bit set (tokens past the mask are not). ``tok`` stays
+    in its (uint32) dtype: no int64 copy of a chunk of the store."""
+    if len(bits) == 0:
+        return np.zeros(len(tok), bool)
+    byte = tok >> 3
+    inside = byte < len(bits)
+    byte = np.where(inside, byte, 0)
+    return inside & ((bits[byte] >> (tok & 7).astype(np.uint8)) & 1).astype(bool)
 
 
 def _fill_exemplars(
@@ -224,7 +232,7 @@ def index_for_range(
     csr: LatentCSR,
     max_tokens: int,
     exemplars: int = 32,
-    chunk_latents: int = 4096,
+    chunk_latents: int = 1024,
 ) -> CooccurrenceIndex:
     """The index an interpret task needs: queried tokens = every latent of its range ``csr``."""
     queried: Sequence[np.ndarray] = [csr.latent(i).tok for i in range(csr.num_latents)]
