@@ -68,19 +68,21 @@ class SimilarPool:
         ctx_len: int,
         cfg: ExamplesConfig,
         embedder: TextEmbedder,
-        decode: Callable[[np.ndarray], str],
+        decode: Callable[[list[int]], str],
         batch_size: int = 64,
     ) -> SimilarPool:
         """Draw ``cfg.similar_pool`` distinct contexts, one random window each, and embed them.
 
-        ``decode`` turns a window's token ids into text (e.g. the subject tokenizer's
-        ``decode``); ``embedder`` is loaded by the caller (``load_embedder()``).
+        ``decode`` turns a window's token ids (a list of ints) into text, e.g. the
+        subject tokenizer's ``decode``; ``embedder`` is loaded by the caller
+        (``interp.models.embedder.load_embedder()``) and kept for the per-latent queries.
         """
         if cfg.window > ctx_len:
             raise ValueError(f"examples.window={cfg.window} exceeds data.ctx_len={ctx_len}")
 
         def embed(windows: list[np.ndarray]) -> np.ndarray:
-            return embedder.encode([decode(w) for w in windows], batch_size=batch_size)
+            texts = [decode(np.asarray(w).tolist()) for w in windows]
+            return embedder.encode(texts, batch_size=batch_size)
 
         n_ctx = len(token_ids) // ctx_len
         rng = np.random.default_rng((cfg.seed, 0x51A1))
