@@ -1,1 +1,40 @@
+"""Hungarian alignment of dictionaries: decoder-cosine or activation-correlation matching,
+dense (reference) or sparse (candidate graph, 131k x 131k on CPU), its report, and the
+alignment of a whole sweep.
 
+    align(a, b, cfg)          two dictionaries -> Alignment (interp.align.align)
+    align_sweep(root)         every layer / architecture pair of a sweep (interp.align.sweep)
+
+Names are imported lazily: importing the package loads nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AlignConfig": "interp.align.align",
+    "Alignment": "interp.align.align",
+    "align": "interp.align.align",
+    "cross_score_pairs": "interp.align.align",
+    "explanation_similarity": "interp.align.align",
+    "random_baseline": "interp.align.align",
+    "summarize": "interp.align.align",
+    "CandidateGraph": "interp.align.candidates",
+    "decoder_candidates": "interp.align.candidates",
+    "activation_candidates": "interp.align.candidates",
+    "Matching": "interp.align.match",
+    "dense_match": "interp.align.match",
+    "sparse_match": "interp.align.match",
+    "align_dir": "interp.align.sweep",
+    "align_sweep": "interp.align.sweep",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'interp.align' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
