@@ -204,6 +204,7 @@ def child_gather(root: Path) -> dict:
         "wall_s": wall,
         "check_s (timed twice: once here, once inside gather)": t_check,
         **timing,
+        "cpu_s": _cpu_s(),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "arrow_pool_peak_mib": pa.default_memory_pool().max_memory() / 2**20,
         "table_mib": (root / "gather" / "latents.parquet").stat().st_size / 2**20,
@@ -227,8 +228,15 @@ def child_exports(root: Path) -> dict:
     out["delphi_one_point_s"] = time.perf_counter() - t0
     out["delphi_all_points_s (extrapolated)"] = out["delphi_one_point_s"] * len(points)
     subprocess.run(["rm", "-rf", str(gather_dir(root) / "export-delphi")], check=True)
+    out["cpu_s"] = _cpu_s()
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
+
+
+def _cpu_s() -> float:
+    """User + system CPU time of this process, all threads (the busy machine's fair share)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def in_child(kind: str, root: Path) -> dict:

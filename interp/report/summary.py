@@ -36,13 +36,15 @@ KINDS = ("scores", "control", "baseline")
 COSTS = ("prompt_tokens", "completion_tokens", "prompt_tokens_computed", "wall_s", "retries")
 FIRING = ("n_active_tokens", "n_active_contexts", "max_act")
 TRAIN_KEYS = ("fvu", "l0", "dead_pct", "ce_increase")
+COUNTS = ("n", "n_failed")
+"""Per-latent counts of a scorer (examples scored, failed): totals and means, no CIs."""
 
 
 # ----------------------------------------------------------------------------- intervals
 
 
 def median_ci(values: np.ndarray, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the median of finite ``values`` [n]."""
+    """Bootstrap (percentile) interval of the median of finite ``values`` [n]."""
     v = np.sort(values)
     n = len(v)
     if n == 0:
@@ -51,16 +53,27 @@ def median_ci(values: np.ndarray, level: float = 0.95, seed: int = 0) -> tuple[f
         return float(v[0]), float(v[0])
     if n <= EXACT_N:
         return _scipy_ci(v, np.median, level, seed)
+    # P(resampled lower median <= u) = P(Binomial(n, F_n(u)) >= ceil(n / 2)): monotone
+    # in u, so each bound is a bisection over the distinct values
+    uniq = v[np.r_[True, v[1:] != v[:-1]]]
+    alpha = (1 - level) / 2
+    return _median_quantile(v, uniq, alpha), _median_quantile(v, uniq, 1 - alpha)
+
+
+def _median_quantile(v: np.ndarray, uniq: np.ndarray, target: float) -> float:
+    """Smallest distinct value u with P(bootstrap median <= u) >= target (v sorted)."""
     from scipy.stats import binom
 
-    # P(resampled lower median <= u) = P(Binomial(n, F_n(u)) >= m), m = ceil(n / 2)
-    uniq = np.unique(v)
-    p = np.searchsorted(v, uniq, side="right") / n
-    cdf = binom.sf(math.ceil(n / 2) - 1, n, p)
-    alpha = (1 - level) / 2
-    lo = uniq[min(np.searchsorted(cdf, alpha, side="left"), len(uniq) - 1)]
-    hi = uniq[min(np.searchsorted(cdf, 1 - alpha, side="left"), len(uniq) - 1)]
-    return float(lo), float(hi)
+    n, m = len(v), math.ceil(len(v) / 2)
+    lo, hi = 0, len(uniq) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        p = np.searchsorted(v, uniq[mid], side="right") / n
+        if binom.sf(m - 1, n, p) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(uniq[lo])
 
 
 def mean_ci(values: np.ndarray, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -153,8 +166,9 @@ def summarize(table: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
         for name in _numeric(pf, f"{kind}."):
             col = _floats(table, name)
             scorer, metric = name[len(kind) + 1 :].rsplit(".", 1)
+            stat = _cost if metric in COUNTS else distribution
             for entry, meta in zip(out, points):
-                entry[kind].setdefault(scorer, {})[metric] = distribution(col[rows[meta["point"]]])
+                entry[kind].setdefault(scorer, {})[metric] = stat(col[rows[meta["point"]]])
     _real_vs_control(table, pf, points, rows, out)
     for name in (*COSTS, *FIRING):
         if name not in names:
@@ -187,7 +201,7 @@ def _real_vs_control(
     for name in _numeric(pf, "scores."):
         other = "control." + name[len("scores.") :]
         scorer, metric = name[len("scores.") :].rsplit(".", 1)
-        if other not in names or metric in ("n", "n_failed"):
+        if other not in names or metric in COUNTS:
             continue
         real, ctrl = _floats(table, name), _floats(table, other)
         for entry, meta in zip(out, points):
@@ -312,7 +326,7 @@ def _score_rows(p: dict[str, Any], headline: tuple[str, ...]) -> list[str]:
     rows = []
     for scorer, metrics in sorted(p["scores"].items()):
         shown = [m for m in headline if m in metrics] or [
-            m for m in sorted(metrics) if m not in ("n", "n_failed")
+            m for m in sorted(metrics) if m not in COUNTS
         ]
         for metric in shown:
             s = metrics[metric]
