@@ -501,3 +501,33 @@ def test_similar_negatives_are_closer_than_random_ones(embedder) -> None:
     with pytest.raises(ValueError, match="rebuild it"):
         build_examples(tok, val, token_ids, 16, ExamplesConfig(**{**cfg.__dict__, "window": 10}),
                        0, similar=pool)  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_neighbour_mode_keeps_every_set_disjoint_on_every_latent(tmp_path, mode: str) -> None:
+    from interp.latents import index_for_range
+
+    reader, _, _ = _cofiring_store(tmp_path)
+    csr = reader.latent_range(0, 24)  # 0 and 4-9 never fire
+    index = index_for_range(reader, csr, max_tokens=32, exemplars=8)
+    ids = reader.token_ids()
+    cfg = ExamplesConfig(
+        window=8, sampling=mode, negatives="neighbours", n_neighbours=3, n_explain=5,
+        n_score_active=4, n_score_inactive=7, n_explain_inactive=3, min_examples=2,
+    )  # fmt: skip
+    built = 0
+    for latent in range(24):
+        a = csr.latent(latent)
+        ex = build_examples(a.tok, a.val, ids, 16, cfg, latent, cooccurrence=index)
+        if ex.status != "ok":
+            assert ex.reason and ex.n_active_contexts < 2
+            continue
+        built += 1
+        sets = [ex.explain, ex.score_active, list(ex.explain_inactive), ex.score_inactive]
+        contexts = [e.context for s in sets for e in s]
+        assert len(contexts) == len(set(contexts))
+        silent = set(contexts[len(ex.explain) + len(ex.score_active) :])
+        assert not silent & set((a.tok // 16).tolist())
+        assert len(ex.score_inactive) == 7 and len(ex.explain_inactive) == 3
+        assert sum(ex.negative_kinds()["score"].values()) == 7
+    assert built >= 15
