@@ -72,10 +72,11 @@ def load_points(root: Path) -> list[RunConfig]:
     return cfgs
 
 
-def check_complete(root: Path, cfgs: list[RunConfig]) -> list[str]:
+def check_complete(root: Path, cfgs: list[RunConfig], *, records: bool = False) -> list[str]:
     """One line per (point, stage) with uncommitted array tasks (empty: complete).
 
-    A committed interpret task whose record file is gone counts as missing too.
+    With ``records``, a committed interpret task whose record file is gone counts as
+    missing too (its manifest is then stale: rerun deletes nothing, so say so).
     """
     problems = []
     for cfg in cfgs:
@@ -83,14 +84,19 @@ def check_complete(root: Path, cfgs: list[RunConfig]) -> list[str]:
         where = f"point {paths.ids.point} ({cfg.sae.sae_id}, layer {cfg.layer})"
         for job in plan_point(cfg, hookpoint_width(cfg.model.name, cfg.hookpoint)):
             todo = pending(job, paths)
-            if job.stage == "interpret":
-                done = set(job.tasks) - set(todo)
-                todo += [t for t in done if not paths.records_file(t.index).is_file()]
             if todo:
                 idx = index_ranges(sorted(t.index for t in todo))
                 problems.append(
                     f"{where}: {job.stage} tasks {idx} of {len(job.tasks)} not committed"
                 )
+            if records and job.stage == "interpret":
+                lost = [t.index for t in job.tasks if t not in todo and not paths.records_file(t.index).is_file()]  # fmt: skip
+                if lost:
+                    problems.append(
+                        f"{where}: interpret tasks {index_ranges(lost)} are committed but their "
+                        f"record files are gone: delete "
+                        f"{paths.manifest_dir('interpret')}/<task>.json for each, then rerun"
+                    )
     return problems
 
 
@@ -177,7 +183,7 @@ def gather(root: Path, *, exports: tuple[str, ...] = ("delphi", "neuronpedia")) 
     any task is missing.
     """
     cfgs = load_points(root)
-    problems = check_complete(root, cfgs)
+    problems = check_complete(root, cfgs, records=True)
     if problems:
         raise IncompleteSweepError(incomplete_message(root, problems))
     out = gather_dir(root)

@@ -180,10 +180,14 @@ def test_a_committed_range_without_its_records_is_incomplete(tmp_path: Path) -> 
     root = fake_point(tmp_path, commit_all=True)
     (cfg,) = gather.load_points(root)
     RunPaths(root, cfg).records_file(0).unlink()
-    assert gather.check_complete(root, [cfg]) == [
-        f"point {RunPaths(root, cfg).ids.point} (topk-x8-k32, layer 15): "
-        "interpret tasks 0 of 2 not committed"
-    ]
+    assert gather.check_complete(root, [cfg]) == []  # the manifests alone are complete
+    (problem,) = gather.check_complete(root, [cfg], records=True)
+    assert problem.startswith(
+        f"point {RunPaths(root, cfg).ids.point} (topk-x8-k32, layer 15): interpret tasks 0 "
+        "are committed but their record files are gone"
+    )
+    with pytest.raises(gather.IncompleteSweepError, match="record files are gone"):
+        gather.gather(root)
 
 
 def test_gather_writes_table_summary_exports_then_is_up_to_date(tmp_path: Path) -> None:
