@@ -165,7 +165,7 @@ def summarize(table: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
     for kind in KINDS:
         for name in _numeric(pf, f"{kind}."):
             col = _floats(table, name)
-            scorer, metric = name[len(kind) + 1 :].rsplit(".", 1)
+            scorer, metric = name[len(kind) + 1 :].split(".", 1)
             stat = _cost if metric in COUNTS else distribution
             for entry, meta in zip(out, points):
                 entry[kind].setdefault(scorer, {})[metric] = stat(col[rows[meta["point"]]])
@@ -200,7 +200,7 @@ def _real_vs_control(
     names = set(pf.schema_arrow.names)
     for name in _numeric(pf, "scores."):
         other = "control." + name[len("scores.") :]
-        scorer, metric = name[len("scores.") :].rsplit(".", 1)
+        scorer, metric = name[len("scores.") :].split(".", 1)
         if other not in names or metric in COUNTS:
             continue
         real, ctrl = _floats(table, name), _floats(table, other)

@@ -139,8 +139,13 @@ def unify(schemas: Iterable[Any]) -> Any:
 
     merged = pa.unify_schemas(list(schemas), promote_options="permissive")
     fields = {f.name: f for f in merged}
-    for name, f in fields.items():
-        if pa.types.is_null(f.type):  # never seen a value: strings are the safe reading
+    prefixes = {n.rsplit(".", i)[0] for n in fields for i in range(1, n.count(".") + 1)}
+    for name, f in list(fields.items()):
+        if not pa.types.is_null(f.type):
+            continue
+        if name in prefixes:  # null where other files have an object: its fields say it
+            del fields[name]
+        else:  # never seen a value: strings are the safe reading
             fields[name] = pa.field(name, pa.string())
     lead = [fields[n] for n in LEADING if n in fields]
     rest = sorted((f for n, f in fields.items() if n not in LEADING), key=lambda f: f.name)

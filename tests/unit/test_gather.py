@@ -55,7 +55,7 @@ def test_record_files_with_different_columns_merge_into_one_schema(tmp_path: Pat
     """A later range adds a scorer, a control and a new field; an earlier one has only
     failures with no error text. Every row gets every column, missing ones null."""
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    write_records(a, [record(0, "too_rare"), record(1, "too_rare")])
+    write_records(a, [record(0, "too_rare", control=None), record(1, "too_rare", control=None)])
     control = {"explanation": "other", "source_latent": 0, "scores": {"detection": metrics(0.5)}}
     write_records(
         b,
@@ -83,6 +83,7 @@ def test_record_files_with_different_columns_merge_into_one_schema(tmp_path: Pat
     assert rows[1]["layer"] == 6 and rows[1]["prompt_tokens"] == 100
     assert rows[2]["scores.detection.per_quantile"][0] == {"quantile": 0, "n": 2, "accuracy": 0.75}
     assert pf.schema_arrow.names[:3] == ["point", "model", "layer"]
+    assert "control" not in pf.schema_arrow.names  # null in file a, an object in file b
 
 
 def test_a_record_file_missing_a_latent_is_named(tmp_path: Path) -> None:
