@@ -29,4 +29,4 @@ async def score_embedding(ctx: ScoreContext, explanation: str) -> RankingOutput:
     q_1D = await asyncio.to_thread(encode_query, [explanation])
     d_ND = await asyncio.to_thread(embedder.encode, docs)
     sim_N = np.asarray(d_ND, np.float64) @ np.asarray(q_1D, np.float64)[0] if docs else []
-    return ranking_output("embedding", "similarity", pool, sim_N)
+    return ranking_output(ctx, "embedding", "similarity", pool, sim_N)

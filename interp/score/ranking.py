@@ -3,7 +3,7 @@
 The number should be higher on activating examples than on non-activating ones; the
 score is the AUROC of that separation, overall and per activation quantile (each
 quantile's activating examples against all non-activating ones), with the mean number
-per class beside it. A NaN number (the LLM gave nothing usable) is counted in
+per class beside it and a bootstrap interval of the AUROC (each class resampled alone). A NaN number (the LLM gave nothing usable) is counted in
 ``n_failed``, never dropped silently.
 """
 
@@ -16,7 +16,8 @@ import numpy as np
 
 from interp.explain.prompts import NEWLINE, TokenRenderer
 from interp.latents.examples import Example, LatentExamples
-from interp.score.metrics import auroc
+from interp.score.context import ScoreContext
+from interp.score.metrics import DEFAULT_CONFIDENCE, _auroc_stat, auroc, stratified_ci
 
 
 def held_out(examples: LatentExamples) -> list[Example]:
@@ -47,10 +48,15 @@ class RankingOutput:
     labels: np.ndarray
     values: np.ndarray
     quantiles: np.ndarray
+    n_resamples: int = 0  # bootstrap resamples for the AUROC interval (0 = none)
+    confidence: float = DEFAULT_CONFIDENCE
 
     def metrics(self) -> dict[str, Any]:
         ok = ~np.isnan(self.values)
         y, v, q = self.labels[ok], self.values[ok], self.quantiles[ok]
+        ci = stratified_ci(
+            v[y], v[~y], _auroc_stat, n_resamples=self.n_resamples, confidence=self.confidence
+        )
         per_quantile = [
             {
                 "quantile": int(k),
@@ -65,6 +71,7 @@ class RankingOutput:
         ]
         return {
             "auroc": auroc(y, v),
+            "auroc_ci": list(ci),
             f"mean_{self.value_name}_active": _mean(v[y]),
             f"mean_{self.value_name}_inactive": _mean(v[~y]),
             "n": int(ok.sum()),
@@ -74,13 +81,19 @@ class RankingOutput:
 
 
 def ranking_output(
-    name: str, value_name: str, examples: list[Example], values: list[float] | np.ndarray
+    ctx: ScoreContext,
+    name: str,
+    value_name: str,
+    examples: list[Example],
+    values: list[float] | np.ndarray,
 ) -> RankingOutput:
-    """Pair each example's label and quantile with its number."""
+    """Pair each example's label and quantile with its number (intervals per ``ctx.cfg``)."""
     return RankingOutput(
         name,
         value_name,
         np.array([e.quantile >= 0 for e in examples], dtype=bool),
         np.asarray(values, dtype=np.float64),
         np.array([e.quantile for e in examples], dtype=np.int64),
+        ctx.cfg.bootstrap_resamples,
+        ctx.cfg.confidence,
     )

@@ -8,7 +8,8 @@ log-probabilities of the digits are read: the prediction is the expected value o
 distribution renormalised over the valid digits. The score is the Pearson correlation
 between predicted and true activations over all tokens of the held-out activating and
 non-activating examples pooled (OpenAI's ``ev_correlation_score``), beside the
-correlation on the activating examples alone and per quantile.
+correlation on the activating examples alone and per quantile, and a bootstrap interval
+of the pooled correlation (activating and non-activating examples resampled apart).
 
 Tokenization: OpenAI's 0-10 scale has a two-token "10" in most current tokenizers
 (Qwen and SmolLM split digits, so "10" starts with the token of "1"); a 0-9 scale keeps
@@ -37,6 +38,7 @@ from interp.explain.prompts import TokenRenderer
 from interp.latents.examples import Example
 from interp.llm.base import LLMClient, Message, TextLogprobs
 from interp.score.context import ScoreContext
+from interp.score.metrics import DEFAULT_CONFIDENCE, stratified_ci
 from interp.score.ranking import held_out
 
 MAX_VALUE = 9
@@ -117,6 +119,26 @@ def _correlation(true: np.ndarray, pred: np.ndarray) -> float | None:
     return float(pearsonr(true, pred).statistic)
 
 
+def _pooled_stat(true: list[np.ndarray], pred: list[np.ndarray]) -> Any:
+    """A vectorised statistic for ``stratified_ci``: pooled correlation of resampled examples.
+
+    Its inputs are example indices (activating, non-activating) with a batch axis.
+    """
+
+    def stat(pos: np.ndarray, neg: np.ndarray, axis: int = -1) -> np.ndarray:
+        idx = np.concatenate([np.moveaxis(pos, axis, -1), np.moveaxis(neg, axis, -1)], -1)
+        flat = idx.reshape(-1, idx.shape[-1]).astype(np.int64)
+        out = np.empty(len(flat))
+        for r, row in enumerate(flat):
+            c = _correlation(
+                np.concatenate([true[i] for i in row]), np.concatenate([pred[i] for i in row])
+            )
+            out[r] = np.nan if c is None else c
+        return out.reshape(idx.shape[:-1])
+
+    return stat
+
+
 @dataclass(frozen=True)
 class SimulationOutput:
     """True and predicted activations of every held-out example of one latent.
@@ -129,10 +151,19 @@ class SimulationOutput:
     true: list[np.ndarray]
     pred: list[np.ndarray]
     quantiles: np.ndarray
+    n_resamples: int = 0  # bootstrap resamples (of examples) for the interval; 0 = none
+    confidence: float = DEFAULT_CONFIDENCE
 
     def metrics(self) -> dict[str, Any]:
         ok = np.array([not np.isnan(p).any() for p in self.pred], dtype=bool)
         q = self.quantiles
+        ci = stratified_ci(
+            np.flatnonzero(ok & (q >= 0)),
+            np.flatnonzero(ok & (q < 0)),
+            _pooled_stat(self.true, self.pred),
+            n_resamples=self.n_resamples,
+            confidence=self.confidence,
+        )
 
         def pooled(sel: np.ndarray) -> float | None:
             idx = np.flatnonzero(sel & ok)
@@ -149,6 +180,7 @@ class SimulationOutput:
 
         return {
             "correlation": pooled(np.ones(len(q), dtype=bool)),
+            "correlation_ci": list(ci),
             "correlation_active": pooled(q >= 0),
             "mean_prediction_active": mean_pred(q >= 0),
             "mean_prediction_inactive": mean_pred(q < 0),
@@ -172,4 +204,6 @@ async def score_simulation(ctx: ScoreContext, explanation: str) -> SimulationOut
         [np.asarray(e.acts, dtype=np.float64) for e in pool],
         list(preds),
         np.array([e.quantile for e in pool], dtype=np.int64),
+        ctx.cfg.bootstrap_resamples,
+        ctx.cfg.confidence,
     )

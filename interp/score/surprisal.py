@@ -58,4 +58,4 @@ async def score_surprisal(ctx: ScoreContext, explanation: str) -> RankingOutput:
     with_expl = await asyncio.gather(*(mean_logprob(ctx.client, given, t) for t in texts))
     with_null = await asyncio.gather(*(mean_logprob(ctx.client, null, t) for t in texts))
     reduction_N = np.asarray(with_expl) - np.asarray(with_null)
-    return ranking_output("surprisal", "loss_reduction", pool, reduction_N)
+    return ranking_output(ctx, "surprisal", "loss_reduction", pool, reduction_N)

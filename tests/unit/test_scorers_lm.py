@@ -219,6 +219,7 @@ def test_perfect_simulator_correlates_one_and_shares_a_prompt() -> None:
     m = out.metrics()
     assert m["correlation"] == pytest.approx(1.0, abs=1e-6)
     assert m["correlation_active"] == pytest.approx(1.0, abs=1e-6)
+    assert m["correlation_ci"] == pytest.approx([1.0, 1.0], abs=1e-6)  # every resample
     assert m["n"] == 5 and m["n_failed"] == 0 and m["n_tokens"] == 7 + 4 + 7 + 5 + 7
     assert m["mean_prediction_inactive"] == pytest.approx(0.0, abs=1e-6)
     assert [q["quantile"] for q in m["per_quantile"]] == [0, 1]
@@ -257,6 +258,7 @@ class KeywordLM:
 def test_surprisal_sign_a_helpful_explanation_reduces_loss_on_activating_text() -> None:
     m = asyncio.run(surprisal.score_surprisal(_ctx(KeywordLM()), "cats")).metrics()
     assert m["auroc"] == 1.0 and m["n"] == 5 and m["n_failed"] == 0
+    assert m["auroc_ci"] == [1.0, 1.0]
     assert m["mean_loss_reduction_active"] == pytest.approx(1.0)
     assert m["mean_loss_reduction_inactive"] == pytest.approx(0.0)
     # an unrelated explanation helps nothing: no separation
