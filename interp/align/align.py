@@ -44,6 +44,7 @@ from interp.align.candidates import (
     activation_candidates,
     decoder_candidates,
     dense_similarity,
+    exact_cosine,
     unit_rows,
 )
 from interp.align.match import Matching, dense_match, fill_unmatched, sparse_match
@@ -240,8 +241,10 @@ def _align_decoders(
         progress=progress,
     )
     matching = _solve_sparse(graph, cfg)
+    ua, ub = unit_rows(a_ME), unit_rows(b_ME)
+    # the graph's similarities come from the (int8) search: report exact ones
+    matching = matching._replace(sim=exact_cosine(ua, ub, matching.a, matching.b))
     if cfg.fill_unmatched:
-        ua, ub = unit_rows(a_ME), unit_rows(b_ME)
         matching = fill_unmatched(
             matching, lambda ia, ib: dense_similarity(ua[ia], ub[ib]), cfg.fill_limit
         )

@@ -94,25 +94,33 @@ def decoder_candidates(
         i1, j1 = min(i0 + block_a, m_a), min(j0 + block_b, m_b)
         S = tiles(i0, i1, j0, j1)
         val, idx = chunked_topk(S, rows.n, dim=1)
-        rows.merge(i0, val, idx + j0)
+        rows.merge(i0, val.float() * tiles.scale, idx + j0)
         val, idx = chunked_topk(S, cols.n, dim=0)
-        cols.merge(j0, val.T, idx.T + i0)
+        cols.merge(j0, val.T.float() * tiles.scale, idx.T + i0)
         del S
-    ea, eb, _ = rows.edges()
-    fb, fa, _ = cols.edges()
-    return _exact_graph(a, b, np.concatenate([ea, fa]), np.concatenate([eb, fb]))
+    ea, eb, va = rows.edges()
+    fb, fa, vb = cols.edges()
+    # a pair found in both directions holds the same value twice: keep one
+    key, first = np.unique(
+        np.concatenate([ea, fa]) * m_b + np.concatenate([eb, fb]), return_index=True
+    )
+    sim = np.clip(np.concatenate([va, vb])[first], -1, 1).astype(np.float32)
+    return CandidateGraph(key // m_b, key % m_b, sim, m_a, m_b)
 
 
 class _TileSimilarity:
-    """Cosine tiles ``S[i0:i1, j0:j1]`` of unit rows, in the chosen arithmetic."""
+    """Tiles ``S[i0:i1, j0:j1]`` of the cosine matrix of unit rows, up to the factor
+    ``scale`` (int8 tiles are int32 dot products of the quantised rows)."""
 
     def __init__(self, a: torch.Tensor, b: torch.Tensor, precision: str) -> None:
         self.precision = precision
         self.buffers: dict[str, torch.Tensor] = {}
+        self.scale = 1.0
         if precision == "int8":
-            self.a, self.sa = _quantise(a)
-            qb, self.sb = _quantise(b)
+            self.a, scale_a = _quantise(a)
+            qb, scale_b = _quantise(b)
             self.bT = qb.T.contiguous()
+            self.scale = scale_a * scale_b
         elif precision in ("bf16", "fp32"):
             dtype = torch.bfloat16 if precision == "bf16" else torch.float32
             self.a, self.bT = a.to(dtype), b.T.contiguous().to(dtype)
@@ -120,15 +128,14 @@ class _TileSimilarity:
             raise ValueError(f"precision={precision!r}: use auto, int8, bf16 or fp32")
 
     def __call__(self, i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
-        """[i1 - i0, j1 - j0] float32 tile. It lives in a buffer reused by the next call
-        (fresh 256 MiB tensors per tile cost more in page faults than the matmul)."""
+        """[i1 - i0, j1 - j0] tile (int32 or float32). It lives in a buffer reused by the
+        next call (fresh 256 MiB tensors per tile cost more in page faults than the
+        matmul)."""
         shape = (i1 - i0, j1 - j0)
-        out = self._buffer("out", shape, torch.float32)
         if self.precision == "int8":
-            acc = self._buffer("acc", shape, torch.int32)
-            torch._int_mm(self.a[i0:i1], self.bT[:, j0:j1].contiguous(), out=acc)
-            torch.mul(acc, self.sb[None, j0:j1], out=out)
-            return out.mul_(self.sa[i0:i1, None])
+            out = self._buffer("acc", shape, torch.int32)
+            return torch._int_mm(self.a[i0:i1], self.bT[:, j0:j1].contiguous(), out=out)
+        out = self._buffer("out", shape, torch.float32)
         if self.precision == "fp32":
             return torch.mm(self.a[i0:i1], self.bT[:, j0:j1], out=out)
         return out.copy_(self.a[i0:i1] @ self.bT[:, j0:j1])
@@ -141,12 +148,15 @@ class _TileSimilarity:
         return buf[:numel].view(shape)
 
 
-def _quantise(x_ME: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row symmetric int8: ``x ~= q * scale``; zero rows get scale 0."""
-    amax = x_ME.abs().amax(dim=1)
-    scale = amax / 127.0
-    q = torch.round(x_ME / torch.where(scale > 0, scale, 1.0)[:, None]).to(torch.int8)
-    return q, scale
+def _quantise(x_ME: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Symmetric int8 with one scale for the whole dictionary, ``x ~= q * scale``.
+
+    One scale (not one per row) keeps every tile proportional to the cosine, so tiles
+    are ranked as integers. Unit rows have components <= 1, so the step is at most
+    1/127 and a 576-wide cosine is off by ~2e-3 at worst-case scale."""
+    amax = float(x_ME.abs().max()) if x_ME.numel() else 0.0
+    scale = amax / 127.0 if amax > 0 else 1.0
+    return torch.round(x_ME / scale).to(torch.int8), scale
 
 
 class _RunningTopK:
@@ -192,7 +202,8 @@ def chunked_topk(
         return S.topk(k, dim=dim)
     pad = -length % chunk
     if pad:
-        S = torch.nn.functional.pad(S, (0, pad) if dim == 1 else (0, 0, 0, pad), value=-torch.inf)
+        low = -torch.inf if S.is_floating_point() else torch.iinfo(S.dtype).min
+        S = torch.nn.functional.pad(S, (0, pad) if dim == 1 else (0, 0, 0, pad), value=low)
     if dim == 0:
         return _column_topk(S, k, chunk)
     S3 = S.view(S.shape[0], -1, chunk)  # [R, runs, chunk]
@@ -219,18 +230,16 @@ def _column_topk(S: torch.Tensor, k: int, chunk: int) -> tuple[torch.Tensor, tor
     return val, idx
 
 
-def _exact_graph(
-    a: torch.Tensor, b: torch.Tensor, ea: np.ndarray, eb: np.ndarray, batch: int = 1 << 16
-) -> CandidateGraph:
-    """Deduplicate edges and compute their cosine exactly in float32."""
-    key = np.unique(ea.astype(np.int64) * b.shape[0] + eb.astype(np.int64))
-    ea, eb = key // b.shape[0], key % b.shape[0]
-    sim = np.empty(len(key), np.float32)
-    for s in range(0, len(key), batch):
-        ia = torch.from_numpy(ea[s : s + batch]).to(a.device)
-        ib = torch.from_numpy(eb[s : s + batch]).to(a.device)
-        sim[s : s + batch] = (a[ia] * b[ib]).sum(dim=1).clamp_(-1, 1).cpu().numpy()
-    return CandidateGraph(ea, eb, sim, a.shape[0], b.shape[0])
+def exact_cosine(
+    a: torch.Tensor, b: torch.Tensor, ia: np.ndarray, ib: np.ndarray, batch: int = 1 << 15
+) -> np.ndarray:
+    """[P] float32 cosine of unit rows ``a[ia[p]]`` and ``b[ib[p]]``, in float32."""
+    sim = np.empty(len(ia), np.float32)
+    for s in range(0, len(ia), batch):
+        xa = a[torch.from_numpy(np.asarray(ia[s : s + batch], np.int64))]
+        xb = b[torch.from_numpy(np.asarray(ib[s : s + batch], np.int64))]
+        sim[s : s + batch] = (xa * xb).sum(dim=1).clamp_(-1, 1).cpu().numpy()
+    return sim
 
 
 def dense_similarity(a_ME: torch.Tensor, b_ME: torch.Tensor) -> np.ndarray:
