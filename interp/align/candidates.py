@@ -188,14 +188,16 @@ def chunked_topk(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``S.topk(k, dim)`` (values and indices) of a 2-D ``S``, faster for small ``k``.
 
-    The maximum of each run of ``chunk`` consecutive entries along ``dim`` is cheap (a
-    vectorised reduction). The ``k`` largest run maxima are ``k`` entries, so the
-    ``k``-th of them, ``tau``, is a lower bound of the ``k``-th largest entry: every
-    top-``k`` entry is ``>= tau`` and lies in a run whose maximum is ``>= tau``. Rows
-    (``dim=1``) gather those ``k`` runs and search them; columns (``dim=0``, where a
-    gather is strided) take the few entries ``>= tau`` and rank them per column. Ties
-    may pick a different but equally good set. Returns [.., k] along ``dim``.
+    The maximum of each run of ``chunk`` consecutive entries along ``dim`` is a cheap
+    vectorised reduction. Every top-``k`` entry lies in one of the ``k`` runs with the
+    largest maxima (a run holding one has a maximum at least as large, and only ``k``
+    runs can beat it), so only those ``k * chunk`` entries are searched exactly. Along
+    ``dim=0`` the runs are ``chunk // 8`` rows long and gathered by flat index (a
+    strided gather of long runs is slow). Ties may pick a different but equally good
+    set. Returns [.., k] along ``dim`` like ``topk``.
     """
+    if dim == 0:
+        chunk = max(1, chunk // 8)
     length = S.shape[dim]
     k = min(k, length)
     if length < 2 * k * chunk:
@@ -205,7 +207,7 @@ def chunked_topk(
         low = -torch.inf if S.is_floating_point() else torch.iinfo(S.dtype).min
         S = torch.nn.functional.pad(S, (0, pad) if dim == 1 else (0, 0, 0, pad), value=low)
     if dim == 0:
-        return _column_topk(S, k, chunk)
+        return _column_topk(S.contiguous(), k, chunk)
     S3 = S.view(S.shape[0], -1, chunk)  # [R, runs, chunk]
     best = S3.amax(dim=2).topk(k, dim=1).indices  # [R, k]
     cand = S3.gather(1, best[:, :, None].expand(-1, -1, chunk))  # [R, k, chunk]
@@ -215,19 +217,12 @@ def chunked_topk(
 
 def _column_topk(S: torch.Tensor, k: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     C = S.shape[1]
-    tau_C = S.view(-1, chunk, C).amax(dim=1).topk(k, dim=0).values[-1]
-    r, c = (tau_C <= S).nonzero(as_tuple=True)  # >= k per column, usually few more
-    v = S[r, c]
-    below = v.max().double() - v.double()  # >= 0, smallest first = best first
-    order = torch.argsort(c.double() * (below.max() + 1) + below)  # by column, best first
-    r, c, v = r[order], c[order], v[order]
-    rank = torch.arange(len(c)) - torch.searchsorted(c, torch.arange(C))[c]
-    keep = rank < k
-    val = torch.empty(k, C, dtype=S.dtype)
-    idx = torch.empty(k, C, dtype=torch.int64)
-    val[rank[keep], c[keep]] = v[keep]
-    idx[rank[keep], c[keep]] = r[keep]
-    return val, idx
+    run_max = S.view(-1, chunk, C).amax(dim=1)  # [runs, C]
+    best = run_max.T.contiguous().topk(k, dim=1).indices  # [C, k]
+    rows = best[:, :, None] * chunk + torch.arange(chunk, device=S.device)  # [C, k, chunk]
+    cand = S.reshape(-1).take(rows * C + torch.arange(C, device=S.device)[:, None, None])
+    val, pos = cand.view(C, -1).topk(k, dim=1)
+    return val.T, rows.view(C, -1).gather(1, pos).T
 
 
 def exact_cosine(
