@@ -342,3 +342,32 @@ def test_plan_pairs_needs_no_weights(tmp_path: Path) -> None:
     assert len(pairs) == 7 and pairs == plan_pairs(
         [Dictionary(p.cfg, p) for p in points.values()][::-1]
     )
+
+
+def test_activation_alignment_reads_two_latent_stores(tmp_path: Path) -> None:
+    from interp.store.writer import write_slice
+
+    rng = np.random.default_rng(0)
+    n_tokens, k, width = 512, 4, 40
+    idx = np.stack([rng.choice(width, k, replace=False) for _ in range(n_tokens)])
+    val = rng.uniform(0.5, 2.0, (n_tokens, k)).astype(np.float32)
+    perm = rng.permutation(width)  # B's latent perm[i] fires where A's latent i fires
+    stores = {}
+    for name, latents in (("a", idx), ("b", perm[idx])):
+        store = tmp_path / name / "latents.zarr"
+        for s, (lo, hi) in enumerate(((0, 256), (256, 512))):  # two collect slices
+            write_slice(
+                store / "slices" / f"s{s:05d}",
+                token_start=lo,
+                token_stop=hi,
+                latent_idx=latents[lo:hi],
+                latent_val=val[lo:hi],
+                token_ids=np.arange(lo, hi),
+                keep=np.ones(hi - lo, bool),
+                n_latents=width,
+            )
+        stores[name] = store
+    result = align(similarity="activation", acts_a=stores["a"], acts_b=stores["b"])
+    m = result.matching
+    assert m.b.tolist() == perm[m.a].tolist() and len(m.a) == width
+    assert np.allclose(m.sim, 1.0, atol=1e-3)  # float16 storage of the values
