@@ -762,6 +762,37 @@ class ScorerConfig:
             "id": "when_set",
         },
     )
+    intervention_kl: float = field(
+        default=1.0,
+        metadata={
+            "doc": "intervention: target mean KL(clean || steered), nats, of the next-token "
+            "distribution after the prompts; the steering strength is calibrated per latent "
+            "to reach it (the paper sweeps 0.1, 0.33, 1, 3; delphi's default is 0.5).",
+            "id": "when_set",
+        },
+    )
+    intervention_prompts: int = field(
+        default=8,
+        metadata={
+            "doc": "intervention: prompts per latent (held-out non-activating contexts); "
+            "each gives one clean/steered pair for the judge (2 single-token calls).",
+            "id": "when_set",
+        },
+    )
+    intervention_prompt_tokens: int = field(
+        default=24,
+        metadata={
+            "doc": "intervention: tokens of each context used as the prompt.",
+            "id": "when_set",
+        },
+    )
+    intervention_new_tokens: int = field(
+        default=16,
+        metadata={
+            "doc": "intervention: greedy tokens generated per continuation.",
+            "id": "when_set",
+        },
+    )
     bootstrap_resamples: int = field(
         default=1000,
         metadata=_meta(
@@ -789,6 +820,18 @@ class ScorerConfig:
             )
         if self.intruder_prompts < 1:
             raise ValueError("scorer.intruder_prompts must be >= 1")
+        if not self.intervention_kl > 0:
+            raise ValueError(
+                f"scorer.intervention_kl={self.intervention_kl} must be > 0 (nats, e.g. 1.0)"
+            )
+        for name in ("intervention_prompts", "intervention_prompt_tokens"):
+            if not 1 <= getattr(self, name) <= 256:
+                raise ValueError(f"scorer.{name}={getattr(self, name)} must be in 1..256")
+        if not 1 <= self.intervention_new_tokens <= 256:
+            raise ValueError(
+                f"scorer.intervention_new_tokens={self.intervention_new_tokens} must be in "
+                "1..256 (a few dozen tokens are enough to see the steering)"
+            )
         if self.bootstrap_resamples < 0:
             raise ValueError("scorer.bootstrap_resamples must be >= 0 (0 = no intervals)")
         if not 0.0 < self.confidence < 1.0:
