@@ -1,8 +1,8 @@
 """Simulation scorer (OpenAI's all-at-once method): predict every token's activation.
 
 The LLM sees the explanation and one held-out example as a reply of lines
-``token<TAB>?`` (one per token of the example), after a one-shot demonstration where
-the ``?`` are real values. The reply is teacher-forced in ONE call per example
+``token<TAB>0`` (one per token of the example), after a one-shot demonstration with
+real values. The reply is teacher-forced in ONE call per example
 (``continuation_logprobs``), and at every slot (the position right after a tab) the
 log-probabilities of the digits are read: the prediction is the expected value of the
 distribution renormalised over the valid digits. The score is the Pearson correlation
@@ -14,11 +14,18 @@ of the pooled correlation (activating and non-activating examples resampled apar
 Tokenization: OpenAI's 0-10 scale has a two-token "10" in most current tokenizers
 (Qwen and SmolLM split digits, so "10" starts with the token of "1"); a 0-9 scale keeps
 every value one digit token everywhere, and a correlation does not depend on the
-scale. The slot placeholder ``?`` follows the tab so that no tokenizer merges the two
-(a letter would join the tab in Qwen's pre-tokenizer), hence a slot is exactly "the
-token after a token ending in a tab". Tabs inside the example's own tokens are shown
-as ``→``. A reply whose slots cannot be found one per token (an unusual tokenizer) or
-whose digits have no probability is a failed example (``n_failed``), never a guess.
+scale. The teacher-forced slot value is a digit, which no pre-tokenizer merges with the
+tab before it (a letter, e.g. OpenAI's "unknown", joins the tab in Qwen's), so a slot
+is exactly "the token after a token ending in a tab". Tabs and newlines inside the
+example's own tokens are shown as ``→`` and ``↵``. A reply whose slots cannot be found
+one per token (an unusual tokenizer) or whose digits have no probability is a failed
+example (``n_failed``), never a guess.
+
+The slot is filled with "0" rather than a placeholder: on Qwen2.5-Coder-1.5B and a
+synthetic weather-words latent (4 + 4 examples), "0" gave correlation 0.70 for the true
+explanation vs 0.38 for an unrelated one, "?" gave 0.68 vs 0.47 with a mean prediction
+of ~2 on silent text (0.6 with "0"). The model never sees its own earlier predictions
+either way, as in OpenAI's method.
 
 The expensive reference scorer: one call of ~4 reply tokens per example token.
 """
@@ -43,7 +50,7 @@ from interp.score.ranking import held_out
 
 MAX_VALUE = 9
 DIGITS = [str(d) for d in range(MAX_VALUE + 1)]
-SLOT = "?"
+SLOT = "0"  # the teacher-forced value at every slot (see above)
 SYSTEM = (
     "We study a feature of a language model that is active on some tokens of a text. "
     "Given an explanation of the feature, predict its activation on every token of a text, "

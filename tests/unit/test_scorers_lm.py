@@ -226,7 +226,7 @@ def test_perfect_simulator_correlates_one_and_shares_a_prompt() -> None:
     # one call per example, all with the same prompt (a prefix cache computes it once)
     assert len(client.calls) == 5 and all(c[0] == client.calls[0][0] for c in client.calls)
     assert "cats and kittens" in client.calls[0][0][-1]["content"]
-    assert client.calls[0][1] == "The\t?\n cat\t?\n sat\t?\n on\t?\n a\t?\n mat\t?\n.\t?\n"
+    assert client.calls[0][1] == "The\t0\n cat\t0\n sat\t0\n on\t0\n a\t0\n mat\t0\n.\t0\n"
 
 
 def test_simulation_failed_example_is_counted_not_scored() -> None:
