@@ -99,13 +99,21 @@ class AlignConfig:
     """Seed of the random baseline."""
 
     block_a: int = 4096
+    """Sparse: rows of A per similarity tile (and per co-occurrence block)."""
+
     block_b: int = 16384
+    """Sparse: rows of B per similarity tile; a tile is block_a * block_b * 4 bytes
+    (256 MiB at the defaults), the only memory that grows with both widths."""
 
     def __post_init__(self) -> None:
         if self.method not in ("auto", "dense", "sparse"):
             raise ValueError(f"align method={self.method!r}: use auto, dense or sparse")
         if self.neighbours < 1 or self.dense_max < 1 or self.fill_limit < 0:
             raise ValueError("align neighbours and dense_max must be >= 1, fill_limit >= 0")
+        if self.precision not in ("auto", "int8", "bf16", "fp32"):
+            raise ValueError(f"align precision={self.precision!r}: use auto, int8, bf16 or fp32")
+        if self.block_a < 1 or self.block_b < 1:
+            raise ValueError("align block_a and block_b must be >= 1")
         if not -1 <= self.min_similarity <= 1:
             raise ValueError(f"align min_similarity={self.min_similarity} must lie in [-1, 1]")
         if any(not -1 <= t <= 1 for t in self.thresholds):
