@@ -174,17 +174,22 @@ def export_delphi(table: Path, out: Path, points: list[dict[str, Any]]) -> dict[
         run = out / row["point"]
         name = delphi_latent_name(by_id[row["point"]]["hookpoint"], row["latent"])
         if row.get("explanation") is not None:
-            (run / "explanations" / f"{name}.txt").write_text(json.dumps(row["explanation"]))
+            (run / "explanations" / f"{name}.txt").write_bytes(_orjson_like(row["explanation"]))
             entry["explanations"] += 1
         for s in scorers:
             pq_ = row.get(f"scores.{s}.per_quantile")
             if pq_:
                 folder = DELPHI_SCORER_NAMES.get(s, s)
-                (run / "scores" / folder / f"{name}.txt").write_text(
-                    json.dumps(delphi_examples(pq_))
+                (run / "scores" / folder / f"{name}.txt").write_bytes(
+                    _orjson_like(delphi_examples(pq_))
                 )
                 entry["scores"][folder] = entry["scores"].get(folder, 0) + 1
     return index
+
+
+def _orjson_like(obj: Any) -> bytes:
+    """JSON as delphi writes it (``orjson.dumps``): compact, UTF-8, no escapes."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def read_delphi(run: Path) -> dict[str, Any]:

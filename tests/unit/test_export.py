@@ -38,7 +38,7 @@ def make_table(tmp_path: Path) -> Path:
                         "surprisal": {"auroc": 0.6}}},
             {"latent": 1, "status": "too_rare", "explanation": None, "scores": {}},
             {"latent": 2, "status": "explain_failed", "explanation": "garbled", "scores": {}},
-            {"latent": 3, "status": "ok", "explanation": "dogs", "scores": {}},
+            {"latent": 3, "status": "ok", "explanation": "chiens · 犬", "scores": {}},
         ]  # fmt: skip
         path = tmp_path / f"r{k}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in recs))
@@ -61,7 +61,7 @@ def test_delphi_layout_reads_back(exported: Path) -> None:
     assert got["explanations"] == {
         "layers.6_latent0": 'the word "cat"',
         "layers.6_latent2": "garbled",
-        "layers.6_latent3": "dogs",
+        "layers.6_latent3": "chiens · 犬",
     }
     assert set(got["scores"]) == {"detection", "fuzz", "surprisal"}
     det = got["scores"]["detection"]["layers.6_latent0"]
@@ -76,6 +76,9 @@ def test_delphi_layout_reads_back(exported: Path) -> None:
     fuzz = got["scores"]["fuzz"]["layers.6_latent0"]
     assert all(e["prediction"] for e in fuzz)  # 4/4 positives right, 0/4 negatives
     assert got["scores"]["surprisal"] == {}  # no per-quantile outcomes: no delphi file
+    # byte for byte what delphi's orjson.dumps writes: compact, raw UTF-8
+    assert (run / "explanations/layers.6_latent3.txt").read_bytes() == '"chiens · 犬"'.encode()
+    assert b", " not in (run / "scores/detection/layers.6_latent0.txt").read_bytes()
     cfg = json.loads((run / "run_config.json").read_text())
     assert cfg["hookpoints"] == ["layers.6"] and cfg["scorers"] == [
         "detection",
@@ -91,7 +94,7 @@ def test_neuronpedia_layout_reads_back(exported: Path) -> None:
     src = exported / "neuronpedia" / "smollm2-135m" / "6-topk-x8-k32-aaaa1111"
     got = export.read_neuronpedia(src)
     expl, second = got["explanations"]  # only the ok latents, in index order
-    assert second["index"] == "3" and second["description"] == "dogs"
+    assert second["index"] == "3" and second["description"] == "chiens · 犬"
     assert expl["index"] == "0" and expl["description"] == 'the word "cat"'
     assert expl["modelId"] == "smollm2-135m" and expl["layer"] == "6-topk-x8-k32-aaaa1111"
     assert expl["explanationModelName"] == "qwen"
