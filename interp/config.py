@@ -736,11 +736,13 @@ class ScorerConfig:
             "id": "when_set",
         },
     )
-    batch_logprobs: bool = field(
-        default=True,
+    batch_read: Literal["forced", "generate", "generate_logprobs"] = field(
+        default="generate_logprobs",
         metadata={
-            "doc": "examples_per_prompt > 1: teacher-force the parsed answers to read "
-            "P(Yes) per example (one more, prefix-cached call); false = hard 0/1 answers.",
+            "doc": "examples_per_prompt > 1: how answers are read. generate = the generated "
+            "list as 0/1; generate_logprobs = then teacher-force it to read P(Yes) per "
+            "example (one more, prefix-cached call); forced = one teacher-forced call, "
+            "P(Yes) read at each answer line (nothing generated, nothing parsed).",
             "id": "when_set",
         },
     )

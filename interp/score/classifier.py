@@ -16,12 +16,15 @@ Two ways to ask, chosen by ``scorer.examples_per_prompt``:
   once; p = P(Yes) / (P(Yes) + P(No)) is read from the next-token log-probabilities,
   so nothing is parsed and nothing can fail to parse.
 * n > 1 (numbered examples): one prompt holds n examples and the model answers one
-  ``i: Yes|No`` line each (the reply is prefilled with ``1:`` so it starts in format).
-  The list is parsed strictly (every number once, in order); a reply that does not
-  parse leaves its n examples without a probability (NaN, counted as failed) and is
-  kept with its raw text. With ``scorer.batch_logprobs`` the parsed reply is then
-  teacher-forced (``continuation_logprobs``, its prompt a cached prefix) to read
-  P(Yes) at each answer; without it the answers count as p = 1 or 0.
+  ``i: Yes|No`` line each. ``scorer.batch_read`` says how the answers are read:
+  ``generate``: the reply (prefilled with ``1:`` so it starts in format) is parsed
+  strictly (every number once, in order) and its answers count as p = 1 or 0; a reply
+  that does not parse leaves its n examples without a probability (NaN, counted as
+  failed) and is kept with its raw text. ``generate_logprobs``: the parsed reply is then
+  teacher-forced (``continuation_logprobs``, its prompt a cached prefix) to read P(Yes)
+  at each answer. ``forced``: no generation; a fixed reply is teacher-forced and P(Yes)
+  read at each answer line, one call per prompt (each answer then follows fixed, not
+  the model's own, earlier answers).
 
 delphi asks for a Python list after a 3-shot block, with no probabilities by default,
 and its detection prompt reuses fuzzing's "correctly labeled" wording.
@@ -29,11 +32,12 @@ and its detection prompt reuses fuzzing's "correctly labeled" wording.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy.special import expit, logsumexp
@@ -48,6 +52,9 @@ ANSWERS = ["Yes", "No"]
 # In a numbered reply ("1: Yes") the answer token usually carries its leading space.
 LIST_ANSWERS = ["Yes", " Yes", "No", " No"]
 MAX_RAW = 400  # characters of a failed reply kept on the record
+BatchRead = Literal["forced", "generate", "generate_logprobs"]
+# batch_read="forced" teacher-forces this answer on every line and reads P(Yes) at each
+FORCED_ANSWER = False
 
 # Wording chosen on Qwen2.5-Coder-1.5B over 6 synthetic latents x 32 examples: short,
 # strict system prompts and the explanation inlined into the question gave the best
@@ -206,12 +213,10 @@ async def ask_batched(
     explanation: str,
     items: Sequence[Item],
     per_prompt: int,
-    logprobs: bool,
+    read: BatchRead,
     max_new_tokens_per_item: int = 6,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """[n] P(Yes) per item, ``per_prompt`` numbered items per prompt; failures recorded."""
-    import asyncio
-
     groups = [
         list(range(i, min(i + per_prompt, len(items)))) for i in range(0, len(items), per_prompt)
     ]
@@ -220,18 +225,22 @@ async def ask_batched(
     async def one(idx: list[int]) -> dict[str, Any] | None:
         texts = [items[i].text for i in idx]
         messages = list_messages(wording.list_system, wording.list_question, explanation, texts)
-        prefill = [*messages, {"role": "assistant", "content": "1:"}]
-        gen = await client.generate(
-            prefill, max_new_tokens=max_new_tokens_per_item * len(idx) + 4, temperature=0.0
-        )
-        reply = "1:" + gen.text
-        try:
-            answers = parse_answers(reply, len(idx))
-        except ValueError as e:
-            return {"examples": idx, "reason": str(e), "raw": reply[:MAX_RAW]}
-        if not logprobs:
-            probs[idx] = np.array(answers, dtype=np.float64)
-            return None
+        if read == "forced":
+            answers = [FORCED_ANSWER] * len(idx)
+            reply = canonical_reply(answers)
+        else:
+            prefill = [*messages, {"role": "assistant", "content": "1:"}]
+            gen = await client.generate(
+                prefill, max_new_tokens=max_new_tokens_per_item * len(idx) + 4, temperature=0.0
+            )
+            reply = "1:" + gen.text
+            try:
+                answers = parse_answers(reply, len(idx))
+            except ValueError as e:
+                return {"examples": idx, "reason": str(e), "raw": reply[:MAX_RAW]}
+            if read == "generate":
+                probs[idx] = np.array(answers, dtype=np.float64)
+                return None
         forced = await client.continuation_logprobs(
             messages, canonical_reply(answers), LIST_ANSWERS
         )
@@ -255,7 +264,7 @@ async def classify(
         order = ctx.rng.permutation(len(items))
         items = [items[i] for i in order]
         probs, failures = await ask_batched(
-            ctx.client, wording, explanation, items, per_prompt, ctx.cfg.batch_logprobs
+            ctx.client, wording, explanation, items, per_prompt, ctx.cfg.batch_read
         )
     else:
         probs, failures = await ask_one_per_prompt(ctx.client, wording, explanation, items)

@@ -41,7 +41,7 @@ RENDER = TokenRenderer(WordTokenizer())
 
 def _yes(text: str, explanation: str) -> bool:
     if "cat" not in explanation:
-        return "dog" in text
+        return False  # a wrong explanation matches nothing
     marked = re.findall(r"<<(.*?)>>", text)
     return all(m.strip() == "cat" for m in marked) if marked else "cat" in text
 
@@ -170,29 +170,30 @@ NAMES = ("detection", "fuzzing", "fuzzing_active")
 
 
 @pytest.mark.parametrize(
-    "per_prompt, logprobs", [(1, True), (5, True), (5, False)], ids=["single", "list", "hard"]
+    "per_prompt, read",
+    [(1, "forced"), (5, "generate_logprobs"), (5, "generate"), (5, "forced")],
+    ids=["single", "list-logprobs", "list-hard", "list-forced"],
 )
-def test_classifiers_separate_with_the_true_explanation(per_prompt: int, logprobs: bool) -> None:
+def test_classifiers_separate_with_the_true_explanation(per_prompt: int, read: str) -> None:
     client = Oracle()
-    ctx = _ctx(client, examples_per_prompt=per_prompt, batch_logprobs=logprobs)
+    ctx = _ctx(client, examples_per_prompt=per_prompt, batch_read=read)
     good = asyncio.run(run_scorers(NAMES, ctx, "the word cat"))
     bad = asyncio.run(run_scorers(NAMES, _ctx(Oracle(), examples_per_prompt=per_prompt), "dogs"))
     for name in NAMES:
         m = good[name].metrics()
         assert m["n_failed"] == 0 and m["failures"] == []
         assert m["balanced_accuracy"] == 1.0 and m["auroc"] == 1.0, name
-        assert bad[name].metrics()["balanced_accuracy"] <= 0.5
+        assert bad[name].metrics()["balanced_accuracy"] == 0.5
     d = good["detection"].metrics()
     assert (d["n_active"], d["n_inactive"]) == (16, 16)
+    n_prompts = 2 * math.ceil(32 / 5) + math.ceil(good["fuzzing_active"].labels.size / 5)
     if per_prompt == 1:
-        assert client.calls["generate"] == 0  # read from log-probs, nothing generated
+        assert client.calls["generate"] == client.calls["continuation"] == 0
     else:
-        assert client.calls["generate"] == math.ceil(32 / 5) * 2 + math.ceil(
-            good["fuzzing_active"].labels.size / 5
-        )
-        assert client.calls["continuation"] == (client.calls["generate"] if logprobs else 0)
-        if not logprobs:
-            assert set(np.unique(good["detection"].probs)) <= {0.0, 1.0}
+        assert client.calls["generate"] == (0 if read == "forced" else n_prompts)
+        assert client.calls["continuation"] == (0 if read == "generate" else n_prompts)
+    if read == "generate":
+        assert set(np.unique(good["detection"].probs)) <= {0.0, 1.0}
 
 
 def test_single_prompts_share_their_prefix_and_end_with_the_example() -> None:
