@@ -1,0 +1,343 @@
+"""What the report reads from a sweep folder: points, their overrides, training
+summaries, the gathered latent table and alignment results, each optional.
+
+A sweep folder (see interp/runs.py) is read only through what its stages committed:
+``points/<id>/config.json`` (+ ``overrides.json`` for multirun points; older sweeps'
+overrides are recovered from Hydra's ``.hydra/multirun-*/<n>/.hydra/`` job folders),
+the train stage's ``summary.json`` / ``metrics.jsonl``, ``gather/latents.parquet`` and
+the alignment results under ``gather/``. Anything missing reads as None or empty, and
+the report says so.
+
+Score columns of the latent table are recognised in both layouts gather has written:
+``scores.<scorer>.<metric>`` / ``control.<scorer>.<metric>`` / ``baseline.<scorer>.<metric>``
+and the older ``<scorer>_<metric>`` (real explanations only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interp.config import RunConfig, load_run_config
+from interp.runs import RunIds, RunPaths, gather_dir, points_dir
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("scores", "control", "baseline")
+"""Which explanation a score belongs to: the latent's own, the random-explanation control
+(another latent's explanation), or the single-token baseline."""
+
+PRIMARY_METRICS = ("balanced_accuracy", "auroc", "correlation", "ev_correlation", "score")
+"""Per scorer, the first of these it reports is the one plots and rankings use."""
+
+_OLD_METRICS = ("balanced_accuracy", "auroc", "f1", "precision", "recall", "n")
+_NEW_COL = re.compile(r"^(scores|control|baseline)\.(?:scores\.)?([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)$")
+_OLD_COL = re.compile(r"^([a-z0-9]+(?:_[a-z0-9]+)*?)_(" + "|".join(_OLD_METRICS) + r")$")
+_NOT_SCORERS = {"prompt", "completion", "n_active", "max", "wall", "dead", "ce"}
+
+
+@dataclass
+class Point:
+    """One sweep point as the report sees it."""
+
+    root: Path
+    cfg: RunConfig
+    overrides: list[str] | None = None  # Hydra task overrides ("layer=3"); None: not a multirun
+    multirun_dir: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)  # train summary.json ({} if absent)
+
+    @property
+    def point_id(self) -> str:
+        return RunIds.of(self.cfg).point
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.root, self.cfg)
+
+    @property
+    def layer(self) -> int:
+        return self.cfg.layer
+
+    @property
+    def kind(self) -> str:
+        """'SAE latents', 'neurons' or 'rotated neurons': the groups scores are compared by."""
+        if self.cfg.sae.architecture != "neurons":
+            return "SAE latents"
+        return "rotated neurons" if self.cfg.sae.rotate else "neurons"
+
+    @property
+    def series(self) -> str:
+        """The dictionary without its layer: a line/colour in plots over layers."""
+        return self.cfg.sae.sae_id
+
+    @property
+    def label(self) -> str:
+        return f"{self.cfg.sae.sae_id} @ {self.cfg.hookpoint}"
+
+    def override_dict(self) -> dict[str, str]:
+        """The overrides as key -> value; without recorded overrides, the dictionary and
+        layer (what a sweep usually varies) stand in."""
+        if self.overrides is None:
+            return {"sae": self.cfg.sae.sae_id, "layer": str(self.cfg.layer)}
+        out = {}
+        for item in self.overrides:
+            key, _, value = item.partition("=")
+            out[key.lstrip("+~")] = value
+        return out
+
+
+def load_points(root: Path) -> list[Point]:
+    """Every recorded point of sweep folder ``root`` with its overrides and training summary."""
+    root = Path(root)
+    points = []
+    hydra_overrides = _hydra_job_overrides(root)
+    for cfg_file in sorted(points_dir(root).glob("*/config.json")):
+        cfg = load_run_config(json.loads(cfg_file.read_text()))
+        point = Point(root, cfg)
+        over_file = point.paths.point_overrides()
+        if over_file.is_file():
+            rec = json.loads(over_file.read_text())
+            point.overrides, point.multirun_dir = list(rec["overrides"]), rec.get("multirun_dir")
+        elif point.point_id in hydra_overrides:
+            point.overrides, point.multirun_dir = hydra_overrides[point.point_id]
+        summary = point.paths.train_summary()
+        point.train = json.loads(summary.read_text()) if summary.is_file() else {}
+        points.append(point)
+    return points
+
+
+def _hydra_job_overrides(root: Path) -> dict[str, tuple[list[str], str]]:
+    """Point id -> (overrides, multirun dir) from Hydra's own job folders in ``root``."""
+    out: dict[str, tuple[list[str], str]] = {}
+    for job in sorted((root / ".hydra").glob("multirun-*/*/.hydra")):
+        found = multirun_job(job.parent)
+        if found is not None:
+            out[found[0]] = (found[1], str(job.parent.parent))
+    return out
+
+
+def multirun_job(job_dir: Path) -> tuple[str, list[str], RunConfig] | None:
+    """(point id, overrides, config) of one Hydra multirun job folder, None if unreadable."""
+    import yaml
+
+    try:
+        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+        raw = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
+        raw.pop("cluster", None)
+        cfg = load_run_config(raw)
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as err:
+        log.warning("skipping Hydra job folder %s: %s", job_dir, err)
+        return None
+    return RunIds.of(cfg).point, [str(o) for o in overrides], cfg
+
+
+def read_metrics(point: Point) -> list[dict[str, Any]]:
+    """Training metrics rows (``metrics.jsonl``) of a point; [] if none."""
+    path = point.paths.train_metrics()
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ----------------------------------------------------------------------------- latent table
+
+
+class LatentTable:
+    """Columns of ``gather/latents.parquet`` as numpy arrays, with score columns indexed.
+
+    Numeric columns are float64 with NaN for missing values; text columns are object
+    arrays (None for missing).
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+        self.columns = columns
+        self.n = len(next(iter(columns.values()))) if columns else 0
+        self.score_cols: dict[tuple[str, str, str], str] = {}
+        for name in columns:
+            key = parse_score_column(name)
+            if key is not None:
+                self.score_cols[key] = name
+
+    @classmethod
+    def read(cls, path: Path) -> LatentTable:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        cols = {}
+        for name, col in zip(table.column_names, table.columns):
+            if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) \
+                    or pa.types.is_boolean(col.type) or pa.types.is_null(col.type):  # fmt: skip
+                cols[name] = np.asarray(
+                    col.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=float
+                )
+            else:
+                cols[name] = np.asarray(col.to_pylist(), dtype=object)
+        return cls(cols)
+
+    def get(self, name: str) -> np.ndarray | None:
+        return self.columns.get(name)
+
+    def scorers(self, source: str = "scores") -> list[str]:
+        """Scorers with at least one non-missing value for ``source``."""
+        out = set()
+        for (src, scorer, _), col in self.score_cols.items():
+            if src == source and np.isfinite(self.columns[col]).any():
+                out.add(scorer)
+        return sorted(out)
+
+    def metric_of(self, scorer: str) -> str | None:
+        """The scorer's primary metric (see PRIMARY_METRICS), else its first metric."""
+        metrics = [m for (s, sc, m) in self.score_cols if s == "scores" and sc == scorer]
+        for m in PRIMARY_METRICS:
+            if m in metrics:
+                return m
+        rest = sorted(m for m in metrics if m != "n")
+        return rest[0] if rest else None
+
+    def score(self, scorer: str, source: str = "scores", metric: str | None = None) -> np.ndarray:
+        """[n] float: the scorer's (primary) metric for ``source``; NaN where missing."""
+        metric = metric or self.metric_of(scorer)
+        col = self.score_cols.get((source, scorer, metric or ""))
+        return self.columns[col] if col is not None else np.full(self.n, np.nan)
+
+    def text(self, name: str) -> np.ndarray:
+        col = self.columns.get(name)
+        return col if col is not None else np.full(self.n, None, dtype=object)
+
+    def number(self, name: str) -> np.ndarray:
+        col = self.columns.get(name)
+        if col is None or col.dtype == object:
+            return np.full(self.n, np.nan)
+        return col
+
+    def point_mask(self, point: Point) -> np.ndarray:
+        """[n] bool: rows of ``point`` (by point id, else by dictionary and layer)."""
+        pid = self.columns.get("point")
+        if pid is not None:
+            return pid == point.point_id
+        sae, layer = self.text("sae_id"), self.number("layer")
+        return (sae == point.cfg.sae.sae_id) & (layer == point.layer)
+
+
+def parse_score_column(name: str) -> tuple[str, str, str] | None:
+    """(source, scorer, metric) of a score column name, None for other columns."""
+    m = _NEW_COL.match(name)
+    if m:
+        return m.group(1), m.group(2), m.group(3)
+    m = _OLD_COL.match(name)
+    if m and m.group(1) not in _NOT_SCORERS:
+        return "scores", m.group(1), m.group(2)
+    return None
+
+
+def read_table(root: Path) -> LatentTable | None:
+    path = gather_dir(Path(root)) / "latents.parquet"
+    return LatentTable.read(path) if path.is_file() else None
+
+
+# ----------------------------------------------------------------------------- alignment
+
+
+@dataclass
+class Alignment:
+    """One aligned pair of dictionaries (the report's view of the align results)."""
+
+    a: str  # point id of dictionary A
+    b: str  # point id of dictionary B
+    mean_cos: float | None  # mean decoder cosine of matched pairs
+    baseline_cos: float | None  # the same for random directions of equal widths
+    frac_above: dict[str, float]  # threshold -> fraction of matches above it
+    n_matched: int | None
+    matches: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # (i_A, j_B, cos), if stored
+    info: dict[str, Any]  # the result as written, for the table
+
+
+def load_alignments(root: Path) -> list[Alignment] | None:
+    """Alignment results of the sweep, None if the align step wrote none.
+
+    Reads every ``*.json`` under ``gather/align*/`` that names two dictionaries (keys
+    ``a``/``b`` as point ids or dicts with ``point``), with its matched-cosine summary and,
+    when a sibling ``*.parquet``/``*.npz`` holds them, the matches themselves.
+    """
+    found = []
+    for path in sorted(gather_dir(Path(root)).glob("align*/**/*.json")):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, list):
+            found += [a for item in info if (a := _alignment(item, path)) is not None]
+        elif (a := _alignment(info, path)) is not None:
+            found.append(a)
+    return found or None
+
+
+def _alignment(info: Any, path: Path) -> Alignment | None:
+    if not isinstance(info, dict):
+        return None
+    a, b = _point_ref(info.get("a")), _point_ref(info.get("b"))
+    if a is None or b is None:
+        return None
+    summary = info.get("summary") if isinstance(info.get("summary"), dict) else info
+    mean = _first(summary, "mean_cos", "mean_cosine", "matched_cos_mean", "mean")
+    base = _first(summary, "baseline_cos", "random_mean_cos", "random_cos_mean", "baseline")
+    if isinstance(base, dict):
+        base = _first(base, "mean_cos", "mean_cosine", "mean")
+    fracs = summary.get("frac_above") or summary.get("fraction_above") or {}
+    n = _first(summary, "n_matched", "n_matches")
+    return Alignment(
+        a, b,
+        float(mean) if isinstance(mean, (int, float)) else None,
+        float(base) if isinstance(base, (int, float)) else None,
+        {str(k): float(v) for k, v in fracs.items()} if isinstance(fracs, dict) else {},
+        int(n) if isinstance(n, (int, float)) else None,
+        _read_matches(path),
+        info,
+    )  # fmt: skip
+
+
+def _point_ref(ref: Any) -> str | None:
+    if isinstance(ref, str):
+        return ref
+    if isinstance(ref, dict):
+        for key in ("point", "point_id", "id"):
+            if isinstance(ref.get(key), str):
+                return ref[key]
+    return None
+
+
+def _first(d: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if d.get(k) is not None:
+            return d[k]
+    return None
+
+
+def _read_matches(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(i, j, cos) arrays beside an alignment JSON (same stem, .parquet or .npz)."""
+    for sibling in (path.with_suffix(".parquet"), path.with_name(path.stem + "_matches.parquet"),
+                    path.parent / "matches.parquet"):  # fmt: skip
+        if sibling.is_file():
+            import pyarrow.parquet as pq
+
+            t = pq.read_table(sibling).to_pydict()
+            i = t.get("i", t.get("a")) or []
+            j = t.get("j", t.get("b")) or []
+            cos = t.get("cos", t.get("cosine")) or []
+            if i and j:
+                return np.asarray(i), np.asarray(j), np.asarray(cos, dtype=float)
+    npz = path.with_suffix(".npz")
+    if npz.is_file():
+        data = np.load(npz)
+        if {"i", "j"} <= set(data.files):
+            cos = data["cos"] if "cos" in data.files else np.full(len(data["i"]), np.nan)
+            return data["i"], data["j"], cos
+    return None
