@@ -23,6 +23,15 @@ if [ ! -d /usr/share/doc/python3.11/html/_sources ] && command -v apt-get >/dev/
     || log "could not install python3.11-doc: the corpus will be Shakespeare only"
 fi
 
+# 1b. Headless Chromium + its WebDriver for the dashboard browser test (Debian's, so no
+# browser download: tests/e2e/test_dashboard_browser.py drives it through Selenium).
+if ! { command -v chromium && command -v chromedriver; } >/dev/null && command -v apt-get >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  log "installing Debian chromium + chromium-driver (dashboard browser test)"
+  ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null) \
+    || log "could not install chromium: tests/e2e/test_dashboard_browser.py will skip"
+fi
+
 # 2. The venv. torch==2.13.0 comes first so nothing pulls a CUDA build (see pyproject).
 [ -x .venv/bin/python ] || { log "creating .venv"; "$PY" -m venv .venv; }
 EXTRAS="test,embed"; [ "$MODE" = "--test" ] || EXTRAS="test,embed,offline-llm"
