@@ -1,0 +1,366 @@
+"""Intervention scorer: does the explanation predict what the model writes when the
+latent is turned up?
+
+An output-side test (delphi's "intervention scoring", Paulo et al. 2024 §3): an
+explanation of what makes a latent fire is also a guess of what the latent *does*.
+
+1. **Prompts.** Up to ``scorer.intervention_prompts`` of the latent's held-out
+   non-activating contexts (random ones first, then hard negatives), each cut to its
+   first ``scorer.intervention_prompt_tokens`` tokens: real corpus text where the latent
+   is silent, so turning it up is a visible change. A latent without any falls back to
+   a few neutral prefixes (``prompt_source`` says which).
+2. **Steering.** The latent's decoder row, normalised, is added to the dictionary's
+   output hookpoint (``cfg.target``: the residual stream for an SAE, the MLP output
+   for a transcoder) at the last position of every forward pass, i.e. from the
+   prompt's last token on (see :mod:`interp.models.steer`; strength ``alpha`` is in
+   units of the hookpoint's typical norm).
+3. **Calibration.** alpha is searched so that the mean KL(clean || steered) of the
+   next-token distribution after the prompts equals ``scorer.intervention_kl`` (within
+   10 %): every latent is pushed equally hard, measured where it matters, the model's
+   output. The default 1.0 nat is the middle of the paper's sweep (0.1, 0.33, 1, 3);
+   delphi's code default is 0.5. At 1 nat greedy 16-token continuations of a 135M
+   model differ from the clean ones for most prompts while staying fluent; much less
+   and many pairs come out identical (nothing to judge).
+4. **Generation.** Greedy continuations of ``scorer.intervention_new_tokens`` tokens,
+   clean and steered (deterministic: the same for an explanation and its controls, so
+   they are computed once per latent and reused).
+5. **Judging.** The scorer LLM sees the explanation and one prompt's two continuations
+   labelled A and B and names the one that shows the feature; P(A), P(B) come from the
+   next-token log-probabilities (nothing is parsed). Each pair is asked in both orders
+   and the two answers averaged, which cancels the judge's preference for a position
+   (small models have a strong one); 2 single-token calls per pair sharing the prefix
+   (instructions + explanation). Identical pairs get P = 1/2 without a call.
+
+Metrics: ``score`` = mean P(steered chosen) over pairs (chance 0.5; a two-alternative
+forced choice, so it is the judge's AUROC for telling steered from clean text with
+this explanation) with a bootstrap interval, ``accuracy`` = share of pairs where the
+steered text wins (ties count one half), ``n`` pairs judged, ``n_failed`` (no usable
+log-probs in either order), ``n_identical``, and the steering: ``alpha``,
+``steer_norm`` (the added vector's L2 norm), ``kl``, ``kl_target``, ``kl_reached``,
+``calibration_steps``; ``examples`` keeps two short (prompt, clean, steered) triples
+for dashboards.
+
+Legend: P pairs (prompts), M latents, D hookpoint width.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from interp.llm.base import ChoiceLogprobs, Message
+from interp.models.steer import Calibration, SteerableLM
+from interp.score.context import ScoreContext
+from interp.score.metrics import aggregate
+
+if TYPE_CHECKING:
+    import torch
+
+    from interp.config import RunConfig, ScorerConfig
+    from interp.latents.examples import Example, LatentExamples
+    from interp.runs import RunPaths
+
+log = logging.getLogger(__name__)
+
+LABELS = ["A", "B"]
+SYSTEM = (
+    "A language model continued the same text twice: once as usual, and once with one of "
+    "its internal features turned up. You get a description of that feature and the two "
+    "continuations, A and B. Answer with the letter of the continuation that shows the "
+    "feature, nothing else."
+)
+QUESTION = "Which continuation shows the feature? Answer A or B."
+NEUTRAL_PROMPTS = (
+    "The",
+    "In the beginning",
+    "Here is what happened next:",
+    "I think that",
+    "The most important thing is",
+    "Once upon a time,",
+    "It was a",
+    "We found that",
+)
+EXAMPLES_KEPT = 2  # (prompt, clean, steered) triples kept on the record
+TEXT_CHARS = 120  # per kept text
+CACHE_LATENTS = 256  # steering results kept per task (an explanation + its controls reuse one)
+
+
+# --------------------------------------------------------------------------- subject
+
+
+@dataclass(frozen=True)
+class Steered:
+    """One latent steered on a set of prompts (independent of any explanation)."""
+
+    calibration: Calibration
+    steer_norm: float  # L2 norm of the vector added
+    prompts: list[str]  # [P] decoded prompts (BOS dropped)
+    clean: list[str]  # [P] greedy continuations
+    steered: list[str]  # [P] greedy continuations with the latent turned up
+
+
+class Subject:
+    """The subject LM plus the decoder rows of the run's dictionary, for steering.
+
+    ``W_dec_MD`` (float32, on the LM's device) holds one direction per latent in the
+    width of ``lm.hookpoint``. ``steer`` is thread-safe (one forward at a time) and
+    memoises its result per (latent, prompts, settings).
+    """
+
+    def __init__(self, lm: SteerableLM, tokenizer: Any, W_dec_MD: torch.Tensor) -> None:
+        width = lm.width()
+        if W_dec_MD.shape[-1] != width:
+            raise ValueError(
+                f"the dictionary writes vectors of width {W_dec_MD.shape[-1]} but hookpoint "
+                f"{lm.hookpoint!r} has width {width}: steer at the dictionary's output "
+                "hookpoint (cfg.target)"
+            )
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.W_dec_MD = W_dec_MD.float().to(lm.device)
+        self._lock = threading.Lock()
+        self._memo: OrderedDict[tuple, Steered] = OrderedDict()
+
+    @property
+    def num_latents(self) -> int:
+        return int(self.W_dec_MD.shape[0])
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def steer(self, latent: int, prompts: list[list[int]], kl: float, new_tokens: int) -> Steered:
+        """Calibrate ``latent`` to ``kl`` on ``prompts`` and generate clean and steered."""
+        if not 0 <= latent < self.num_latents:
+            raise ValueError(
+                f"latent {latent} is outside the dictionary's 0..{self.num_latents - 1}"
+            )
+        key = (latent, tuple(map(tuple, prompts)), kl, new_tokens)
+        with self._lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+            row_D = self.W_dec_MD[latent]
+            if not float(row_D.norm()) > 0:
+                raise ValueError(f"latent {latent} has a zero decoder row: nothing to steer")
+            cal, vector_D = self.lm.calibrate(prompts, row_D, kl)
+            clean = self.lm.generate(prompts, new_tokens)
+            steered = self.lm.generate(prompts, new_tokens, vector_D)
+            out = Steered(
+                cal,
+                float(vector_D.norm()),
+                [self.decode(list(p)) for p in prompts],
+                [self.decode(c) for c in clean],
+                [self.decode(s) for s in steered],
+            )
+            self._memo[key] = out
+            while len(self._memo) > CACHE_LATENTS:
+                self._memo.popitem(last=False)
+        log.debug("latent %d steered: alpha %.3g, KL %.3g", latent, cal.alpha, cal.kl)
+        return out
+
+    def close(self) -> None:
+        """Drop the LM and the decoder (the interpret task's resources close this)."""
+        self._memo.clear()
+        self.lm = None  # type: ignore[assignment]
+        self.W_dec_MD = None  # type: ignore[assignment]
+
+
+def load_subject(cfg: RunConfig, paths: RunPaths) -> Subject:
+    """The run's subject model (whole LM, ``cfg.model``) and its trained dictionary's
+    decoder (``paths.sae_dir()``), steering at the dictionary's output hookpoint."""
+    from interp.models import load_causal_lm, load_tokenizer
+    from interp.sae import load_sae
+
+    model = load_causal_lm(cfg.model.name, cfg.model.dtype, cfg.model.device)
+    tokenizer = load_tokenizer(cfg.model.name)
+    sae = load_sae(paths.sae_dir(), device="cpu")
+    W_dec_MD = sae.W_dec.detach().float()
+    del sae  # the encoder is not needed
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    lm = SteerableLM(
+        model, cfg.target, bos_id=bos if cfg.data.prepend_bos else None, pad_id=int(pad or 0)
+    )
+    log.info(
+        "intervention subject: %s (%s) steering %d latents at %s",
+        cfg.model.name, cfg.model.dtype, W_dec_MD.shape[0], cfg.target,
+    )  # fmt: skip
+    return Subject(lm, tokenizer, W_dec_MD)
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def choose_prompts(
+    examples: LatentExamples, cfg: ScorerConfig, subject: Subject
+) -> tuple[list[list[int]], str]:
+    """Token-id prompts and where they came from ("inactive" or "neutral").
+
+    Held-out non-activating contexts, random ones first (hard negatives after), one per
+    context, cut to ``intervention_prompt_tokens``; neutral prefixes when there are none.
+    """
+    pool: list[Example] = sorted(examples.score_inactive, key=lambda e: e.kind != "random")
+    prompts, seen = [], set()
+    for e in pool:
+        ids = [int(t) for t in e.tokens[: cfg.intervention_prompt_tokens]]
+        if e.context in seen or not ids:
+            continue
+        seen.add(e.context)
+        prompts.append(ids)
+        if len(prompts) == cfg.intervention_prompts:
+            return prompts, "inactive"
+    if prompts:
+        return prompts, "inactive"
+    neutral = [subject.tokenize(t) for t in NEUTRAL_PROMPTS[: cfg.intervention_prompts]]
+    return [p for p in neutral if p], "neutral"
+
+
+# --------------------------------------------------------------------------- judging
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\n", "\\n").strip()
+
+
+def judge_messages(explanation: str, prompt: str, first: str, second: str) -> list[Message]:
+    """The A/B question; instructions and explanation first (a prefix shared by all pairs)."""
+    user = (
+        f"Feature: {explanation.strip()}\n\n"
+        f"Text: {_one_line(prompt)}\n\n"
+        f"A: ...{_one_line(first)}\n"
+        f"B: ...{_one_line(second)}\n\n{QUESTION}"
+    )
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def label_probs(choice: ChoiceLogprobs) -> tuple[float, float]:
+    """(P(A), P(B)) renormalised over the two labels; NaNs when the backend knows neither."""
+    lp = np.array([choice.logprobs.get(c, -math.inf) for c in LABELS], dtype=np.float64)
+    lp = np.where(np.isnan(lp), -math.inf, lp)
+    if np.all(np.isinf(lp)):
+        return math.nan, math.nan
+    p = np.exp(lp - lp.max())
+    p /= p.sum()
+    return float(p[0]), float(p[1])
+
+
+async def judge_pairs(
+    ctx: ScoreContext, explanation: str, steered: Steered
+) -> tuple[np.ndarray, np.ndarray]:
+    """p_P: P(steered chosen) per pair, averaged over both orders (NaN = both failed);
+    identical_P: pairs whose two continuations are the same text (p = 1/2, no call)."""
+    pairs = list(zip(steered.prompts, steered.clean, steered.steered))
+    identical_P = np.array([c.strip() == s.strip() for _, c, s in pairs], dtype=bool)
+    asked = [i for i, same in enumerate(identical_P) if not same]
+    prompts = []
+    for i in asked:
+        prompt, clean, steer = pairs[i]
+        prompts.append(judge_messages(explanation, prompt, steer, clean))  # steered = A
+        prompts.append(judge_messages(explanation, prompt, clean, steer))  # steered = B
+    choices = await ctx.client.next_token_logprobs(prompts, LABELS) if prompts else []
+    p_P = np.full(len(pairs), 0.5)
+    for k, i in enumerate(asked):
+        a_first = label_probs(choices[2 * k])[0]
+        b_second = label_probs(choices[2 * k + 1])[1]
+        p_P[i] = np.nanmean([a_first, b_second]) if not (
+            math.isnan(a_first) and math.isnan(b_second)
+        ) else math.nan  # fmt: skip
+    return p_P, identical_P
+
+
+# --------------------------------------------------------------------------- scorer
+
+
+@dataclass(frozen=True)
+class InterventionOutput:
+    """One latent's intervention result: per-pair P(steered chosen) and the steering."""
+
+    name: str
+    p_P: np.ndarray  # [P] P(steered continuation chosen); NaN = judge failed both orders
+    identical_P: np.ndarray  # [P] the clean and steered continuations were the same text
+    steered: Steered | None
+    prompt_source: str
+    n_resamples: int = 1000
+    confidence: float = 0.95
+    notes: list[str] = field(default_factory=list)  # e.g. the KL target not reached
+
+    def metrics(self) -> dict[str, Any]:
+        ok = ~np.isnan(self.p_P)
+        p = self.p_P[ok]
+        agg = aggregate(p.tolist(), n_resamples=self.n_resamples, confidence=self.confidence)
+        wins = (p > 0.5) + 0.5 * (p == 0.5)
+        out: dict[str, Any] = {
+            "score": agg["mean"],
+            "score_ci": [agg["ci_low"], agg["ci_high"]],
+            "accuracy": float(wins.mean()) if len(p) else None,
+            "n": int(ok.sum()),
+            "n_failed": int((~ok).sum()),
+            "n_identical": int(self.identical_P.sum()),
+            "prompt_source": self.prompt_source,
+            "notes": self.notes,
+        }
+        if self.steered is not None:
+            cal = self.steered.calibration
+            out.update(
+                alpha=cal.alpha,
+                steer_norm=self.steered.steer_norm,
+                kl=cal.kl,
+                kl_target=cal.target,
+                kl_reached=cal.reached,
+                calibration_steps=cal.steps,
+                examples=[
+                    {
+                        "prompt": _clip(pr[-TEXT_CHARS:]),
+                        "clean": _clip(c),
+                        "steered": _clip(s),
+                    }
+                    for pr, c, s in list(
+                        zip(self.steered.prompts, self.steered.clean, self.steered.steered)
+                    )[:EXAMPLES_KEPT]
+                ],
+            )
+        return out
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= TEXT_CHARS else text[: TEXT_CHARS - 1] + "…"
+
+
+async def score_intervention(ctx: ScoreContext, explanation: str) -> InterventionOutput:
+    """P(the judge picks the steered continuation as the one the explanation describes)."""
+    subject: Subject = ctx.resources.get("subject")
+    cfg = ctx.cfg
+    prompts, source = choose_prompts(ctx.examples, cfg, subject)
+    kw = {"n_resamples": cfg.bootstrap_resamples, "confidence": cfg.confidence}
+    empty = np.zeros(0)
+    if not prompts:
+        return InterventionOutput(
+            "intervention", empty, empty.astype(bool), None, source, **kw,
+            notes=["no prompt: no non-activating context and no neutral prefix tokenised"],
+        )  # fmt: skip
+    # off the event loop: the LLM scorers of this latent keep running meanwhile
+    steered = await asyncio.to_thread(
+        subject.steer,
+        ctx.latent,
+        prompts,
+        cfg.intervention_kl,
+        cfg.intervention_new_tokens,
+    )
+    notes = []
+    if not steered.calibration.reached:
+        notes.append(
+            f"KL target {cfg.intervention_kl} not reached: got {steered.calibration.kl:.3g} "
+            f"at alpha {steered.calibration.alpha:.3g}"
+        )
+    p_P, identical_P = await judge_pairs(ctx, explanation, steered)
+    return InterventionOutput("intervention", p_P, identical_P, steered, source, **kw, notes=notes)

@@ -1,0 +1,327 @@
+"""Intervention scorer: steering hook, KL calibration, clean/steered generation, judging.
+
+The subject is the tiny random Llama with a random TopK dictionary saved and loaded the
+way a run does (``load_subject``); the judge is a scripted client that knows which
+continuation was steered. A random model's next-token distribution is nearly uniform,
+so KL saturates near 0.1 nats there: targets below that are used. The slow test steers
+SmolLM2 along a real direction and asks the real offline scorer LLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from interp.config import RunConfig, ScorerConfig, load_run_config
+from interp.explain.prompts import TokenRenderer
+from interp.latents.examples import Example, LatentExamples
+from interp.llm.base import ChoiceLogprobs
+from interp.models.steer import SteerableLM, calibrate_alpha
+from interp.runs import RunPaths
+from interp.score import get_scorer
+from interp.score.context import ScoreContext, ScoreResources
+from interp.score.intervention import (
+    LABELS,
+    InterventionOutput,
+    Steered,
+    Subject,
+    choose_prompts,
+    judge_messages,
+    load_subject,
+)
+
+pytestmark = pytest.mark.unit
+
+KL = 0.05  # reachable on the random model (saturates near 0.1)
+
+
+def run_config(out_dir, **top) -> RunConfig:
+    return load_run_config(
+        {
+            "name": "steer",
+            "out_dir": str(out_dir),
+            "layer": 1,
+            "model": {"name": "tiny-random-llama", "dtype": "float32", "device": "cpu"},
+            "data": {"ctx_len": 32, "max_tokens": 8192},
+            "train": {"num_tokens": 2048},
+            "sae": {"expansion_factor": 2},
+            "collect": {"num_tokens": 256, "slice_tokens": 128},
+            **top,
+        }
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; on a loaded 2-core machine two
+    threads made each forward 10-20x slower (measured 0.09 s vs 0.65-1.9 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory, one_thread) -> Subject:
+    from interp.sae import build_sae, save_sae
+
+    cfg = run_config(tmp_path_factory.mktemp("run"))
+    paths = RunPaths(RunPaths.sweep_root(cfg), cfg)
+    save_sae(build_sae(cfg.sae, 256, generator=torch.Generator().manual_seed(0)), paths.sae_dir())
+    return load_subject(cfg, paths)
+
+
+def token_prompts(n: int, length: int = 10, seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(100, 40000, (n, length)).tolist()
+
+
+def examples(n: int = 4, length: int = 32) -> LatentExamples:
+    rng = np.random.default_rng(1)
+    inactive = [
+        Example(rng.integers(100, 40000, length), np.zeros(length, np.float32), -1, c, "random")
+        for c in range(n)
+    ]
+    return LatentExamples([], [], inactive, 0, "ok")
+
+
+class Judge:
+    """Scripted scorer LLM: picks the continuation it is told to prefer."""
+
+    model_id = "judge"
+
+    def __init__(self, steered: list[str], prefer: str = "steered", fail: bool = False):
+        self.steered = {s.replace("\n", "\\n").strip() for s in steered}
+        self.prefer, self.fail = prefer, fail
+        self.prompts: list[str] = []
+
+    async def next_token_logprobs(self, prompts, candidates):
+        assert candidates == LABELS
+        out = []
+        for p in prompts:
+            user = p[-1]["content"]
+            self.prompts.append(user)
+            a, b = re.search(r"^A: \.\.\.(.*)\nB: \.\.\.(.*)$", user, re.M).groups()
+            steered_is_a = a.strip() in self.steered
+            assert steered_is_a != (b.strip() in self.steered)
+            pick_a = steered_is_a == (self.prefer == "steered")
+            lp = {"A": 0.0 if pick_a else -5.0, "B": -5.0 if pick_a else 0.0}
+            out.append(ChoiceLogprobs({} if self.fail else lp, 10, 0))
+        return out
+
+
+def context(subject: Subject, client, ex: LatentExamples, **scorer) -> ScoreContext:
+    cfg = ScorerConfig(
+        names=("intervention",), intervention_kl=KL, intervention_prompts=4,
+        intervention_prompt_tokens=12, intervention_new_tokens=6, bootstrap_resamples=0,
+        **scorer,
+    )  # fmt: skip
+    return ScoreContext(
+        latent=3,
+        client=client,
+        examples=ex,
+        render=TokenRenderer(subject.tokenizer),
+        cfg=cfg,
+        highlight_threshold=0.5,
+        rng=np.random.default_rng(0),
+        resources=ScoreResources({"subject": lambda: subject}),
+    )
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def test_calibrate_alpha_hits_a_monotone_target() -> None:
+    cal = calibrate_alpha(lambda a: 0.3 * a**2, 1.0, rel_tol=0.05)
+    assert cal.reached and abs(cal.kl - 1.0) <= 0.05
+    assert cal.alpha == pytest.approx(math.sqrt(1 / 0.3), rel=0.03)
+    assert cal.steps == len(cal.trace) <= 16
+
+
+def test_calibrate_alpha_reports_an_unreachable_target() -> None:
+    cal = calibrate_alpha(lambda a: 0.1 * (1 - math.exp(-a)), 1.0, alpha_max=64)
+    assert not cal.reached
+    assert cal.alpha == 64 and cal.kl <= 0.1
+
+
+def test_calibrate_alpha_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="target > 0"):
+        calibrate_alpha(lambda a: a, 0.0)
+
+
+# --------------------------------------------------------------------------- steering
+
+
+def test_hook_is_removed_after_use_and_on_error(subject: Subject) -> None:
+    lm, prompts = subject.lm, token_prompts(3)
+    vector_D = 5.0 * subject.W_dec_MD[0]
+    before = lm.next_token_logprobs(prompts)
+    steered = lm.next_token_logprobs(prompts, vector_D)
+    after = lm.next_token_logprobs(prompts)
+    assert torch.equal(before, after)
+    assert not torch.allclose(before, steered)
+    with pytest.raises(RuntimeError, match="boom"), lm.steering(vector_D):
+        raise RuntimeError("boom")
+    assert torch.equal(lm.next_token_logprobs(prompts), before)
+    assert not lm.module._forward_hooks and not lm.module._forward_pre_hooks
+
+
+def test_steering_touches_only_the_last_prompt_position(subject: Subject) -> None:
+    # the next-token distribution after prompt[:-1] is the same steered or not
+    lm, prompts = subject.lm, token_prompts(2, 8)
+    full = lm.next_token_logprobs(prompts, 5.0 * subject.W_dec_MD[1])
+    ids_BT, mask_BT = lm.batch(prompts)
+    seen = []
+    with lm.steering(5.0 * subject.W_dec_MD[1]), torch.inference_mode():
+        seen.append(lm.model(input_ids=ids_BT, attention_mask=mask_BT).logits)
+    clean_logits = lm.model(input_ids=ids_BT, attention_mask=mask_BT).logits
+    torch.testing.assert_close(seen[0][:, :-1], clean_logits[:, :-1])
+    torch.testing.assert_close(torch.log_softmax(seen[0][:, -1], -1), full)
+
+
+def test_kl_grows_with_alpha(subject: Subject) -> None:
+    lm, prompts = subject.lm, token_prompts(4)
+    clean, norm = lm.clean_pass(prompts)
+    unit_D = subject.W_dec_MD[5] / subject.W_dec_MD[5].norm()
+    kls = [lm.mean_kl(clean, prompts, a * norm * unit_D) for a in (0.0, 0.1, 0.3, 1.0, 3.0)]
+    assert kls[0] == pytest.approx(0.0, abs=1e-6)
+    assert all(b > a for a, b in zip(kls, kls[1:])), kls
+
+
+def test_calibration_reaches_the_target_kl(subject: Subject) -> None:
+    prompts = token_prompts(4)
+    cal, vector_D = subject.lm.calibrate(prompts, subject.W_dec_MD[7], KL)
+    assert cal.reached and abs(cal.kl - KL) <= 0.1 * KL, cal
+    clean, _ = subject.lm.clean_pass(prompts)
+    assert subject.lm.mean_kl(clean, prompts, vector_D) == pytest.approx(cal.kl, rel=1e-4)
+
+
+def test_zero_vector_generates_the_clean_continuations(subject: Subject) -> None:
+    lm, prompts = subject.lm, [*token_prompts(2, 9), *token_prompts(1, 5, seed=3)]  # padded
+    clean = lm.generate(prompts, 5)
+    assert clean == lm.generate(prompts, 5, torch.zeros(256))
+    assert all(len(c) == 5 for c in clean)
+    # batching and left padding do not change a prompt's continuation
+    assert lm.generate(prompts[2:], 5) == clean[2:]
+
+
+def test_input_hookpoint_and_width_mismatch(subject: Subject) -> None:
+    lm = SteerableLM(subject.lm.model, "layers.1.mlp:input", bos_id=1, pad_id=2)
+    prompts = token_prompts(2)
+    clean = lm.next_token_logprobs(prompts)
+    assert not torch.allclose(clean, lm.next_token_logprobs(prompts, 5 * subject.W_dec_MD[0]))
+    assert torch.equal(clean, lm.next_token_logprobs(prompts))
+    with pytest.raises(ValueError, match="width 255 but hookpoint 'layers.1.mlp:input'"):
+        Subject(lm, subject.tokenizer, torch.ones(4, 255))
+    with pytest.raises(ValueError, match="unknown hookpoint 'layers.1.nope'"):
+        SteerableLM(subject.lm.model, "layers.1.nope", bos_id=1, pad_id=2)
+
+
+def test_steer_is_memoised_per_latent(subject: Subject) -> None:
+    prompts = token_prompts(2)
+    first = subject.steer(9, prompts, KL, 4)
+    assert subject.steer(9, prompts, KL, 4) is first
+    assert subject.steer(9, prompts, KL, 5) is not first
+    assert first.calibration.reached and first.clean != first.steered
+    with pytest.raises(ValueError, match="outside the dictionary"):
+        subject.steer(subject.num_latents, prompts, KL, 4)
+
+
+# --------------------------------------------------------------------------- scorer
+
+
+def test_prompts_are_inactive_contexts_else_neutral(subject: Subject) -> None:
+    cfg = ScorerConfig(intervention_prompts=3, intervention_prompt_tokens=7)
+    prompts, source = choose_prompts(examples(5), cfg, subject)
+    assert source == "inactive" and len(prompts) == 3 and all(len(p) == 7 for p in prompts)
+    prompts, source = choose_prompts(LatentExamples([], [], [], 0, "ok"), cfg, subject)
+    assert source == "neutral" and len(prompts) == 3
+
+
+@pytest.mark.parametrize("prefer, expected", [("steered", 1.0), ("clean", 0.0)])
+def test_judge_that_prefers_one_side_scores_one_or_zero(
+    subject: Subject, prefer: str, expected: float
+) -> None:
+    ex = examples()
+    ctx = context(subject, None, ex)
+    prompts, _ = choose_prompts(ex, ctx.cfg, subject)
+    steered = subject.steer(ctx.latent, prompts, KL, ctx.cfg.intervention_new_tokens)
+    assert all(c != s for c, s in zip(steered.clean, steered.steered)), steered
+    judge = Judge(steered.steered, prefer)
+    ctx.client = judge
+    m = asyncio.run(get_scorer("intervention")(ctx, "the word cat")).metrics()
+    assert m["score"] == pytest.approx(expected, abs=1e-2)
+    assert m["accuracy"] == expected
+    assert (m["n"], m["n_failed"], m["n_identical"]) == (4, 0, 0)
+    assert m["kl_reached"] and abs(m["kl"] - KL) <= 0.1 * KL and m["alpha"] > 0
+    assert m["prompt_source"] == "inactive" and len(m["examples"]) == 2
+    # both orders asked, the explanation first in every prompt (a shared prefix)
+    assert len(judge.prompts) == 8 and all(
+        p.startswith("Feature: the word cat") for p in judge.prompts
+    )
+
+
+def test_failed_and_identical_pairs_are_counted(subject: Subject) -> None:
+    ctx = context(subject, None, examples())
+    prompts, _ = choose_prompts(ctx.examples, ctx.cfg, subject)
+    steered = subject.steer(ctx.latent, prompts, KL, ctx.cfg.intervention_new_tokens)
+    ctx.client = Judge(steered.steered, fail=True)
+    m = asyncio.run(get_scorer("intervention")(ctx, "x")).metrics()
+    assert (m["n"], m["n_failed"], m["score"], m["accuracy"]) == (0, 4, None, None)
+    same = Steered(steered.calibration, 1.0, ["p", "q"], ["a", "b"], ["a", "c"])
+    out = InterventionOutput(
+        "intervention", np.array([0.5, 0.9]), np.array([True, False]), same, "inactive", 0
+    )
+    m = out.metrics()
+    assert m["n_identical"] == 1 and m["accuracy"] == 0.75 and m["score"] == pytest.approx(0.7)
+
+
+def test_judge_prompt_keeps_continuations_on_one_line() -> None:
+    user = judge_messages("cats", "a\nb", "x\ny", "z")[-1]["content"]
+    assert "A: ...x\\ny\nB: ...z" in user and "Text: a\\nb" in user
+
+
+# --------------------------------------------------------------------------- real models
+
+
+@pytest.mark.slow
+def test_steering_smollm2_toward_a_word_is_recognised_by_the_real_judge(tmp_path) -> None:
+    """SmolLM2 steered along the unembedding of " cats" at a late layer writes about
+    cats; the offline scorer LLM picks the steered text for "cats" more often than for an
+    unrelated explanation."""
+    from interp.config import LLMConfig
+    from interp.llm.transformers_backend import TransformersClient
+    from interp.models import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm("smollm2-135m", "float32", "cpu")
+    tok = load_tokenizer("smollm2-135m")
+    cat = tok(" cats", add_special_tokens=False)["input_ids"][0]
+    W_dec_MD = model.get_output_embeddings().weight[[cat]].detach().clone()
+    lm = SteerableLM(model, "layers.24", bos_id=tok.bos_token_id, pad_id=tok.eos_token_id)
+    subject = Subject(lm, tok, W_dec_MD)
+    texts = ["The history of the city", "My favourite recipe uses", "In the morning we went",
+             "The computer program", "She opened the letter and"]  # fmt: skip
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    ex = LatentExamples(
+        [], [],
+        [Example(np.array(p), np.zeros(len(p), np.float32), -1, c, "random") for c, p in enumerate(ids)],
+        0, "ok",
+    )  # fmt: skip
+    client = TransformersClient(
+        LLMConfig(model="qwen2.5-coder-1.5b-instruct", dtype="bfloat16", device="cpu")
+    )
+    ctx = context(subject, client, ex, intervention_kl=1.0)
+    ctx = ScoreContext(**{**ctx.__dict__, "latent": 0, "cfg": ScorerConfig(
+        names=("intervention",), intervention_kl=1.0, intervention_prompts=5,
+        intervention_new_tokens=12, bootstrap_resamples=0)})  # fmt: skip
+    score = get_scorer("intervention")
+    real = asyncio.run(score(ctx, "cats; the word cat")).metrics()
+    other = asyncio.run(score(ctx, "dates and numbers in financial reports")).metrics()
+    print(real, other)
+    assert real["kl_reached"] and "cat" in " ".join(e["steered"] for e in real["examples"]).lower()
+    assert real["score"] > 0.7 and real["score"] > other["score"] + 0.2
