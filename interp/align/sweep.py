@@ -117,8 +117,12 @@ class Dictionary:
         return short_hash(parts)
 
     def tokens_key(self) -> str:
-        """Equal for two points whose stores hold the same tokens."""
-        return short_hash([RunIds.of(self.cfg).data, id_dict(self.cfg.collect)])
+        """Equal for two points whose stores hold the same tokens: same token file, same
+        collect windows (they start after the point's training windows), same settings."""
+        from interp.data.tokens import split_windows
+
+        windows = split_windows(self.paths, "collect")
+        return short_hash([RunIds.of(self.cfg).data, list(windows), id_dict(self.cfg.collect)])
 
     def describe(self) -> dict[str, Any]:
         return {

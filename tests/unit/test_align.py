@@ -371,3 +371,59 @@ def test_activation_alignment_reads_two_latent_stores(tmp_path: Path) -> None:
     m = result.matching
     assert m.b.tolist() == perm[m.a].tolist() and len(m.a) == width
     assert np.allclose(m.sim, 1.0, atol=1e-3)  # float16 storage of the values
+
+
+def test_align_sweep_correlates_activations_when_decoders_live_in_different_spaces(
+    tmp_path: Path,
+) -> None:
+    """Residual TopK (576-wide decoder) vs MLP neurons (32-wide) collected over the same
+    tokens: the pair is aligned by activation correlation from the two stores."""
+    from interp.store.writer import write_slice
+
+    base = {"out_dir": str(tmp_path), "name": "s", "layer": 1}
+    cfgs = {
+        "topk": load_run_config({**base, "sae": {"num_latents": 64, "k": 4}}),
+        "mlp": load_run_config(
+            {
+                **base,
+                "hook": "layers.1.mlp.down_proj:input",
+                "sae": {"architecture": "neurons", "expansion_factor": 1, "k": 4},
+            }
+        ),
+    }
+    rng = np.random.default_rng(0)
+    n_tokens = 512
+    idx = np.stack([rng.choice(64, 4, replace=False) for _ in range(n_tokens)])
+    val = rng.uniform(0.5, 2.0, idx.shape).astype(np.float32)
+    perm = rng.permutation(64)  # neuron perm[i] % 32 fires with latent i when perm[i] < 32
+    codes = {"topk": (idx, val), "mlp": (perm[idx] % 32, np.where(perm[idx] < 32, val, 0))}
+    for name, cfg in cfgs.items():
+        paths = RunPaths(RunPaths.sweep_root(cfg), cfg)
+        atomic_write_json(paths.point_config(), to_dict(cfg))
+        save_sae(
+            TopKSAE(576 if name == "topk" else 32, 64 if name == "topk" else 32, 4), paths.sae_dir()
+        )
+        latents, values = codes[name]
+        write_slice(
+            paths.slice_group(0),
+            token_start=0,
+            token_stop=n_tokens,
+            latent_idx=latents,
+            latent_val=values.astype(np.float32),
+            token_ids=np.arange(n_tokens),
+            keep=np.ones(n_tokens, bool),
+            n_latents=64 if name == "topk" else 32,
+        )
+    root = RunPaths.sweep_root(cfgs["topk"])
+    index = json.loads(align_sweep(root, embed_explanations=False).read_text())
+    (pair,) = index["pairs"]
+    assert pair["kind"] == "neurons" and pair["similarity"] == "activation"
+    assert pair["baseline_median"] is None  # random directions say nothing about correlation
+    matches = pq.read_table(align_dir(root) / "pairs" / pair["name"] / "matches.parquet")
+    m = matches.to_pydict()
+    topk_is_a = pair["a"]["sae_id"].startswith("topk")
+    topk_side, mlp_side = (m["a"], m["b"]) if topk_is_a else (m["b"], m["a"])
+    strong = [
+        (i, j) for i, j, s in zip(topk_side, mlp_side, m["similarity"], strict=True) if s > 0.9
+    ]
+    assert sorted(strong) == sorted((i, int(perm[i])) for i in range(64) if perm[i] < 32)
