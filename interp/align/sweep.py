@@ -72,6 +72,7 @@ from interp.runs import (
     atomic_write_json,
     gather_dir,
     read_points,
+    remove_stale_tmp,
     short_hash,
 )
 
@@ -238,6 +239,8 @@ def align_sweep(
             f"align needs every trained dictionary; missing: {missing}: run train first"
         )
     pairs = plan_pairs(dicts)
+    # one gather job per sweep: temporaries here are leftovers of a killed attempt
+    remove_stale_tmp(align_dir(root) / "pairs")
     log.info("aligning %d pair(s) of %d dictionaries under %s", len(pairs), len(dicts), root)
     ctx = _SweepContext(
         root, cfg, _Baselines(cfg), _LazyEmbedder(embedder, embed_explanations), progress

@@ -332,6 +332,10 @@ def test_align_sweep_stops_between_pairs_without_an_index(tmp_path: Path) -> Non
     assert align_sweep(root, embed_explanations=False, should_stop=lambda: next(calls)) is None
     assert not (align_dir(root) / "index.json").exists()
     assert len(list((align_dir(root) / "pairs").iterdir())) == 1  # the first pair committed
+    stale = align_dir(root) / "pairs" / "x.tmp-local-0000"  # a killed attempt's leftover
+    stale.mkdir()
+    index = json.loads(align_sweep(root, embed_explanations=False).read_text())
+    assert not stale.exists() and len(index["pairs"]) == 7
 
 
 def test_plan_pairs_needs_no_weights(tmp_path: Path) -> None:
