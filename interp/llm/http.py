@@ -49,6 +49,7 @@ from interp.llm.base import ChoiceLogprobs, Generation, Message, TextLogprobs, c
 log = logging.getLogger(__name__)
 
 NEG_INF = float("-inf")
+SHIFTED_TOP_K = 200  # top list asked for when a server's echo is shifted (see _echoed_span)
 
 
 class LLMHTTPError(RuntimeError):
@@ -190,6 +191,7 @@ class OpenAIClient:
         self._state: _LoopState | None = None
         self._tok: Any = None
         self._sleep = asyncio.sleep  # tests record the backoff instead of waiting
+        self._warned_shift = False
 
     def __repr__(self) -> str:  # never the headers: they hold the key
         return f"OpenAIClient(model={self.served_model!r}, urls={self.replicas.urls})"
@@ -272,13 +274,26 @@ class OpenAIClient:
         body = {"model": self.served_model, "prompt": prompt, "max_tokens": 1,
                 "temperature": 0.0, "echo": True, "logprobs": self.cfg.top_logprobs}  # fmt: skip
 
-        def parse(data: dict[str, Any]) -> TextLogprobs:
-            toks, lps, tops = _echoed_span(data, prompt, continuation)
+        def parse(data: dict[str, Any]) -> tuple[TextLogprobs, bool]:
+            toks, lps, tops, shifted = _echoed_span(data, prompt, continuation)
             cands = [_match(top, candidates, targets) if candidates else {} for top in tops]
             p, _, cached = _usage(data)
-            return TextLogprobs(toks, lps, cands, p, cached)
+            return TextLogprobs(toks, lps, cands, p, cached), shifted
 
-        return await self._request("completions", body, parse)
+        out, shifted = await self._request("completions", body, parse)
+        if shifted and NEG_INF in out.logprobs and body["logprobs"] < SHIFTED_TOP_K:
+            # a token fell outside the short top list: ask once more with a long one
+            body = {**body, "logprobs": SHIFTED_TOP_K}
+            out, shifted = await self._request("completions", body, parse)
+        if shifted and not self._warned_shift:
+            self._warned_shift = True
+            log.warning(
+                "%s echoes log-probs shifted by one position (llama-cpp-python with a "
+                "prompt that does not start with BOS): reading them from the top-%d lists, "
+                "tokens outside those read -inf; vLLM or backend=transformers are exact",
+                self.served_model, body["logprobs"],
+            )  # fmt: skip
+        return out
 
     def set_urls(self, urls: Iterable[str]) -> None:
         """Replace the replica list (e.g. after the serve stage published new ones)."""
@@ -573,39 +588,83 @@ def _logsumexp(xs: list[float]) -> float:
 
 def _echoed_span(
     data: Any, prompt: str, continuation: str
-) -> tuple[list[str], list[float], list[Any]]:
-    """The tokens, log-probs and top lists of ``continuation`` inside an echoed prompt.
+) -> tuple[list[str], list[float], list[Any], bool]:
+    """Tokens, log-probs and top lists of ``continuation`` inside an echoed prompt, and
+    whether the server's echo was shifted by one position.
 
-    The echo covers the prompt's tokens (the first one without a log-prob), then the
-    generated one(s), whose text (``text`` minus the prompt) is excluded from the
+    The echo covers the prompt's tokens (the first one without a log-prob), then usually
+    the generated one, whose text (``text`` minus the prompt) is excluded from the
     search. The reply's tokens are those whose text overlaps the last occurrence of
     ``continuation``; a token straddling the boundary with the template counts as the
     reply's. Matching text, not token counts, keeps this independent of how a server
     renders special tokens or whether it echoes a BOS.
+
+    Shifted echoes: llama-cpp-python (0.3.x) pairs token i with the distribution *after*
+    token i when the prompt does not start with the model's BOS (Qwen's template, for
+    one), so ``token_logprobs`` are garbage and ``top_logprobs[i]`` predicts token i+1.
+    Which reading is right is decided from the whole echo (:func:`_is_shifted`); when
+    shifted, token i's log-prob is read from ``top_logprobs[i-1]`` (-inf if outside the
+    top k) and so are its candidates.
     """
     lp = _first_choice(data).get("logprobs")
     if not isinstance(lp, dict) or not isinstance(lp.get("tokens"), list):
         raise _Garbage("no echoed logprobs: the server must support echo with logprobs")
-    toks, lps, tops = lp["tokens"], lp.get("token_logprobs"), lp.get("top_logprobs")
+    toks = [str(t) for t in lp["tokens"]]
+    lps, tops = lp.get("token_logprobs"), lp.get("top_logprobs")
     if not isinstance(lps, list) or len(lps) != len(toks):
         raise _Garbage("token_logprobs does not match tokens")
     tops = tops if isinstance(tops, list) and len(tops) == len(toks) else [None] * len(toks)
     text = _first_choice(data).get("text")
     generated = text[len(prompt) :] if isinstance(text, str) and text.startswith(prompt) else ""
-    ends, pos = [], 0
-    for t in toks:
-        pos += len(str(t))
-        ends.append(pos)
-    joined = "".join(str(t) for t in toks)
-    start = joined.rfind(continuation, 0, len(joined) - len(generated))
+    joined = "".join(toks)
+    start = -1
+    if generated and joined.endswith(generated):  # the generated token is echoed too
+        start = joined.rfind(continuation, 0, len(joined) - len(generated))
+    if start < 0:
+        start = joined.rfind(continuation)
     if start < 0:
         raise _Garbage("the echoed tokens do not contain the continuation")
     stop = start + len(continuation)
-    idx = [i for i in range(len(toks)) if ends[i] > start and ends[i] - len(str(toks[i])) < stop]
+    ends, pos = [], 0
+    for t in toks:
+        pos += len(t)
+        ends.append(pos)
+    idx = [i for i in range(len(toks)) if ends[i] > start and ends[i] - len(toks[i]) < stop]
+    shifted = _is_shifted(toks, lps, tops)
+    if shifted:
+        if idx[0] == 0:
+            raise _Garbage("the continuation starts the echo: nothing predicts it")
+        rows = [_as_dict(tops[i - 1]) for i in idx]
+        return (
+            [toks[i] for i in idx],
+            [r.get(toks[i], NEG_INF) for i, r in zip(idx, rows)],
+            rows,
+            True,
+        )
     if any(lps[i] is None for i in idx):
         raise _Garbage("a token of the continuation has no log-prob")
-    return (
-        [str(toks[i]) for i in idx],
-        [_logprob(lps[i]) for i in idx],
-        [tops[i] for i in idx],
-    )
+    return [toks[i] for i in idx], [_logprob(lps[i]) for i in idx], [tops[i] for i in idx], False
+
+
+def _as_dict(top: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for tok, lp in _as_pairs(top):
+        out[tok] = max(out.get(tok, NEG_INF), lp)
+    return out
+
+
+def _is_shifted(toks: list[str], lps: list[Any], tops: list[Any]) -> bool:
+    """Whether the echo pairs each token with the distribution after it (see above).
+
+    Aligned, a token is often among the top k of its own list (its reported log-prob
+    reaches the list's other entries); shifted, it is instead often listed one position
+    earlier. Whitespace-only tokens are skipped (servers render special tokens as "").
+    """
+    inside = ahead = 0
+    for i in range(1, len(toks)):
+        if not toks[i].strip() or lps[i] is None:
+            continue
+        others = [v for k, v in _as_dict(tops[i]).items() if k != toks[i]]
+        inside += bool(others) and _logprob(lps[i]) >= min(others)
+        ahead += toks[i] in _as_dict(tops[i - 1])
+    return ahead >= 3 and ahead > 2 * inside

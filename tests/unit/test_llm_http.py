@@ -411,8 +411,35 @@ def test_echoed_span_ignores_the_generated_token_and_straddling():
     with pytest.raises(ValueError, match="no log-prob"):  # straddling token has none here
         _echoed_span(data, prompt, "ab")
     data["choices"][0]["logprobs"]["token_logprobs"][0] = -0.5
-    toks, lps, _ = _echoed_span(data, prompt, "ab")
+    toks, lps, _, shifted = _echoed_span(data, prompt, "ab")
     assert toks == ["<|assistant|>a", "b"] and lps == [-0.5, -1.0]  # not the generated "ab"
+    assert not shifted
+
+
+def _echo_data(toks, lps, tops, generated=""):
+    prompt = "".join(toks)
+    lp = {"tokens": toks, "token_logprobs": lps, "top_logprobs": tops}
+    return prompt, {"choices": [{"text": prompt + generated, "logprobs": lp}]}
+
+
+def test_echoed_span_recovers_a_shifted_echo():
+    """llama-cpp-python without a BOS: token i is paired with the distribution after it."""
+    toks = ["<|u|>", "a", "b", "c", "d", "<|a|>", "Hi", " there"]
+    n = len(toks)
+    # shifted: the reported log-prob is P(next token = this one), tiny; tops[i] predicts i+1
+    lps = [None] + [-14.0] * (n - 1)
+    tops = [{toks[i + 1]: -0.1 * (i + 1), toks[i]: lps[i] or -14.0} for i in range(n - 1)]
+    prompt, data = _echo_data(toks, lps, [*tops, {"zz": -1.0}], generated=" gen")
+    out_toks, out_lps, rows, shifted = _echoed_span(data, prompt, "Hi there")
+    assert shifted and out_toks == ["Hi", " there"]
+    assert out_lps == [pytest.approx(-0.6), pytest.approx(-0.7)]
+    assert rows[0]["Hi"] == pytest.approx(-0.6)  # candidates read from the same rows
+    # the same prompt echoed correctly is read as it is
+    good = [None] + [-0.1 * i for i in range(1, n)]
+    prompt, data = _echo_data(toks, good, [None] + [{t: -0.1 * i, "zz": -5.0}
+                                                  for i, t in enumerate(toks) if i])  # fmt: skip
+    out_toks, out_lps, _, shifted = _echoed_span(data, prompt, "Hi there")
+    assert not shifted and out_lps == [pytest.approx(-0.6), pytest.approx(-0.7)]
 
 
 def test_continuation_without_tokenizer_names_the_fix(server):
