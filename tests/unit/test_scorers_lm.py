@@ -278,3 +278,74 @@ def test_embedding_scorer_with_real_minilm_ranks_matching_text_first() -> None:
     bad = asyncio.run(embedding.score_embedding(_ctx(None, resources), "falling stock prices"))
     assert bad.metrics()["auroc"] == 0.0  # the embedder is reused, not reloaded
     assert len(resources._built) == 1
+
+
+# ---------------------------------------------------------------------- real LLMs (slow)
+WEATHER = {" rain", " snow", " storm", " wind", " thunder", " fog", " hail", " sunshine"}
+WEATHER_TEXT = [
+    "By noon the rain had turned to snow and the wind picked up.",
+    "A storm rolled in from the coast with thunder and hail.",
+    "Thick fog covered the valley until the sunshine broke through.",
+    "The farmers prayed for rain after months of dry wind.",
+]
+OTHER_TEXT = [
+    "The quarterly report showed revenue growth of twelve percent.",
+    "Please restart the server after installing the security update.",
+    "He parked the car and climbed the stairs to his office.",
+    "The committee will vote on the new budget next Tuesday.",
+]
+TRUE_EXPLANATION = "weather words like rain and storm"
+WRONG_EXPLANATION = "words about money and business"
+
+
+def _weather_ctx(llm: str) -> ScoreContext:
+    """A synthetic weather-words latent on the subject tokenizer, scored by ``llm``."""
+    from interp.models.load import load_tokenizer
+
+    subject = load_tokenizer("smollm2-135m")
+
+    def example(text: str, quantile: int) -> Example:
+        ids = np.array(subject(text, add_special_tokens=False)["input_ids"])
+        fires = [subject.decode([i]) in WEATHER for i in ids]
+        return Example(ids, np.where(fires, 6.0, 0.0).astype(np.float32), quantile, 0)
+
+    active = [example(t, i // 2) for i, t in enumerate(WEATHER_TEXT)]
+    inactive = [example(t, -1) for t in OTHER_TEXT]
+    assert all(e.acts.any() for e in active) and not any(e.acts.any() for e in inactive)
+    cfg = LLMConfig(model=llm, dtype="float32", device="cpu")
+    return ScoreContext(
+        latent=0,
+        client=MeteredClient(TransformersClient(cfg)),
+        examples=LatentExamples([], active, inactive, 4, "ok"),
+        render=TokenRenderer(subject),
+        cfg=ScorerConfig(names=("surprisal",), bootstrap_resamples=0),
+        highlight_threshold=0.3,
+        rng=np.random.default_rng(0),
+    )
+
+
+@pytest.mark.slow
+def test_surprisal_real_llm_prefers_the_true_explanation() -> None:
+    """SmolLM2-135M-Instruct (~1 min on 2 busy cores): measured AUROC 1.0 vs 0.25."""
+    ctx = _weather_ctx("smollm2-135m-instruct")
+    good = asyncio.run(surprisal.score_surprisal(ctx, TRUE_EXPLANATION)).metrics()
+    bad = asyncio.run(surprisal.score_surprisal(ctx, WRONG_EXPLANATION)).metrics()
+    assert good["n_failed"] == bad["n_failed"] == 0
+    assert good["auroc"] >= 0.9 and bad["auroc"] <= 0.5
+    assert good["mean_loss_reduction_active"] > 0 > bad["mean_loss_reduction_active"]
+
+
+@pytest.mark.slow
+def test_simulation_real_llm_prefers_the_true_explanation() -> None:
+    """Qwen2.5-Coder-1.5B (the default scorer; ~5 min on 2 busy cores): 0.70 vs 0.38.
+
+    SmolLM2-135M cannot simulate (0.16 vs 0.18), so this check needs the larger model.
+    """
+    ctx = _weather_ctx("qwen2.5-coder-1.5b-instruct")
+    good = asyncio.run(sim.score_simulation(ctx, TRUE_EXPLANATION)).metrics()
+    bad = asyncio.run(sim.score_simulation(ctx, WRONG_EXPLANATION)).metrics()
+    assert good["n_failed"] == bad["n_failed"] == 0 and good["n_tokens"] > 40
+    assert good["correlation"] >= 0.5 and good["correlation"] - bad["correlation"] >= 0.15
+    # the prompt is computed once per explanation, every reply token is computed
+    usage = ctx.client.usage
+    assert usage.calls == 16 and usage.prompt_computed < usage.prompt / 2
