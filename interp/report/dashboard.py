@@ -288,7 +288,7 @@ def write_dashboards(
             logits = decoder_logits(point, latents, cfg.n_logit_tokens, models)
         except Exception as err:
             notes.append(f"no promoted/suppressed tokens: {type(err).__name__}: {err}")
-        partners = _partners(point, alignments, table, points)
+        partners = _partners(point, set(latents), alignments, points)
         for r, why in tqdm(sorted(rows.items()), desc=f"dashboards {point.label}", unit="latent"):
             latent = int(latent_col[r])
             page = LatentPage(point, latent, table, r, why, cfg)
@@ -304,19 +304,20 @@ def write_dashboards(
 
 def _partners(
     point: Point,
+    wanted: set[int],
     alignments: Sequence[Alignment] | None,
-    table: LatentTable,
     points: Sequence[Point],
 ) -> dict[int, list[tuple[str, str, int, float]]]:
-    """Latent -> [(partner point id, partner label, partner latent, cosine)]."""
+    """Latent of ``wanted`` -> [(partner point id, partner label, partner latent, similarity)]."""
     out: dict[int, list[tuple[str, str, int, float]]] = {}
     labels = {p.point_id: p.label for p in points}
     for a in alignments or []:
-        if a.matches is None or point.point_id not in (a.a, a.b):
+        if point.point_id not in (a.a, a.b) or (found := a.matches()) is None:
             continue
-        i, j, cos = a.matches
+        i, j, sim = found
         mine, theirs, other = (i, j, a.b) if a.a == point.point_id else (j, i, a.a)
-        for x, y, c in zip(mine.tolist(), theirs.tolist(), cos.tolist()):
+        keep = np.isin(mine, list(wanted))
+        for x, y, c in zip(mine[keep].tolist(), theirs[keep].tolist(), sim[keep].tolist()):
             out.setdefault(int(x), []).append((other, labels.get(other, other), int(y), float(c)))
     return out
 
@@ -467,7 +468,7 @@ def _partner_list(partners: list, pages: set) -> str:
         )
     items = []
     for pid, label, latent, cos in sorted(partners, key=lambda x: -x[3]):
-        text = html.escape(f"{label} latent {latent} (cosine {cos:.3f})")
+        text = html.escape(f"{label} latent {latent} (similarity {cos:.3f})")
         if (pid, latent) in pages:
             items.append(f'<li><a href="../{html.escape(pid)}/{latent}.html">{text}</a></li>')
         else:

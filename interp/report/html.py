@@ -409,37 +409,56 @@ def _alignment(run: RunSet, img: _Images) -> str:
     if not run.alignments:
         return _missing(f"no alignment results: {ALIGN_HINT}")
     by_id = {p.point_id: p for p in run.points}
-    rows, body = [], ""
-    for a in run.alignments:
-        pa, pb = by_id.get(a.a), by_id.get(a.b)
-        fr = ", ".join(f">{k}: {v:.2f}" for k, v in sorted(a.frac_above.items()))
-        rows.append([pa.label if pa else a.a, pb.label if pb else a.b, _f(a.mean_cos),
-                     _f(a.baseline_cos), fr, _f(a.n_matched, 0)])  # fmt: skip
+    body = ""
     for series in sorted({p.series for p in run.points}):
         pts = sorted((p for p in run.points if p.series == series), key=lambda p: p.layer)
         matrix = _alignment_matrix(pts, run.alignments)
-        if matrix is not None and len(pts) > 1:
+        if matrix is not None:
             labels = [f"layer {p.layer}" for p in pts]
-            body += img.add(
-                f"align-{_slug(series)}",
-                plots.alignment_heatmap(
-                    labels, labels, matrix, f"{series}: mean matched decoder cosine"
-                ),
-                "",
-            )
-    head = ["dictionary A", "dictionary B", "mean matched cos", "random baseline",
-            "fraction above", "matches"]  # fmt: skip
+            title = f"{series}: mean matched similarity, adjacent layers"
+            body += img.add(f"align-{_slug(series)}",
+                            plots.alignment_heatmap(labels, labels, matrix, title), "")  # fmt: skip
+    across = [a for a in run.alignments if a.kind != "layers"]
+    if across:
+        pts = sorted({p for a in across for p in (a.a, a.b) if p in by_id},
+                     key=lambda pid: (by_id[pid].layer, by_id[pid].series))  # fmt: skip
+        labels = [by_id[pid].label for pid in pts]
+        matrix = _alignment_matrix([by_id[pid] for pid in pts], across)
+        if matrix is not None:
+            body += img.add("align-dictionaries", plots.alignment_heatmap(
+                labels, labels, matrix, "mean matched similarity between dictionaries"), "")  # fmt: skip
+    head = ["dictionary A", "dictionary B", "kind", "similarity", "median matched (random)",
+            "mean", "fraction above (random)", "explanation similarity (shuffled)", "pairs",
+            "status"]  # fmt: skip
+    rows = []
+    for a in run.alignments:
+        pa, pb = by_id.get(a.a), by_id.get(a.b)
+        frac, base = a.get("frac_above") or {}, a.get("baseline_frac_above") or {}
+        fr = ", ".join(f">={k}: {_f(v, 2)} ({_f(base.get(k), 2)})" for k, v in sorted(frac.items()))
+        rows.append([
+            pa.label if pa else a.a, pb.label if pb else a.b, a.kind, a.get("similarity") or "",
+            f"{_f(a.get('median'))} ({_f(a.get('baseline_median'))})", _f(a.get("mean")), fr,
+            f"{_f(a.get('explanation_similarity_mean'))} "
+            f"({_f(a.get('explanation_similarity_shuffled'))})",
+            _f(a.get("num_pairs"), 0),
+            a.status if a.status == "ok" else f"{a.status}: {a.get('reason')}",
+        ])  # fmt: skip
     return body + table_html(head, rows)
 
 
 def _alignment_matrix(pts: list[Point], aligns: list[Alignment]) -> np.ndarray | None:
+    """[P, P] mean matched similarity of the aligned pairs among ``pts`` (NaN elsewhere,
+    1 on the diagonal); None if no pair among them was aligned."""
     idx = {p.point_id: i for i, p in enumerate(pts)}
     m = np.full((len(pts), len(pts)), np.nan)
     for a in aligns:
-        if a.a in idx and a.b in idx and a.mean_cos is not None:
-            m[idx[a.a], idx[a.b]] = m[idx[a.b], idx[a.a]] = a.mean_cos
+        mean = a.get("mean")
+        if a.a in idx and a.b in idx and a.status == "ok" and isinstance(mean, (int, float)):
+            m[idx[a.a], idx[a.b]] = m[idx[a.b], idx[a.a]] = float(mean)
+    if len(pts) < 2 or not np.isfinite(m).any():
+        return None
     np.fill_diagonal(m, 1.0)
-    return m if np.isfinite(m[~np.eye(len(pts), dtype=bool)]).any() else None
+    return m
 
 
 def line_up(runs: list[RunSet]) -> tuple[list[str], dict[tuple[str, ...], dict[int, Point]]]:

@@ -248,96 +248,43 @@ def read_table(root: Path) -> LatentTable | None:
 
 @dataclass
 class Alignment:
-    """One aligned pair of dictionaries (the report's view of the align results)."""
+    """One planned pair of the align step (an entry of ``gather/align/index.json``)."""
 
+    name: str
+    kind: str  # "layers" | "same_layer" | "neurons"
     a: str  # point id of dictionary A
     b: str  # point id of dictionary B
-    mean_cos: float | None  # mean decoder cosine of matched pairs
-    baseline_cos: float | None  # the same for random directions of equal widths
-    frac_above: dict[str, float]  # threshold -> fraction of matches above it
-    n_matched: int | None
-    matches: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # (i_A, j_B, cos), if stored
-    info: dict[str, Any]  # the result as written, for the table
+    status: str  # "ok" | "skipped"
+    info: dict[str, Any]  # the entry as written: similarity, median, mean, frac_above, ...
+    folder: Path  # gather/align/pairs/<name>/
+
+    def get(self, key: str) -> Any:
+        return self.info.get(key)
+
+    def matches(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(latent in A [P], latent in B [P], similarity [P]) of the matched pairs, or None."""
+        path = self.folder / "matches.parquet"
+        if self.status != "ok" or not path.is_file():
+            return None
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(path, columns=["a", "b", "similarity"])
+        return tuple(np.asarray(t.column(c).to_numpy()) for c in ("a", "b", "similarity"))  # type: ignore[return-value]
 
 
 def load_alignments(root: Path) -> list[Alignment] | None:
-    """Alignment results of the sweep, None if the align step wrote none.
-
-    Reads every ``*.json`` under ``gather/align*/`` that names two dictionaries (keys
-    ``a``/``b`` as point ids or dicts with ``point``), with its matched-cosine summary and,
-    when a sibling ``*.parquet``/``*.npz`` holds them, the matches themselves.
-    """
-    found = []
-    for path in sorted(gather_dir(Path(root)).glob("align*/**/*.json")):
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(info, list):
-            found += [a for item in info if (a := _alignment(item, path)) is not None]
-        elif (a := _alignment(info, path)) is not None:
-            found.append(a)
-    return found or None
-
-
-def _alignment(info: Any, path: Path) -> Alignment | None:
-    if not isinstance(info, dict):
+    """The align step's pairs (``gather/align/index.json``, written last by
+    ``interp.align.sweep.align_sweep``), None if it has not committed one."""
+    align = gather_dir(Path(root)) / "align"
+    index = align / "index.json"
+    if not index.is_file():
         return None
-    a, b = _point_ref(info.get("a")), _point_ref(info.get("b"))
-    if a is None or b is None:
-        return None
-    summary = info.get("summary") if isinstance(info.get("summary"), dict) else info
-    mean = _first(summary, "mean_cos", "mean_cosine", "matched_cos_mean", "mean")
-    base = _first(summary, "baseline_cos", "random_mean_cos", "random_cos_mean", "baseline")
-    if isinstance(base, dict):
-        base = _first(base, "mean_cos", "mean_cosine", "mean")
-    fracs = summary.get("frac_above") or summary.get("fraction_above") or {}
-    n = _first(summary, "n_matched", "n_matches")
-    return Alignment(
-        a, b,
-        float(mean) if isinstance(mean, (int, float)) else None,
-        float(base) if isinstance(base, (int, float)) else None,
-        {str(k): float(v) for k, v in fracs.items()} if isinstance(fracs, dict) else {},
-        int(n) if isinstance(n, (int, float)) else None,
-        _read_matches(path),
-        info,
-    )  # fmt: skip
-
-
-def _point_ref(ref: Any) -> str | None:
-    if isinstance(ref, str):
-        return ref
-    if isinstance(ref, dict):
-        for key in ("point", "point_id", "id"):
-            if isinstance(ref.get(key), str):
-                return ref[key]
-    return None
-
-
-def _first(d: dict[str, Any], *keys: str) -> Any:
-    for k in keys:
-        if d.get(k) is not None:
-            return d[k]
-    return None
-
-
-def _read_matches(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(i, j, cos) arrays beside an alignment JSON (same stem, .parquet or .npz)."""
-    for sibling in (path.with_suffix(".parquet"), path.with_name(path.stem + "_matches.parquet"),
-                    path.parent / "matches.parquet"):  # fmt: skip
-        if sibling.is_file():
-            import pyarrow.parquet as pq
-
-            t = pq.read_table(sibling).to_pydict()
-            i = t.get("i", t.get("a")) or []
-            j = t.get("j", t.get("b")) or []
-            cos = t.get("cos", t.get("cosine")) or []
-            if i and j:
-                return np.asarray(i), np.asarray(j), np.asarray(cos, dtype=float)
-    npz = path.with_suffix(".npz")
-    if npz.is_file():
-        data = np.load(npz)
-        if {"i", "j"} <= set(data.files):
-            cos = data["cos"] if "cos" in data.files else np.full(len(data["i"]), np.nan)
-            return data["i"], data["j"], cos
-    return None
+    out = []
+    for entry in json.loads(index.read_text()).get("pairs", []):
+        a, b = entry.get("a") or {}, entry.get("b") or {}
+        out.append(Alignment(
+            str(entry.get("name")), str(entry.get("kind")), str(a.get("point")),
+            str(b.get("point")), str(entry.get("status")), entry,
+            align / "pairs" / str(entry.get("name")),
+        ))  # fmt: skip
+    return out

@@ -105,7 +105,8 @@ def write_sae(cfg, paths: RunPaths) -> None:
     from interp.sae.io import save_sae
 
     d_in = 512 if cfg.sae.architecture == "neurons" else 256  # neurons read mlp.down_proj:input
-    sae = build_sae(cfg.sae, d_in, generator=torch.Generator().manual_seed(cfg.layer))
+    # one seed for every layer: equal decoders, so alignment pairs latent i with latent i
+    sae = build_sae(cfg.sae, d_in, generator=torch.Generator().manual_seed(0))
     save_sae(sae, paths.sae_dir())
 
 
@@ -164,13 +165,37 @@ def make_sweep(
 
 
 def write_alignment(root: Path, a: str, b: str) -> None:
-    folder = gather_dir(root) / "align"
-    folder.mkdir(parents=True, exist_ok=True)
+    """interp.align.sweep's layout: index.json + pairs/<name>/matches.parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    name = f"{a}_{b}_abcdef"
+    folder = gather_dir(root) / "align" / "pairs" / name
+    folder.mkdir(parents=True)
     i = np.arange(N_INTERP)
-    np.savez(folder / f"{a}__{b}.npz", i=i, j=i[::-1], cos=np.linspace(0.9, 0.2, N_INTERP))
-    atomic_write_json(folder / f"{a}__{b}.json", {
-        "a": a, "b": b, "mean_cos": 0.62, "baseline_cos": 0.11,
-        "frac_above": {"0.5": 0.7, "0.9": 0.1}, "n_matched": N_INTERP})  # fmt: skip
+    pq.write_table(pa.table({"a": i, "b": i[::-1], "similarity": np.linspace(0.9, 0.2, N_INTERP),
+                             "in_graph": np.ones(N_INTERP, bool)}), folder / "matches.parquet")  # fmt: skip
+    entry = {
+        "name": name,
+        "kind": "layers",
+        "a": {"point": a},
+        "b": {"point": b},
+        "status": "ok",
+        "reason": None,
+        "similarity": "decoder",
+        "num_pairs": N_INTERP,
+        "median": 0.55,
+        "mean": 0.62,
+        "frac_above": {"0.5": 0.7, "0.9": 0.1},
+        "baseline_median": 0.11,
+        "baseline_frac_above": {"0.5": 0.0, "0.9": 0.0},
+        "explanation_similarity_mean": None,
+        "explanation_similarity_shuffled": None,
+    }
+    skipped = {**entry, "name": "x", "kind": "same_layer", "status": "skipped",
+               "reason": "different spaces", "b": {"point": "nowhere"}}  # fmt: skip
+    atomic_write_json(gather_dir(root) / "align" / "index.json",
+                      {"config": {}, "pairs": [entry, skipped]})  # fmt: skip
 
 
 TOPK2 = [(3, "topk", ["layer=3"]), (6, "topk", ["layer=6"])]
@@ -355,7 +380,7 @@ def test_dashboards_escape_corpus_and_explanations(full_report: Path) -> None:
     assert "<svg" in first and "promoted" in first  # histogram, logit lens
     neuron_pages = [p.read_text() for p in pages if "promoted" in p.read_text()]
     assert len(neuron_pages) == len(pages)  # neurons too: through mlp.down_proj
-    partners = [p for p in pages if "cosine 0.900" in p.read_text()]
+    partners = [p for p in pages if "similarity 0.900" in p.read_text()]
     assert len(partners) == 2  # latent 0 of each aligned dictionary links the other
     assert '.html">' in partners[0].read_text().split("Aligned partners")[1]
 
