@@ -32,7 +32,7 @@ DIGITS = [str(d) for d in range(10)]
 def client() -> TransformersClient:
     torch.manual_seed(0)
     return TransformersClient(
-        LLMConfig(model="smollm2-135m-instruct", dtype="float32", device="cpu", score_batch_size=4)
+        LLMConfig(model="tiny-random-llama", dtype="float32", device="cpu", score_batch_size=4)
     )
 
 
