@@ -20,7 +20,9 @@ Record keys: latent, status, n_active_tokens, n_active_contexts, max_act, explan
 raw_explanation, negatives {explain|score: {kind: count}}, scores {scorer: metrics}, control {explanation, source_latent, scores,
 error} | None, baseline {explanation, scores, error} | None, tokens {prompt,
 completion, prompt_computed, parts: {explain|score|control|baseline: ...}}, retries,
-wall_s, error.
+wall_s, error. ``retries`` counts the explainer's re-asks after unusable replies;
+transport retries of the backend (timeouts, 429/5xx) are per task, in the summary's
+``llm`` counters.
 """
 
 from __future__ import annotations
@@ -520,15 +522,20 @@ def check_not_all_errors(records: list[dict[str, Any]], task: Task) -> None:
 
 # --------------------------------------------------------------------------- summary
 def client_stats(client: Any) -> dict[str, Any]:
-    """Retry/failover counters of the backend (``stats``), through any wrappers."""
-    seen = 0
-    while client is not None and seen < 8:
+    """Counters of the client chain: response-cache hits/misses and the backend's
+    ``stats`` (retries, failovers, timeouts, ... of the HTTP backend)."""
+    out: dict[str, Any] = {}
+    for _ in range(8):  # wrappers expose the wrapped client as ``inner``
+        if client is None:
+            break
+        for name in ("hits", "misses"):
+            if isinstance(getattr(client, name, None), int):
+                out[f"cache_{name}"] = getattr(client, name)
         stats = getattr(client, "stats", None)
         if isinstance(stats, dict):
-            return {k: v for k, v in stats.items() if isinstance(v, int | float)}
+            out.update({k: v for k, v in stats.items() if isinstance(v, int | float)})
         client = getattr(client, "inner", None)
-        seen += 1
-    return {}
+    return out
 
 
 def status_counts(records: list[dict[str, Any]]) -> dict[str, int]:

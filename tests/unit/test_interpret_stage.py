@@ -21,7 +21,12 @@ from interp.config import RunConfig, ScorerConfig, load_run_config
 from interp.explain import TokenRenderer
 from interp.llm.base import ChoiceLogprobs, Generation
 from interp.plan import Task
-from interp.stages.interpret import check_not_all_errors, interpret_range, summarize
+from interp.stages.interpret import (
+    check_not_all_errors,
+    client_stats,
+    interpret_range,
+    summarize,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -283,3 +288,16 @@ def test_contrastive_explainer_gets_the_latents_inactive_examples() -> None:
     inactive = prompt.split("Excerpts where it is inactive (nothing marked):\n")[1]
     assert [line[:3] for line in inactive.split("\n")[:3]] == ["1. ", "2. ", "3. "]
     assert "cat" not in inactive.split("\n\n")[0]  # the latent never fires there
+
+
+def test_client_stats_reads_through_wrappers() -> None:
+    class Backend:
+        stats = {"retries": 3, "failovers": 1, "note": "x"}
+
+    class Cache:
+        hits, misses, inner = 5, 2, Backend()
+
+    assert client_stats(Cache()) == {
+        "cache_hits": 5, "cache_misses": 2, "retries": 3, "failovers": 1
+    }  # fmt: skip
+    assert client_stats(FaultyClient()) == {}
