@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -349,3 +350,24 @@ def test_simulation_real_llm_prefers_the_true_explanation() -> None:
     # the prompt is computed once per explanation, every reply token is computed
     usage = ctx.client.usage
     assert usage.calls == 16 and usage.prompt_computed < usage.prompt / 2
+
+
+def test_registered_by_name_and_metrics_are_strict_json() -> None:
+    from interp.score import get_scorer, run_scorers
+
+    assert get_scorer("surprisal") is surprisal.score_surprisal
+    assert get_scorer("simulation") is sim.score_simulation
+    assert get_scorer("embedding") is embedding.score_embedding
+
+    class Both(OracleSimulator, KeywordLM):
+        async def continuation_logprobs(self, messages, continuation, candidates=()):
+            if candidates:
+                return await OracleSimulator.continuation_logprobs(
+                    self, messages, continuation, candidates
+                )
+            return await KeywordLM.continuation_logprobs(self, messages, continuation)
+
+    out = asyncio.run(run_scorers(["simulation", "surprisal"], _ctx(Both()), "cats"))
+    for name, o in out.items():
+        assert o.name == name
+        json.dumps(o.metrics(), allow_nan=False)  # None, never NaN, for undefined values
