@@ -949,6 +949,99 @@ class LLMConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """Served LLM mode: replicas of an OpenAI-compatible server as SLURM jobs that the
+    interpret array talks to (``llm.backend=http``). Nothing here changes results (the
+    model that answers is named by ``llm``), so no field enters a run id."""
+
+    enabled: bool = field(
+        default=False,
+        metadata=_meta(
+            "Start server jobs before the interpret array (SLURM profiles only); interpret "
+            "tasks find them in <sweep>/serve/<id>/replicas/ and need llm.backend=http.",
+            id=False,
+        ),
+    )
+    engine: Literal["llama_cpp", "vllm"] = field(
+        default="llama_cpp",
+        metadata=_meta(
+            "llama_cpp: llama-cpp-python's server on CPU (tests, small runs). vllm: `vllm "
+            "serve` on the replica's GPUs.",
+            id=False,
+        ),
+    )
+    model: str = field(
+        default="",
+        metadata=_meta(
+            "What the server loads: llama_cpp a bundled GGUF name or .gguf path, vllm a hub "
+            "id or local folder. Empty = llm.model. Served under the name llm.served_model.",
+            id=False,
+        ),
+    )
+    replicas: int = field(default=1, metadata=_meta("Server jobs (replicas).", id=False))
+    gpus_per_replica: int = field(
+        default=0,
+        metadata=_meta("GPUs per replica job; 0 = the cluster profile's serve stage.", id=False),
+    )
+    tensor_parallel: int = field(
+        default=1,
+        metadata=_meta("vllm: tensor-parallel size (<= gpus_per_replica).", id=False),
+    )
+    time_min: int = field(
+        default=0,
+        metadata=_meta(
+            "Wall-clock limit of a replica job in minutes; 0 = the cluster profile's serve "
+            "stage. Servers also stop as soon as the interpret array is finished.",
+            id=False,
+        ),
+    )
+    port_range: tuple[int, ...] = field(
+        default=(8100, 8199),
+        metadata=_meta("[first, last] port a replica may listen on (first free one).", id=False),
+    )
+    n_ctx: int = field(default=4096, metadata=_meta("llama_cpp: context size.", id=False))
+    extra_args: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta("More command-line arguments for the server.", id=False),
+    )
+    startup_timeout_s: float = field(
+        default=900.0,
+        metadata=_meta(
+            "How long a replica may take to answer its health check, and how long an "
+            "interpret task waits for a first live replica before failing.",
+            id=False,
+        ),
+    )
+    poll_s: float = field(
+        default=5.0,
+        metadata=_meta(
+            "Seconds between checks: a replica's watcher (is the interpret array finished?) "
+            "and an interpret task's watchdog (is any replica still alive?).",
+            id=False,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        _positive(self, "replicas", "tensor_parallel", "n_ctx", "startup_timeout_s", "poll_s")
+        if self.gpus_per_replica < 0 or self.time_min < 0:
+            raise ValueError("serve.gpus_per_replica and serve.time_min must be >= 0")
+        if len(self.port_range) != 2 or not 0 < self.port_range[0] <= self.port_range[1] < 65536:
+            raise ValueError(
+                f"serve.port_range={list(self.port_range)} must be [first, last] with "
+                "0 < first <= last < 65536, e.g. [8100, 8199]"
+            )
+        if (
+            self.engine == "vllm"
+            and self.gpus_per_replica
+            and (self.tensor_parallel > self.gpus_per_replica)
+        ):
+            raise ValueError(
+                f"serve.tensor_parallel={self.tensor_parallel} exceeds serve.gpus_per_replica="
+                f"{self.gpus_per_replica}: raise gpus_per_replica or lower tensor_parallel"
+            )
+
+
+@dataclass(frozen=True)
 class InterpretConfig:
     """Explain and score latents (latent-range array)."""
 
@@ -1038,6 +1131,9 @@ class RunConfig:
     interpret: InterpretConfig = field(default_factory=InterpretConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    serve: ServeConfig = field(
+        default_factory=ServeConfig, metadata=_meta("Served LLM replicas.", id=False)
+    )
 
     def __post_init__(self) -> None:
         if self.layer < 0:
