@@ -322,6 +322,9 @@ def _partners(
     return out
 
 
+SOURCE_LABELS = {"scores": "this latent's", "control": "random control", "baseline": "single token"}
+
+
 class LatentPage:
     """The dashboard of one latent (row ``row`` of the table)."""
 
@@ -390,7 +393,7 @@ class LatentPage:
             if np.isfinite(v):
                 by.setdefault((scorer, source), {})[metric] = float(v)
         metrics = sorted({m for d in by.values() for m in d})
-        rows = [[scorer, source, *(_num(d.get(m)) for m in metrics)]
+        rows = [[scorer, SOURCE_LABELS.get(source, source), *(_num(d.get(m)) for m in metrics)]
                 for (scorer, source), d in sorted(by.items())]  # fmt: skip
         cost = [(k, t.number(k)[r]) for k in ("prompt_tokens", "completion_tokens",
                                                "prompt_tokens_computed", "retries", "wall_s")]  # fmt: skip

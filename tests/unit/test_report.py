@@ -201,6 +201,12 @@ def write_alignment(root: Path, a: str, b: str) -> None:
 TOPK2 = [(3, "topk", ["layer=3"]), (6, "topk", ["layer=6"])]
 
 
+# The complete report loads the subject model for the logit lens and draws every plot:
+# 138 s of setup at load 13 on 2 cores (imports of transformers' Llama and matplotlib
+# dominate), ~25 s on a quiet machine.
+SLOW = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One complete sweep (two TopK layers + neurons, stores, dictionaries, alignment) and
@@ -213,6 +219,7 @@ def full_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_report(root, cfg=ReportConfig())
 
 
+@SLOW
 def test_full_report_draws_every_plot(full_report: Path) -> None:
     page = full_report
     assert page.parent == page.parents[1] / "gather" / "report" or page.name == "index.html"
@@ -362,6 +369,7 @@ def test_script_json_cannot_close_the_script() -> None:
     assert json.loads(text) == obj
 
 
+@SLOW
 def test_dashboards_escape_corpus_and_explanations(full_report: Path) -> None:
     latents = full_report.parent / "latents"
     assert 'href="latents/index.html"' in full_report.read_text()
@@ -385,6 +393,7 @@ def test_dashboards_escape_corpus_and_explanations(full_report: Path) -> None:
     assert '.html">' in partners[0].read_text().split("Aligned partners")[1]
 
 
+@SLOW
 def test_decoder_logits_rank_the_token_the_direction_writes(tmp_path: Path) -> None:
     import torch
 
