@@ -5,7 +5,9 @@ executor and the SLURM executor run exactly this graph; which tasks are already
 committed is the executor's question (:func:`pending`), not the plan's.
 
 Array tasks are half-open intervals: token slices ``[start, stop)`` for collect,
-latent ranges ``[start, stop)`` for compact and interpret.
+latent ranges ``[start, stop)`` for compact and interpret; replica ``i`` is ``[i, i+1)``
+for serve (``serve.enabled``: LLM server jobs the interpret array talks to; the interpret
+job waits for them to *start*, ``starts_after``, not to succeed).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from interp.config import RunConfig, id_dict, load_run_config, to_dict
 from interp.runs import RunIds, RunPaths, is_committed, short_hash
 from interp.train.group import train_group_key
 
-Stage = Literal["train", "collect", "compact", "interpret", "gather"]
+Stage = Literal["serve", "train", "collect", "compact", "interpret", "gather"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class StageJob:
     point: str  # point id whose config drives it ("" for gather; the first member of a group)
     members: tuple[str, ...] = ()
     """Point ids served by one LM forward (a train or collect group job); () otherwise."""
+    starts_after: tuple[str, ...] = ()
+    """Keys of jobs that must have started (SLURM ``after:``): the LLM servers."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ def plan_point(cfg: RunConfig, d_in: int) -> list[StageJob]:
         (collect.key,),
         ids.point,
     )
+    serve = serve_job(cfg, compact.key)
     interpret = StageJob(
         f"interpret-{ids.interpret}",
         "interpret",
@@ -102,8 +107,28 @@ def plan_point(cfg: RunConfig, d_in: int) -> list[StageJob]:
         intervals(n_interp, cfg.interpret.range_latents),
         (compact.key,),
         ids.point,
+        starts_after=(serve.key,) if serve else (),
     )
-    return [train, collect, compact, interpret]
+    return [j for j in (train, collect, compact, serve, interpret) if j is not None]
+
+
+def serve_job(cfg: RunConfig, after: str) -> StageJob | None:
+    """The LLM server replicas of a point (``serve.enabled``), shared by every point that
+    talks to the same served model (same :func:`interp.llm.replicas.serve_id`). They start
+    once ``after`` (the point's compact job) succeeded, so no GPU idles during training."""
+    if not cfg.serve.enabled:
+        return None
+    if cfg.llm.backend != "http":
+        raise ValueError(
+            f"serve.enabled=true needs llm.backend=http (got {cfg.llm.backend!r}): the "
+            "interpret tasks talk to the served replicas over HTTP; set llm=http or "
+            "llm=llama_server, or serve=in_task for an in-task LLM"
+        )
+    from interp.llm.replicas import serve_id
+
+    sid = serve_id(cfg)
+    tasks = intervals(cfg.serve.replicas, 1)
+    return StageJob(f"serve-{sid}", "serve", sid, tasks, (after,), RunIds.of(cfg).point)
 
 
 def collect_group_key(cfg: RunConfig) -> str:
@@ -188,7 +213,7 @@ def _topological(jobs: dict[str, StageJob]) -> dict[str, StageJob]:
 
     def visit(key: str) -> None:
         if key not in done:
-            for dep in jobs[key].depends_on:
+            for dep in (*jobs[key].depends_on, *jobs[key].starts_after):
                 visit(dep)
             done[key] = jobs[key]
 
@@ -198,19 +223,24 @@ def _topological(jobs: dict[str, StageJob]) -> dict[str, StageJob]:
 
 
 def _with_deps(job: StageJob, deps: tuple[str, ...]) -> StageJob:
-    return StageJob(job.key, job.stage, job.run_id, job.tasks, deps, job.point, job.members)
+    return StageJob(
+        job.key, job.stage, job.run_id, job.tasks, deps, job.point, job.members, job.starts_after
+    )
 
 
 def pending(
     job: StageJob, paths: RunPaths | None, members: list[RunPaths] | None = None
 ) -> list[Task]:
-    """Tasks of ``job`` not yet committed (the gather job is always redone).
+    """Tasks of ``job`` not yet committed (the gather job is always redone; a serve job
+    commits nothing: whether a server is needed is the executor's call).
 
     A group's task is pending while any member has not committed it; ``members`` are
     the members' paths (see :func:`job_pending`).
     """
     if job.stage == "gather":
         return list(job.tasks)
+    if job.stage == "serve":
+        return []
     if job.members:
         assert members is not None, f"{job.key} is a group: pass its members' paths"
         return [
@@ -243,7 +273,7 @@ def task_committed(stage: str, payload: dict[str, Any] | None, root: Path, task:
 
     The gather commits no manifest (it is redone whole), so it counts as committed.
     """
-    if stage == "gather":
+    if stage in ("gather", "serve"):
         return True
     assert payload is not None
     if "members" in payload:

@@ -18,6 +18,7 @@ worker turns it into ``should_stop()``, the stage returns uncommitted at a safe 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import math
@@ -36,9 +37,9 @@ from typing import Any
 
 import submitit
 
-from interp.config import RunConfig, build
+from interp.config import RunConfig, build, load_run_config
 from interp.plan import Plan, StageJob, Task, job_payload, job_pending, task_committed
-from interp.runs import atomic_write_json, cluster_config_file, job_log_dir
+from interp.runs import RunPaths, atomic_write_json, cluster_config_file, is_committed, job_log_dir
 from slurm.status import (
     Attempt,
     SlurmError,
@@ -51,7 +52,7 @@ from slurm.status import (
 
 log = logging.getLogger("interp.slurm")
 
-STAGES = ("train", "collect", "compact", "interpret", "gather")
+STAGES = ("serve", "train", "collect", "compact", "interpret", "gather")
 CLUSTER_KEYS = (
     "executor", "max_array_size", "python", "job_prefix", "worker", "resources", "stages"
 )  # fmt: skip
@@ -318,13 +319,34 @@ class StageCall(submitit.helpers.Checkpointable):
         self.requeues = 0
 
     def __call__(self, stage: str, cfg_dict: dict[str, Any] | None, root: str, task: Task) -> Any:
+        if stage == "serve":
+            assert cfg_dict is not None
+            return run_replica(cfg_dict, Path(root), task)
         requeue = signal.getsignal(signal.SIGUSR2)  # installed by submitit before this call
+        watchdog = None
+        if (
+            stage == "interpret"
+            and _served(cfg_dict)
+            and not task_committed(stage, cfg_dict, Path(root), task)
+        ):
+            cfg_dict, watchdog = attach_replicas(cfg_dict, Path(root))
         with signals_seen() as seen:
-            result = load_worker(self.worker)(stage, cfg_dict, root, task)
+            try:
+                result = load_worker(self.worker)(stage, cfg_dict, root, task)
+            finally:
+                if watchdog is not None:
+                    watchdog.close()
         if os.environ.get("SLURM_PROCID", "0") != "0" or task_committed(
             stage, cfg_dict, Path(root), task
         ):
             return result
+        if watchdog is not None and watchdog.fired:
+            raise ReplicasGone(
+                f"interpret task {task.index}: every replica of the served LLM is gone "
+                f"({', '.join(watchdog.urls)}); the range is left uncommitted (its LLM cache "
+                "keeps what finished): python launch/rerun.py <sweep dir> starts a fresh "
+                "server and redoes it"
+            )
         if signal.SIGUSR2 in seen and callable(requeue):
             self.requeues += 1
             requeue(signal.SIGUSR2, None)  # checkpoints self; exits unless out of requeues
@@ -371,6 +393,172 @@ def signals_seen() -> Iterator[set[int]]:
         os.close(write_fd)
 
 
+# ------------------------------------------------------------------------------ served LLM
+
+
+class ReplicasGone(RuntimeError):
+    """Every replica an interpret task talked to stopped answering."""
+
+
+def _served(cfg_dict: dict[str, Any] | None) -> bool:
+    return bool(cfg_dict and (cfg_dict.get("serve") or {}).get("enabled"))
+
+
+def jobs_alive(job_ids: Sequence[str]) -> set[str]:
+    """Which of ``job_ids`` squeue still lists (all of them if squeue cannot answer:
+    the health check then decides alone)."""
+    try:
+        queue = read_queue()
+    except SlurmError:
+        return set(job_ids)
+    return {j for j in job_ids if j in queue or not j[:1].isdigit()}
+
+
+class Watchdog:
+    """Polls the replicas an interpret task uses; when none answers twice in a row, it
+    SIGTERMs its own process, which the worker turns into ``should_stop()``: the stage
+    returns uncommitted instead of recording every remaining latent as an error."""
+
+    def __init__(self, urls: list[str], poll_s: float) -> None:
+        self.urls, self.poll_s, self.fired = urls, poll_s, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replica-watchdog", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from urllib.parse import urlsplit
+
+        from interp.llm.replicas import healthy
+
+        misses = 0
+        while not self._stop.wait(self.poll_s):
+            parts = [urlsplit(u) for u in self.urls]
+            up = any(healthy(p.hostname or "", p.port or 80, 3.0) for p in parts)
+            misses = 0 if up else misses + 1
+            if misses >= 2:
+                log.error("no replica of the served LLM answers (%s): stopping", self.urls)
+                self.fired = True
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def attach_replicas(cfg_dict: dict[str, Any], root: Path) -> tuple[dict[str, Any], Watchdog]:
+    """Wait for live replicas, point the task's LLM at them, start its watchdog."""
+    from interp.llm.replicas import serve_id, wait_for_replicas
+
+    cfg = load_run_config(cfg_dict)
+    live = wait_for_replicas(
+        root, serve_id(cfg), cfg.serve.startup_timeout_s, min(cfg.serve.poll_s, 2.0), jobs_alive
+    )
+    urls = [r.base_url for r in live]
+    log.info("served LLM %s: %d live replica(s): %s", cfg.llm.served_model, len(urls), urls)
+    llm = {**cfg_dict.get("llm", {}), "base_urls": urls}  # base_urls is not in any run id
+    return {**cfg_dict, "llm": llm}, Watchdog(urls, cfg.serve.poll_s)
+
+
+def run_replica(payload: dict[str, Any], root: Path, task: Task) -> dict[str, Any]:
+    """A serve job: one replica until the interpret work it serves is over (or the time
+    limit / a cancellation stops it). Never requeued: rerun starts a fresh one if needed."""
+    from interp.llm.replicas import this_job
+    from interp.stages.serve import serve
+    from slurm.worker import setup_logging
+
+    setup_logging()
+    stop = threading.Event()
+
+    def _flag(signum: int, _frame: Any) -> None:
+        log.warning("signal %d received: stopping the replica", signum)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGUSR2):
+            signal.signal(sig, _flag)
+    cfg = load_run_config(payload["config"])
+    job = this_job()
+    watch = payload.get("interpret", {})
+    finished = partial_finished(root, watch.get("keys", []), watch.get("manifests", []), job)
+    log.info("serve replica %d (job %s) of %s", task.index, job, cfg.llm.served_model)
+    return serve(cfg, root, stop.is_set, finished, job=job)
+
+
+def partial_finished(
+    root: Path, keys: Sequence[str], manifests: Sequence[str], job: str
+) -> Callable[[], bool]:
+    """``finished()`` of a replica: every interpret manifest it serves is committed, or
+    every interpret task that waits on this serve job has left the queue."""
+    own = job.split("_")[0]
+
+    def finished() -> bool:
+        if manifests and all(is_committed(Path(m)) for m in manifests):
+            return True
+        subs = [s for k in keys for s in Submission.load_all(root, k) if own in _waits_on(s)]
+        if not subs:
+            return False  # not submitted yet (the serve job is submitted first)
+        try:
+            queue = read_queue()
+        except SlurmError:
+            return False
+        return not any(i in queue for s in subs for i in s.slurm_ids())
+
+    return finished
+
+
+def serve_payload(
+    job: StageJob, plan: Plan, cfgs: Mapping[str, RunConfig], root: Path
+) -> dict[str, Any]:
+    """What a serve job gets: its point's config and the interpret work it watches."""
+    users = [j for j in plan.jobs if job.key in j.starts_after]
+    manifests = [
+        str(RunPaths(root, cfgs[j.point]).manifest_file("interpret", t.index))
+        for j in users
+        for t in j.tasks
+    ]
+    cfg_dict = job_payload(job, cfgs)
+    return {
+        "config": cfg_dict,
+        "interpret": {"keys": [j.key for j in users], "manifests": manifests},
+    }
+
+
+def serve_needed(job: StageJob, plan: Plan, root: Path, cfgs: Mapping[str, RunConfig]) -> bool:
+    """A server is needed while an interpret job it serves has uncommitted tasks."""
+    return any(job_pending(j, root, cfgs) for j in plan.jobs if job.key in j.starts_after)
+
+
+def serve_resources(res: StageResources, cfg: RunConfig, n_replicas: int) -> StageResources:
+    """The profile's serve resources with the ServeConfig's time and GPUs; all replicas
+    run at once and none is requeued."""
+    s = cfg.serve
+    return dataclasses.replace(
+        res,
+        time_min=s.time_min or res.time_min,
+        gpus_per_node=s.gpus_per_replica or res.gpus_per_node,
+        gpus_per_task=0 if s.gpus_per_replica else res.gpus_per_task,
+        array_parallelism=max(1, n_replicas),
+        max_requeues=0,
+    )
+
+
+def decide_serve(job: StageJob, needed: bool, tries: dict[int, Attempt]) -> Decision:
+    """Keep replicas that are queued or running; start the missing ones while needed; a
+    replica waiting on a failed upstream job never starts: cancel it."""
+    keep, stale, todo = [], [], []
+    for task in job.tasks:
+        attempt = tries.get(task.index)
+        live = attempt.live if attempt else None
+        if attempt is not None and live is not None and not live.stuck:
+            keep.append(attempt)
+            continue
+        if attempt is not None and live is not None:
+            stale.append(attempt.slurm_id)
+        if needed:
+            todo.append(task)
+    return Decision(keep, stale, todo)
+
+
 # ------------------------------------------------------------------------------ submission
 
 
@@ -412,8 +600,9 @@ def decide(
 
 
 def _waits_on(sub: Submission) -> set[str]:
-    """Job ids (array ids for array tasks) in a submission's afterok dependency."""
-    ids = sub.dependency.removeprefix("afterok:").split(":")
+    """Job ids (array ids for array tasks) in a submission's dependency (every clause:
+    ``afterok:1:2,after:3`` -> {1, 2, 3})."""
+    ids = [i for clause in sub.dependency.split(",") for i in clause.split(":")[1:]]
     return {i.split("_")[0] for i in ids if i}
 
 
@@ -429,8 +618,10 @@ def dependency_ids(keep: list[Attempt], new: list[Submission]) -> list[str]:
     return ids
 
 
-def dependency(ids: Sequence[str]) -> str | None:
-    return "afterok:" + ":".join(ids) if ids else None
+def dependency(ids: Sequence[str], started: Sequence[str] = ()) -> str | None:
+    """``afterok`` on ``ids`` and ``after`` (has started) on ``started``, both required."""
+    clauses = [f"{kind}:" + ":".join(x) for kind, x in (("afterok", ids), ("after", started)) if x]
+    return ",".join(clauses) or None
 
 
 def cancel(ids: Sequence[str]) -> None:
@@ -457,12 +648,15 @@ def submit_tasks(
     cluster: SlurmCluster,
     after: list[str],
     max_array: int,
+    started: Sequence[str] = (),
+    res: StageResources | None = None,
 ) -> list[Submission]:
-    """sbatch ``todo`` as one array (several if over ``max_array``), each after ``after``."""
-    res = cluster.stages[job.stage]
+    """sbatch ``todo`` as one array (several if over ``max_array``), each after ``after``
+    succeeded and ``started`` started."""
+    res = res or cluster.stages[job.stage]
     executor = _executor(job_log_dir(root, job.key), res, cluster, cluster.job_name(job))
     chunks = split_tasks(todo, max_array)
-    dep = dependency(after)
+    dep = dependency(after, started)
     subs = []
     for chunk in chunks:
         n = len(chunk)
@@ -507,16 +701,24 @@ def submit_plan(
         uncommitted = job_pending(job, root, cfgs)
         tries = attempts(root, job.key, queue)
         upstream = [i for key in job.depends_on for i in after.get(key, [])]
+        started = [i for key in job.starts_after for i in after.get(key, [])]
         if job not in submitting:
             after[job.key] = _observe(job, uncommitted, tries)
             continue
-        decision = decide(job, uncommitted, tries, upstream)
+        res = None
+        if job.stage == "serve":
+            needed = serve_needed(job, plan, root, cfgs)
+            decision = decide_serve(job, needed, tries)
+            cfg_dict: Any = serve_payload(job, plan, cfgs, root)
+            res = serve_resources(cluster.stages["serve"], cfgs[job.point], len(job.tasks))
+        else:
+            decision = decide(job, uncommitted, tries, [*upstream, *started])
+            cfg_dict = job_payload(job, cfgs)
         todo = decision.todo
         if job.stage == "gather" and todo and not upstream and gather_is_current(root):
             todo = []  # every point is committed and already gathered
         cancel(decision.cancel)
-        cfg_dict = job_payload(job, cfgs)
-        subs = submit_tasks(root, job, todo, cfg_dict, cluster, upstream, max_array)
+        subs = submit_tasks(root, job, todo, cfg_dict, cluster, upstream, max_array, started, res)
         after[job.key] = dependency_ids(decision.keep, subs)
         submitted += subs
         _report(job, uncommitted, decision.keep, subs)
@@ -532,6 +734,8 @@ def submit_plan(
 
 def _observe(job: StageJob, uncommitted: list[Task], tries: dict[int, Attempt]) -> list[str]:
     """Ids of a job we do not submit; warn when some of its tasks will never commit."""
+    if job.stage == "serve":
+        return dependency_ids([a for a in tries.values() if a.live and not a.live.stuck], [])
     keep = [tries[t.index] for t in uncommitted if t.index in tries and tries[t.index].live]
     lost = [t.index for t in uncommitted if t.index not in tries or not tries[t.index].live]
     if lost:
@@ -546,6 +750,10 @@ def _observe(job: StageJob, uncommitted: list[Task], tries: dict[int, Attempt]) 
 
 def _report(job: StageJob, uncommitted: list[Task], keep: list[Attempt], subs: list) -> None:
     if subs:
+        return
+    if job.stage == "serve":
+        state = f"{len(keep)} replica(s) queued or running" if keep else "no server needed"
+        log.info("%s: %s", job.key, state)
         return
     committed = len(job.tasks) - len(uncommitted)
     if keep:

@@ -179,6 +179,7 @@ class StageStatus:
     total: int
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. the live replicas of a serve job
 
 
 def gather_is_current(root: Path) -> bool:
@@ -200,6 +201,8 @@ def job_status(
     current: bool,
 ) -> StageStatus:
     """Classify every task of ``job`` (``current``: gather is up to date)."""
+    if job.stage == "serve":
+        return serve_status(root, job, queue, accounting)
     row = StageStatus(job.point, job.stage, job.key, len(job.tasks))
     todo = {t.index: t for t in job_pending(job, root, cfgs)}
     if job.stage == "gather" and current:
@@ -226,6 +229,36 @@ def job_status(
             f"{where}: {len(stuck)} task(s) wait on a failed dependency and will never start "
             f"({', '.join(sorted({s.split('_')[0] for s in stuck}))})"
         )
+    return row
+
+
+def serve_status(
+    root: Path, job: StageJob, queue: dict[str, QueueEntry], accounting: dict[str, str]
+) -> StageStatus:
+    """Replicas: running / queued from squeue, ended (done) or failed from sacct, and a note
+    per replica that is published and answers."""
+    from interp.llm.replicas import read_replicas
+
+    row = StageStatus(job.point, "serve", job.key, len(job.tasks))
+    tries = attempts(root, job.key, queue)
+    for task in job.tasks:
+        attempt = tries.get(task.index)
+        if attempt is None or attempt.live is not None:
+            state = _classify(True, attempt)
+        else:
+            how = accounting.get(attempt.slurm_id, "")
+            state = "done" if how in ("COMPLETED", "") else "failed"
+            if state == "failed":
+                log = job_log_file(root, job.key, attempt.slurm_id)
+                row.problems.append(
+                    f"serve replica {task.index}: job {attempt.slurm_id} {how}; log {log}"
+                )
+        row.counts[state] += 1
+    now = time.time()
+    for r in read_replicas(root, job.run_id):
+        live = r.job in queue or not r.job[:1].isdigit()
+        up = f"up {(now - r.started) / 60:.0f} min" if live else "job gone, file left over"
+        row.notes.append(f"{job.key}: {r.base_url} model {r.model} (job {r.job}, {up})")
     return row
 
 
@@ -261,6 +294,9 @@ def format_status(root: Path, rows: list[StageStatus]) -> str:
         last_point = row.point
         cells = "".join(f"{row.counts[c]:>9}" for c in COUNTS)
         lines.append(f"{point or '':<12}{row.stage:<11}{row.total:>7}{cells}")
+    notes = [n for row in rows for n in row.notes]
+    if notes:
+        lines += ["", "served LLM replicas:"] + [f"  {n}" for n in notes]
     problems = [p for row in rows for p in row.problems]
     if problems:
         lines += ["", "needs attention (python launch/rerun.py <sweep dir> resubmits these):"]

@@ -73,7 +73,7 @@ def test_planning_a_million_latent_sweep_takes_well_under_a_second() -> None:
 @pytest.mark.parametrize("name", ["local_slurm", "example_site"])
 def test_shipped_profiles_are_valid(name: str) -> None:
     cluster = load_cluster(profile(name))
-    assert set(cluster.stages) == {"train", "collect", "compact", "interpret", "gather"}
+    assert set(cluster.stages) == {"serve", "train", "collect", "compact", "interpret", "gather"}
 
 
 def test_stage_keys_override_shared_resources_and_add_setup_and_flags() -> None:
