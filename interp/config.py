@@ -795,6 +795,16 @@ class ScorerConfig:
             "id": "when_set",
         },
     )
+    intervention_judge: Literal["each", "pair"] = field(
+        default="each",
+        metadata={
+            "doc": "intervention: how the scorer LLM judges a clean/steered pair. each = "
+            "P(Yes) that one continuation shows the explanation, asked per text (no position "
+            "bias; the offline 1.5B judge separates only this way); pair = A or B, asked in "
+            "both orders and averaged (needs a stronger judge).",
+            "id": "when_set",
+        },
+    )
     bootstrap_resamples: int = field(
         default=1000,
         metadata=_meta(

@@ -27,12 +27,14 @@ from interp.score import get_scorer
 from interp.score.context import ScoreContext, ScoreResources
 from interp.score.intervention import (
     LABELS,
+    YES_NO,
     InterventionOutput,
     Steered,
     Subject,
     choose_prompts,
-    judge_messages,
+    each_messages,
     load_subject,
+    pair_messages,
 )
 
 pytestmark = pytest.mark.unit
@@ -91,7 +93,7 @@ def examples(n: int = 4, length: int = 32) -> LatentExamples:
 
 
 class Judge:
-    """Scripted scorer LLM: picks the continuation it is told to prefer."""
+    """Scripted scorer LLM that knows the steered texts and prefers one side."""
 
     model_id = "judge"
 
@@ -100,17 +102,22 @@ class Judge:
         self.prefer, self.fail = prefer, fail
         self.prompts: list[str] = []
 
+    def _likes(self, text: str) -> bool:
+        return (text.strip() in self.steered) == (self.prefer == "steered")
+
     async def next_token_logprobs(self, prompts, candidates):
-        assert candidates == LABELS
         out = []
         for p in prompts:
             user = p[-1]["content"]
             self.prompts.append(user)
-            a, b = re.search(r"^A: \.\.\.(.*)\nB: \.\.\.(.*)$", user, re.M).groups()
-            steered_is_a = a.strip() in self.steered
-            assert steered_is_a != (b.strip() in self.steered)
-            pick_a = steered_is_a == (self.prefer == "steered")
-            lp = {"A": 0.0 if pick_a else -5.0, "B": -5.0 if pick_a else 0.0}
+            if candidates == LABELS:
+                a, b = re.search(r"^A: \.\.\.(.*)\nB: \.\.\.(.*)$", user, re.M).groups()
+                assert (a.strip() in self.steered) != (b.strip() in self.steered)
+                first = self._likes(a)
+            else:
+                assert candidates == YES_NO
+                first = self._likes(re.search(r"^Continuation: \.\.\.(.*)$", user, re.M)[1])
+            lp = {candidates[0]: 0.0 if first else -5.0, candidates[1]: -5.0 if first else 0.0}
             out.append(ChoiceLogprobs({} if self.fail else lp, 10, 0))
         return out
 
@@ -243,12 +250,13 @@ def test_prompts_are_inactive_contexts_else_neutral(subject: Subject) -> None:
     assert source == "neutral" and len(prompts) == 3
 
 
+@pytest.mark.parametrize("mode", ["each", "pair"])
 @pytest.mark.parametrize("prefer, expected", [("steered", 1.0), ("clean", 0.0)])
 def test_judge_that_prefers_one_side_scores_one_or_zero(
-    subject: Subject, prefer: str, expected: float
+    subject: Subject, mode: str, prefer: str, expected: float
 ) -> None:
     ex = examples()
-    ctx = context(subject, None, ex)
+    ctx = context(subject, None, ex, intervention_judge=mode)
     prompts, _ = choose_prompts(ex, ctx.cfg, subject)
     steered = subject.steer(ctx.latent, prompts, KL, ctx.cfg.intervention_new_tokens)
     assert all(c != s for c, s in zip(steered.clean, steered.steered)), steered
@@ -256,14 +264,14 @@ def test_judge_that_prefers_one_side_scores_one_or_zero(
     ctx.client = judge
     m = asyncio.run(get_scorer("intervention")(ctx, "the word cat")).metrics()
     assert m["score"] == pytest.approx(expected, abs=1e-2)
-    assert m["accuracy"] == expected
+    assert m["accuracy"] == expected and m["judge"] == mode
+    assert m.get("text_auroc", expected) == expected
     assert (m["n"], m["n_failed"], m["n_identical"]) == (4, 0, 0)
     assert m["kl_reached"] and abs(m["kl"] - KL) <= 0.1 * KL and m["alpha"] > 0
     assert m["prompt_source"] == "inactive" and len(m["examples"]) == 2
-    # both orders asked, the explanation first in every prompt (a shared prefix)
-    assert len(judge.prompts) == 8 and all(
-        p.startswith("Feature: the word cat") for p in judge.prompts
-    )
+    # two calls per pair, the explanation first in every prompt (a shared prefix)
+    assert len(judge.prompts) == 8
+    assert all(p.startswith("Feature: the word cat\n") for p in judge.prompts)
 
 
 def test_failed_and_identical_pairs_are_counted(subject: Subject) -> None:
@@ -274,16 +282,19 @@ def test_failed_and_identical_pairs_are_counted(subject: Subject) -> None:
     m = asyncio.run(get_scorer("intervention")(ctx, "x")).metrics()
     assert (m["n"], m["n_failed"], m["score"], m["accuracy"]) == (0, 4, None, None)
     same = Steered(steered.calibration, 1.0, ["p", "q"], ["a", "b"], ["a", "c"])
-    out = InterventionOutput(
-        "intervention", np.array([0.5, 0.9]), np.array([True, False]), same, "inactive", 0
-    )
+    yes_P2 = np.array([[np.nan, np.nan], [0.8, 0.2]])
+    p_P, identical_P = np.array([0.5, 0.9]), np.array([True, False])
+    out = InterventionOutput("intervention", "each", p_P, yes_P2, identical_P, same, "inactive", 0)
     m = out.metrics()
     assert m["n_identical"] == 1 and m["accuracy"] == 0.75 and m["score"] == pytest.approx(0.7)
+    assert m["text_auroc"] == 1.0 and m["mean_yes_clean"] == pytest.approx(0.2)
 
 
-def test_judge_prompt_keeps_continuations_on_one_line() -> None:
-    user = judge_messages("cats", "a\nb", "x\ny", "z")[-1]["content"]
+def test_judge_prompts_keep_texts_on_one_line() -> None:
+    user = pair_messages("cats", "a\nb", "x\ny", "z")[-1]["content"]
     assert "A: ...x\\ny\nB: ...z" in user and "Text: a\\nb" in user
+    user = each_messages("cats", "a\nb", "x\ny")[-1]["content"]
+    assert "Start: a\\nb\nContinuation: ...x\\ny\n" in user
 
 
 # --------------------------------------------------------------------------- real models
