@@ -70,11 +70,12 @@ def request(explanation: str) -> str:
     return f"Explanation: {explanation.strip()}"
 
 
+VISIBLE = str.maketrans({"\t": "→", "\n": "↵", "\r": "↵"})  # a token's own line breaks
+
+
 def reply_lines(strings: list[str], values: list[str]) -> str:
-    """``token<TAB>value`` lines; tabs and newlines of the tokens are made visible."""
-    return "".join(
-        f"{s.replace(chr(9), '→').replace(chr(10), '↵')}\t{v}\n" for s, v in zip(strings, values)
-    )
+    """``token<TAB>value`` lines; tabs and line breaks inside the tokens made visible."""
+    return "".join(f"{s.translate(VISIBLE)}\t{v}\n" for s, v in zip(strings, values))
 
 
 def simulation_messages(explanation: str) -> list[Message]:
