@@ -448,8 +448,11 @@ class Watchdog:
 def attach_replicas(cfg_dict: dict[str, Any], root: Path) -> tuple[dict[str, Any], Watchdog]:
     """Wait for live replicas, point the task's LLM at them, start its watchdog."""
     from interp.llm.replicas import serve_id, wait_for_replicas
+    from slurm.worker import setup_logging
 
+    setup_logging()  # the worker sets it up again later; this wait is logged too
     cfg = load_run_config(cfg_dict)
+    log.info("waiting for a live replica of %s", cfg.llm.served_model)
     live = wait_for_replicas(
         root, serve_id(cfg), cfg.serve.startup_timeout_s, min(cfg.serve.poll_s, 2.0), jobs_alive
     )
