@@ -61,7 +61,7 @@ def calibrate_alpha(
     Assumes KL grows with alpha (it does near 0; far out it may saturate). Brackets the
     target by factors of 4 from ``alpha0``, then bisects geometrically (in log space:
     alphas span orders of magnitude). Stops after ``max_steps`` evaluations and returns
-    the closest alpha tried (in |log(kl / target)|), ``reached=False`` if outside the
+    the alpha tried whose KL is closest to the target, ``reached=False`` if outside the
     tolerance, e.g. when even ``alpha_max`` moves the distribution less than the target.
     """
     if target <= 0 or rel_tol <= 0 or max_steps < 1 or not 0 < alpha0 <= alpha_max:
@@ -85,7 +85,7 @@ def calibrate_alpha(
         else:
             hi = alpha
             alpha = alpha / 4 if lo == 0 else math.sqrt(lo * hi)
-    best_alpha, best_kl = min(trace, key=lambda ak: abs(math.log(max(ak[1], 1e-12) / target)))
+    best_alpha, best_kl = min(trace, key=lambda ak: abs(ak[1] - target))
     return Calibration(
         alpha=best_alpha,
         kl=best_kl,

@@ -122,14 +122,16 @@ class Judge:
         return out
 
 
-def context(subject: Subject, client, ex: LatentExamples, **scorer) -> ScoreContext:
-    cfg = ScorerConfig(
-        names=("intervention",), intervention_kl=KL, intervention_prompts=4,
-        intervention_prompt_tokens=12, intervention_new_tokens=6, bootstrap_resamples=0,
-        **scorer,
-    )  # fmt: skip
+def context(
+    subject: Subject, client, ex: LatentExamples, latent: int = 3, **scorer
+) -> ScoreContext:
+    settings = {
+        "intervention_kl": KL, "intervention_prompts": 4, "intervention_prompt_tokens": 12,
+        "intervention_new_tokens": 6, "bootstrap_resamples": 0, **scorer,
+    }  # fmt: skip
+    cfg = ScorerConfig(names=("intervention",), **settings)
     return ScoreContext(
-        latent=3,
+        latent=latent,
         client=client,
         examples=ex,
         render=TokenRenderer(subject.tokenizer),
@@ -148,6 +150,12 @@ def test_calibrate_alpha_hits_a_monotone_target() -> None:
     assert cal.reached and abs(cal.kl - 1.0) <= 0.05
     assert cal.alpha == pytest.approx(math.sqrt(1 / 0.3), rel=0.03)
     assert cal.steps == len(cal.trace) <= 16
+
+
+def test_calibrate_alpha_returns_a_kl_within_tolerance_when_one_was_tried() -> None:
+    # 0.551 is nearer 0.5 in log ratio than 0.452, but outside the 10 % tolerance
+    cal = calibrate_alpha(lambda a: {0.5: 0.2, 2.0: 0.551, 1.0: 0.452}[a], 0.5)
+    assert cal.reached and (cal.alpha, cal.kl) == (1.0, 0.452) and cal.steps == 3
 
 
 def test_calibrate_alpha_reports_an_unreachable_target() -> None:
@@ -301,10 +309,11 @@ def test_judge_prompts_keep_texts_on_one_line() -> None:
 
 
 @pytest.mark.slow
-def test_steering_smollm2_toward_a_word_is_recognised_by_the_real_judge(tmp_path) -> None:
-    """SmolLM2 steered along the unembedding of " cats" at a late layer writes about
-    cats; the offline scorer LLM picks the steered text for "cats" more often than for an
-    unrelated explanation."""
+def test_steering_smollm2_toward_cats_is_recognised_by_the_real_judge() -> None:
+    """SmolLM2 steered along the unembedding of " cats" (a one-latent dictionary at layer
+    20, calibrated to 1 nat) writes more about cats; the offline scorer LLM (the default
+    Qwen2.5-Coder-1.5B) rates the steered texts higher for "cats" than for an unrelated
+    explanation. The control explanation reuses the memoised steering."""
     from interp.config import LLMConfig
     from interp.llm.transformers_backend import TransformersClient
     from interp.models import load_causal_lm, load_tokenizer
@@ -313,26 +322,29 @@ def test_steering_smollm2_toward_a_word_is_recognised_by_the_real_judge(tmp_path
     tok = load_tokenizer("smollm2-135m")
     cat = tok(" cats", add_special_tokens=False)["input_ids"][0]
     W_dec_MD = model.get_output_embeddings().weight[[cat]].detach().clone()
-    lm = SteerableLM(model, "layers.24", bos_id=tok.bos_token_id, pad_id=tok.eos_token_id)
+    lm = SteerableLM(model, "layers.20", bos_id=tok.bos_token_id, pad_id=tok.eos_token_id)
     subject = Subject(lm, tok, W_dec_MD)
     texts = ["The history of the city", "My favourite recipe uses", "In the morning we went",
-             "The computer program", "She opened the letter and"]  # fmt: skip
-    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+             "The computer program", "She opened the letter and", "Yesterday the team"]  # fmt: skip
+    inactive = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     ex = LatentExamples(
         [], [],
-        [Example(np.array(p), np.zeros(len(p), np.float32), -1, c, "random") for c, p in enumerate(ids)],
+        [Example(np.array(p), np.zeros(len(p), np.float32), -1, c, "random")
+         for c, p in enumerate(inactive)],
         0, "ok",
     )  # fmt: skip
     client = TransformersClient(
         LLMConfig(model="qwen2.5-coder-1.5b-instruct", dtype="bfloat16", device="cpu")
     )
-    ctx = context(subject, client, ex, intervention_kl=1.0)
-    ctx = ScoreContext(**{**ctx.__dict__, "latent": 0, "cfg": ScorerConfig(
-        names=("intervention",), intervention_kl=1.0, intervention_prompts=5,
-        intervention_new_tokens=12, bootstrap_resamples=0)})  # fmt: skip
+    ctx = context(
+        subject, client, ex, latent=0, intervention_kl=1.0, intervention_prompts=6,
+        intervention_new_tokens=12,
+    )  # fmt: skip
     score = get_scorer("intervention")
     real = asyncio.run(score(ctx, "cats; the word cat")).metrics()
     other = asyncio.run(score(ctx, "dates and numbers in financial reports")).metrics()
     print(real, other)
-    assert real["kl_reached"] and "cat" in " ".join(e["steered"] for e in real["examples"]).lower()
-    assert real["score"] > 0.7 and real["score"] > other["score"] + 0.2
+    assert real["kl_reached"] and real["n_identical"] == 0
+    assert real["examples"] == other["examples"]  # the same steering, computed once
+    assert real["score"] > other["score"] + 0.1
+    assert real["mean_yes_steered"] > real["mean_yes_clean"]
