@@ -155,7 +155,7 @@ def generate(root: Path, n_points: int, n_ranges: int, range_latents: int) -> No
 
     params = {"points": n_points, "ranges": n_ranges, "range_latents": range_latents, "v": 1}
     stamp = root / "bench.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == params:
+    if stamp.exists() and json.loads(stamp.read_text()) == params and _configs_load(root):
         print(f"reusing {root}", file=sys.stderr)
         return
     if root.exists():
@@ -178,6 +178,18 @@ def generate(root: Path, n_points: int, n_ranges: int, range_latents: int) -> No
             f"point {p + 1}/{n_points} written ({time.perf_counter() - t0:.0f} s)", file=sys.stderr
         )
     stamp.write_text(json.dumps(params))
+
+
+def _configs_load(root: Path) -> bool:
+    """False when the recorded point configs no longer load (a config key was renamed)."""
+    from interp.runs import read_points
+
+    try:
+        read_points(root)
+    except ValueError as err:
+        print(f"regenerating {root}: {err}", file=sys.stderr)
+        return False
+    return True
 
 
 def _write(path: Path, text: str) -> None:
