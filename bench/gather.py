@@ -181,15 +181,17 @@ def generate(root: Path, n_points: int, n_ranges: int, range_latents: int) -> No
 
 
 def _configs_load(root: Path) -> bool:
-    """False when the recorded point configs no longer load (a config key was renamed)."""
-    from interp.runs import read_points
+    """False when the recorded points no longer load or no longer name the generated
+    folders (a config key renamed or added since changes the stage ids)."""
+    from interp.stages import gather
 
     try:
-        read_points(root)
+        missing = gather.check_complete(root, gather.load_points(root))
     except ValueError as err:
-        print(f"regenerating {root}: {err}", file=sys.stderr)
-        return False
-    return True
+        missing = [str(err)]
+    if missing:
+        print(f"regenerating {root}: {missing[0]}", file=sys.stderr)
+    return not missing
 
 
 def _write(path: Path, text: str) -> None:
