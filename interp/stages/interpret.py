@@ -565,11 +565,29 @@ def summarize(
         "n_skipped": counts.get("too_rare", 0) + counts.get("skipped", 0),
         "n_control_failed": sum(bool(r["control"] and r["control"]["error"]) for r in records),
         "status_counts": counts,
+        "scorer_failed_examples": scorer_failures(records),
         "scores": score_means(records),
         "tokens": tokens,
         "llm": llm_stats or {},
         "wall_s": round(wall, 3),
     }
+
+
+def scorer_failures(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """scorer -> {real, control}: examples a scorer got no usable answer for (``n_failed``:
+    unparsed or wrong-length answer lists, missing log-probs), summed over the range."""
+    out: dict[str, dict[str, int]] = {}
+    for r in records:
+        for kind, scores in (
+            ("real", r["scores"]),
+            ("control", (r["control"] or {}).get("scores")),
+        ):
+            for scorer, metrics in (scores or {}).items():
+                n = metrics.get("n_failed")
+                if isinstance(n, int):
+                    entry = out.setdefault(scorer, {"real": 0, "control": 0})
+                    entry[kind] += n
+    return out
 
 
 def score_means(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:

@@ -204,6 +204,7 @@ def test_every_fault_is_recorded_counted_and_never_scored() -> None:
     assert s["n_failed"] == 5 and s["n_skipped"] == 1
     assert s["n_retried"] == 4  # dog, mat, ran, sat
     assert s["n_control_failed"] == 1  # the latent whose control is boom's explanation
+    assert s["scorer_failed_examples"]["detection"] == {"real": 0, "control": 0}
 
 
 def test_control_is_another_latents_explanation_scored_like_the_real_one() -> None:
@@ -301,3 +302,25 @@ def test_client_stats_reads_through_wrappers() -> None:
         "cache_hits": 5, "cache_misses": 2, "retries": 3, "failovers": 1
     }  # fmt: skip
     assert client_stats(FaultyClient()) == {}
+
+
+def test_unusable_scorer_answers_are_counted_in_the_summary() -> None:
+    class NoAnswerSometimes(FaultyClient):
+        """Every third scoring prompt gets no usable Yes/No log-probs."""
+
+        calls = 0
+
+        async def next_token_logprobs(self, prompts, candidates):
+            out = await super().next_token_logprobs(prompts, candidates)
+            for i in range(len(out)):
+                NoAnswerSometimes.calls += 1
+                if NoAnswerSometimes.calls % 3 == 0:
+                    out[i] = ChoiceLogprobs({}, 40, 30)
+            return out
+
+    records = _run(_cfg(), ["cat", "dog"], NoAnswerSometimes(), rare=False)
+    failed = summarize(records, 1.0)["scorer_failed_examples"]
+    for name in ("detection", "fuzzing"):
+        real = sum(r["scores"][name]["n_failed"] for r in records)
+        assert failed[name]["real"] == real > 0
+        assert failed[name]["control"] > 0
