@@ -215,13 +215,27 @@ def point_stats(point: Point, table: LatentTable | None, cfg: ReportConfig) -> d
 
 
 def median_ci(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the median of ``values`` [n]."""
-    if len(values) < 3:
+    """95% confidence interval of the median of ``values`` [n].
+
+    Percentile bootstrap up to ``BOOTSTRAP_MAX`` values; above, the distribution-free
+    order-statistic interval (ranks n/2 -/+ 1.96 sqrt(n)/2 of the sorted values), which
+    the bootstrap approaches anyway and which costs one partial sort instead of
+    ``n_boot`` resamples of n values.
+    """
+    n = len(values)
+    if n < 3:
         return float(np.min(values)), float(np.max(values))
+    if n > BOOTSTRAP_MAX:
+        half = 1.96 * np.sqrt(n) / 2
+        lo, hi = int(np.floor(n / 2 - half)), int(np.ceil(n / 2 + half))
+        part = np.partition(values, [lo, min(hi, n - 1)])
+        return float(part[lo]), float(part[min(hi, n - 1)])
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(values), size=(n_boot, len(values)))
-    meds = np.median(values[draws], axis=1)
+    meds = np.median(values[rng.integers(0, n, size=(n_boot, n))], axis=1)
     return float(np.quantile(meds, 0.025)), float(np.quantile(meds, 0.975))
+
+
+BOOTSTRAP_MAX = 2000
 
 
 def scorer_correlations(table: LatentTable) -> tuple[list[str], np.ndarray, np.ndarray]:

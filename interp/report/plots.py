@@ -165,7 +165,7 @@ def _heatmap(
     vmin: float, vmax: float, cmap: str,
 ) -> bytes:  # fmt: skip
     value_RC = np.asarray(value_RC, dtype=float)
-    fig = _figure(1.0 + 0.9 * len(cols) + 1.5, 1.0 + 0.6 * len(rows) + 0.8)
+    fig = _figure(max(5.5, 2.5 + 0.9 * len(cols)), max(3.0, 1.8 + 0.6 * len(rows)))
     ax = fig.subplots()
     im = ax.imshow(np.ma.masked_invalid(value_RC), vmin=vmin, vmax=vmax, cmap=cmap)
     ax.set_xticks(range(len(cols)), cols, rotation=40, ha="right", fontsize=8)

@@ -162,7 +162,7 @@ class LatentTable:
         self.score_cols: dict[tuple[str, str, str], str] = {}
         for name in columns:
             key = parse_score_column(name)
-            if key is not None:
+            if key is not None and columns[name].dtype != object:  # CIs, per-quantile lists
                 self.score_cols[key] = name
 
     @classmethod

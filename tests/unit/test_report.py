@@ -58,7 +58,8 @@ def record(latent: int, scorers: tuple[str, ...], rng: np.random.Generator, cont
     for s in scorers:
         metric = "correlation" if s == "simulation" else "balanced_accuracy"
         val = float(np.clip(base + rng.normal(0, 0.05), 0, 1))
-        rec["scores"][s] = {metric: val, "auroc": val, "n": 8}
+        # gather also writes list columns (CIs): the report must skip them, not crash
+        rec["scores"][s] = {metric: val, "auroc": val, "n": 8, "auroc_ci": [val - 0.1, val]}
     if control:
         rec["control"] = {
             "explanation": f"control text {PLANT}", "source_latent": (latent + 1) % N_INTERP,
