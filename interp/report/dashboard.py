@@ -400,7 +400,21 @@ class LatentPage:
         cost_s = ", ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in cost if np.isfinite(v))
         body = _table(["scorer", "explanation", *metrics], rows) if rows else \
             '<p class="missing">no scores (the latent was not scored)</p>'  # fmt: skip
-        return body + f"<p>LLM cost: {html.escape(cost_s or 'n/a')}</p>"
+        return body + f"<p>LLM cost: {html.escape(cost_s or 'n/a')}</p>" + self._cost_parts()
+
+    def _cost_parts(self) -> str:
+        """Tokens per step (``tokens.parts.<step>.<kind>`` columns: explain, score, control)."""
+        parts: dict[str, dict[str, str]] = {}
+        for name, col in self.table.columns.items():
+            bits = name.split(".")
+            step = len(bits) == 4 and bits[:2] == ["tokens", "parts"] and col.dtype != object
+            if step and np.isfinite(col[self.row]):
+                parts.setdefault(bits[2], {})[bits[3]] = _num(col[self.row])
+        if not parts:
+            return ""
+        kinds = sorted({k for d in parts.values() for k in d})
+        rows = [[step, *(d.get(k, "") for k in kinds)] for step, d in sorted(parts.items())]
+        return _table(["step", *(f"{k} tokens" for k in kinds)], rows)
 
     def _firing(self, store: _Store | None) -> str:
         t, r = self.table, self.row

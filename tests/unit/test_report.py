@@ -81,6 +81,8 @@ def flat_row(rec: dict, point: dict) -> dict:
     row["control.explanation"] = ctrl.get("explanation")
     for s, metrics in (ctrl.get("scores") or {}).items():
         row.update({f"control.{s}.{m}": v for m, v in metrics.items()})
+    for step in ("explain", "score"):
+        row[f"tokens.parts.{step}.prompt"] = rec["tokens"]["prompt"] // 2
     row["prompt_tokens"] = rec["tokens"]["prompt"]
     row["completion_tokens"] = rec["tokens"]["completion"]
     return row
@@ -387,6 +389,7 @@ def test_dashboards_escape_corpus_and_explanations(full_report: Path) -> None:
     assert "latent 0: &lt;/script&gt;" in first  # the explanation, escaped
     assert 'class="t"' in first and "data-act=" in first  # highlighted example tokens
     assert "<svg" in first and "promoted" in first  # histogram, logit lens
+    assert "<td>explain</td><td>450</td>" in first  # token cost per step
     neuron_pages = [p.read_text() for p in pages if "promoted" in p.read_text()]
     assert len(neuron_pages) == len(pages)  # neurons too: through mlp.down_proj
     partners = [p for p in pages if "similarity 0.900" in p.read_text()]
@@ -419,3 +422,20 @@ def test_decoder_logits_rank_the_token_the_direction_writes(tmp_path: Path) -> N
     name = load_tokenizer(MODEL).decode([t])
     assert out[0][0][0][0] == name and out[1][1][0][0] == name
     assert out[0][0][0][1] > out[0][0][1][1] and out[1][1][0][1] < 0
+
+
+def test_compare_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    a = make_sweep(tmp_path / "a", "s", TOPK2, scorers=("detection",))
+    b = make_sweep(tmp_path / "b", "s", TOPK2, scorers=("detection",), seed=1)
+    cmd = [sys.executable, "launch/compare.py", str(a), str(b), "--out", str(tmp_path / "o")]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"report: {tmp_path / 'o' / 'index.html'}" in proc.stdout
+    assert "<h3>FVU</h3>" in (tmp_path / "o" / "index.html").read_text()
+    proc = subprocess.run([*cmd[:2], str(tmp_path)], cwd=root, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode != 0 and "compare: " in proc.stderr and "neither a sweep" in proc.stderr
