@@ -163,7 +163,6 @@ def test_killed_server_fails_ranges_cleanly_and_rerun_with_a_fresh_server_comple
         assert "served LLM replicas:" in status_text(root)
         os.kill(read_replicas(root, sid)[0].pid, signal.SIGKILL)  # the server dies
         wait_for(lambda: not read_replicas(root, sid), 60, "the replica to be withdrawn")
-        (root / "hold-interpret-1").unlink()
 
         def settled() -> bool:
             c = counts(root)
@@ -175,6 +174,7 @@ def test_killed_server_fails_ranges_cleanly_and_rerun_with_a_fresh_server_comple
         assert not all_done(root)
         log = "".join(p.read_text() for p in (root / "slurm/logs").glob("interpret-*/*.err"))
         assert "every replica of the served LLM is gone" in log  # the held range, mid-work
+        (root / "hold-interpret-1").unlink()
 
         rerun = [sys.executable, "launch/rerun.py", str(root)]
         proc = subprocess.run(rerun, cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -185,3 +185,20 @@ def test_killed_server_fails_ranges_cleanly_and_rerun_with_a_fresh_server_comple
     finally:
         cancel_sweep(root)
     assert table(root) == expected
+
+
+def test_cancelling_the_dag_leaves_no_server(tmp_path: Path) -> None:
+    cfgs = served_points(tmp_path)
+    root = tmp_path / "fake"
+    sid = serve_id(cfgs[0])
+    (root / "hold-interpret-0").touch()
+    plan, by_point = fake_plan(cfgs)
+    submit_plan(plan, by_point, root, profile())
+    try:
+        wait_for(lambda: bool(read_replicas(root, sid)), 600, "a published replica", every=2)
+        pid = read_replicas(root, sid)[0].pid
+        assert Path(f"/proc/{pid}").exists()
+    finally:
+        cancel_sweep(root)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 60, "the server process to end")
+    wait_for(lambda: not serve_jobs_in_queue(root), 60, "the serve job to leave the queue")
