@@ -33,9 +33,9 @@ from interp.score.intervention import (
     Subject,
     choose_prompts,
     each_messages,
-    load_subject,
     pair_messages,
 )
+from interp.stages.interpret import build_resources
 
 pytestmark = pytest.mark.unit
 
@@ -75,7 +75,10 @@ def subject(tmp_path_factory, one_thread) -> Subject:
     cfg = run_config(tmp_path_factory.mktemp("run"))
     paths = RunPaths(RunPaths.sweep_root(cfg), cfg)
     save_sae(build_sae(cfg.sae, 256, generator=torch.Generator().manual_seed(0)), paths.sae_dir())
-    return load_subject(cfg, paths)
+    subject = build_resources(cfg, paths).get("subject")  # the interpret stage's factory
+    assert isinstance(subject, Subject) and subject.lm.hookpoint == "layers.1"
+    assert subject.num_latents == 512 and subject.lm.bos_id == subject.tokenizer.bos_token_id
+    return subject
 
 
 def token_prompts(n: int, length: int = 10, seed: int = 0) -> list[list[int]]:
@@ -308,43 +311,86 @@ def test_judge_prompts_keep_texts_on_one_line() -> None:
 # --------------------------------------------------------------------------- real models
 
 
+def _mean_residual(model, tok, layer: int, texts: list[str]) -> torch.Tensor:
+    """[D] mean residual stream after ``layer`` over the texts' tokens (BOS left out)."""
+    seen: list[torch.Tensor] = []
+    hook = model.model.layers[layer].register_forward_hook(
+        lambda _m, _i, o: seen.append((o[0] if isinstance(o, tuple) else o)[0, 1:])
+    )
+    with torch.inference_mode():
+        for t in texts:
+            ids = [tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"]]
+            model(input_ids=torch.tensor([ids]))
+    hook.remove()
+    return torch.cat(seen).mean(0)
+
+
 @pytest.mark.slow
-def test_steering_smollm2_toward_cats_is_recognised_by_the_real_judge() -> None:
-    """SmolLM2 steered along the unembedding of " cats" (a one-latent dictionary at layer
-    20, calibrated to 1 nat) writes more about cats; the offline scorer LLM (the default
-    Qwen2.5-Coder-1.5B) rates the steered texts higher for "cats" than for an unrelated
-    explanation. The control explanation reuses the memoised steering."""
+def test_steering_smollm2_toward_pets_is_recognised_by_the_real_judge() -> None:
+    """SmolLM2 steered along a "cats" direction (mean residual after layer 6 on sentences
+    about cats minus on neutral ones; a one-latent dictionary) at the default 0.5 nats
+    writes about cats, dogs, pets; the offline scorer LLM (the default Qwen2.5-Coder-1.5B)
+    scores a matching explanation clearly above unrelated ones, which reuse the memoised
+    steering. Measured here: 0.57 vs 0.35 and 0.31 (68 s on the loaded 2-core VM)."""
     from interp.config import LLMConfig
     from interp.llm.transformers_backend import TransformersClient
     from interp.models import load_causal_lm, load_tokenizer
 
     model = load_causal_lm("smollm2-135m", "float32", "cpu")
     tok = load_tokenizer("smollm2-135m")
-    cat = tok(" cats", add_special_tokens=False)["input_ids"][0]
-    W_dec_MD = model.get_output_embeddings().weight[[cat]].detach().clone()
-    lm = SteerableLM(model, "layers.20", bos_id=tok.bos_token_id, pad_id=tok.eos_token_id)
-    subject = Subject(lm, tok, W_dec_MD)
-    texts = ["The history of the city", "My favourite recipe uses", "In the morning we went",
-             "The computer program", "She opened the letter and", "Yesterday the team"]  # fmt: skip
+    cats = [
+        "My cat sleeps on the sofa all day.",
+        "Cats love to chase mice and play with yarn.",
+        "The kitten purred and licked its paws.",
+        "Our cats meow loudly when they are hungry.",
+    ]
+    neutral = [
+        "The meeting starts at nine tomorrow.",
+        "He bought a new car last week.",
+        "The report was published in March.",
+        "We walked along the river after lunch.",
+    ]
+    direction_D = _mean_residual(model, tok, 6, cats) - _mean_residual(model, tok, 6, neutral)
+    lm = SteerableLM(model, "layers.6", bos_id=tok.bos_token_id, pad_id=tok.eos_token_id)
+    subject = Subject(lm, tok, direction_D[None])
+    texts = [
+        "The history of the city",
+        "My favourite recipe uses",
+        "In the morning we went",
+        "The computer program",
+        "She opened the letter and",
+        "Yesterday the team",
+    ]
     inactive = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     ex = LatentExamples(
-        [], [],
-        [Example(np.array(p), np.zeros(len(p), np.float32), -1, c, "random")
-         for c, p in enumerate(inactive)],
-        0, "ok",
-    )  # fmt: skip
+        [],
+        [],
+        [
+            Example(np.array(p), np.zeros(len(p), np.float32), -1, c, "random")
+            for c, p in enumerate(inactive)
+        ],
+        0,
+        "ok",
+    )
     client = TransformersClient(
         LLMConfig(model="qwen2.5-coder-1.5b-instruct", dtype="bfloat16", device="cpu")
     )
     ctx = context(
-        subject, client, ex, latent=0, intervention_kl=1.0, intervention_prompts=6,
+        subject,
+        client,
+        ex,
+        latent=0,
+        intervention_kl=0.5,
+        intervention_prompts=6,
         intervention_new_tokens=12,
-    )  # fmt: skip
+    )
     score = get_scorer("intervention")
-    real = asyncio.run(score(ctx, "cats; the word cat")).metrics()
-    other = asyncio.run(score(ctx, "dates and numbers in financial reports")).metrics()
-    print(real, other)
-    assert real["kl_reached"] and real["n_identical"] == 0
-    assert real["examples"] == other["examples"]  # the same steering, computed once
-    assert real["score"] > other["score"] + 0.1
-    assert real["mean_yes_steered"] > real["mean_yes_clean"]
+    real = asyncio.run(score(ctx, "animals and pets, such as cats and dogs")).metrics()
+    print(real)
+    assert real["kl_reached"] and real["n_identical"] == 0 and real["n_failed"] == 0
+    assert real["score"] > 0.5 and real["mean_yes_steered"] > real["mean_yes_clean"]
+    for unrelated in ("dates and numbers in financial reports", "computer programming"):
+        other = asyncio.run(score(ctx, unrelated)).metrics()
+        print(other)
+        assert other["examples"] == real["examples"]  # the same steering, computed once
+        assert real["score"] > other["score"] + 0.1
