@@ -308,6 +308,78 @@ def test_judge_prompts_keep_texts_on_one_line() -> None:
     assert "Start: a\\nb\nContinuation: ...x\\ny\n" in user
 
 
+class _CSR:
+    """Latent-major entries (what the interpret stage reads from a compacted shard)."""
+
+    def __init__(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.offsets = np.cumsum([0] + [len(t) for t, _ in parts])
+        self.tok = np.concatenate([t for t, _ in parts]).astype(np.uint32)
+        self.val = np.concatenate([v for _, v in parts]).astype(np.float16)
+
+
+class ConstantClient:
+    """Explains every latent alike and says Yes with P = 0.7 to every question."""
+
+    model_id = "constant"
+
+    async def generate(self, messages, *, max_new_tokens, temperature=0.0):
+        from interp.llm.base import Generation
+
+        return Generation("Explanation: repeated random word pieces", 100, 6, 0)
+
+    async def next_token_logprobs(self, prompts, candidates):
+        lp = {candidates[0]: math.log(0.7), candidates[1]: math.log(0.3)}
+        return [ChoiceLogprobs(lp, 40, 0) for _ in prompts]
+
+    def close(self) -> None:
+        pass
+
+
+def test_interpret_stage_scores_real_and_control_with_one_steering(subject: Subject) -> None:
+    """The interpret stage's range loop with scorer.names=[intervention]: records carry
+    the metrics for the explanation and its random-explanation control (the same
+    steering), JSON-serialisable, and the summary averages the score."""
+    import json
+
+    from interp.plan import Task
+    from interp.stages.interpret import interpret_range, score_means
+
+    ctx_len, n_ctx = 16, 40
+    rng = np.random.default_rng(0)
+    token_ids = rng.integers(100, 40000, n_ctx * ctx_len)
+    parts = []
+    for _ in range(2):
+        pos = np.sort(rng.choice(n_ctx * ctx_len, 24, replace=False))
+        parts.append((pos, np.ones(len(pos), np.float32)))
+    cfg = load_run_config(
+        {
+            "data": {"ctx_len": ctx_len},
+            "collect": {"num_tokens": n_ctx * ctx_len, "slice_tokens": n_ctx * ctx_len},
+            "scorer": {
+                "names": ["intervention"], "intervention_kl": KL, "intervention_prompts": 3,
+                "intervention_prompt_tokens": 8, "intervention_new_tokens": 4,
+                "bootstrap_resamples": 0,
+            },
+            "interpret": {"examples": {"window": 8, "n_explain": 4, "n_score_active": 4,
+                                       "n_score_inactive": 4, "min_examples": 2}},
+        }
+    )  # fmt: skip
+    records = asyncio.run(
+        interpret_range(
+            cfg, Task(0, 0, 2), _CSR(parts), token_ids, TokenRenderer(subject.tokenizer),
+            ConstantClient(), lambda: False, ScoreResources({"subject": lambda: subject}),
+        )
+    )  # fmt: skip
+    assert [r["status"] for r in records] == ["ok", "ok"], records
+    for r in records:
+        real, control = r["scores"]["intervention"], r["control"]["scores"]["intervention"]
+        assert real["n"] == 3 and real["kl_reached"] and real["prompt_source"] == "inactive"
+        assert real["score"] == pytest.approx(0.5)  # the same P(Yes) for both texts
+        assert control["examples"] == real["examples"] and control["alpha"] == real["alpha"]
+        json.dumps(r, allow_nan=False)
+    assert score_means(records)["intervention"]["score"]["n_real"] == 2
+
+
 # --------------------------------------------------------------------------- real models
 
 
