@@ -13,13 +13,13 @@ delphi (EleutherAI/delphi ``main`` @ 3c2e139, v0.1.1; ``delphi/__main__.py`` and
         example: str_tokens, activations, distance, activating, prediction, probability,
         correct (delphi's ClassifierOutput)
 
-  Scorer folders use delphi's names (``fuzz`` for fuzzing). interp's records keep
+  Only the classifier scorers (detection, fuzzing, active fuzzing) have delphi score
+  files; their folders use delphi's names (``fuzz`` for fuzzing). interp's records keep
   per-quantile counts, not per-example outcomes, so score files are rebuilt from
   ``per_quantile``: one object per scored example with its quantile as ``distance``
   (-1 = non-activating), ``activating``, ``prediction`` and ``correct`` exact as counts;
   ``str_tokens``/``activations`` are empty and ``probability`` is null. delphi's
   ``log_results`` confusion matrix, balanced accuracy and F1 come out as interp's.
-  Scorers without ``per_quantile`` (e.g. surprisal) have no delphi score files.
 
 Neuronpedia (hijohnnylin/neuronpedia @ ebb8426f, 2026-08-20: the v1 dataset layout
 written by ``utils/neuronpedia-utils/export-data.py`` and read by
@@ -33,8 +33,8 @@ written by ``utils/neuronpedia-utils/export-data.py`` and read by
 
   1024 rows per batch ordered by feature index; ``sourceId`` is ``<layer>-<sae_id>``
   (Neuronpedia's "layer" of a feature). One explanation per latent whose status is ok;
-  one score row per scorer with its headline value (:data:`VALUE_METRICS`) and the full
-  metrics as ``jsonDetails``.
+  one score row per scorer with its headline value (``interp.report.summary.HEADLINE``)
+  and the full metrics as ``jsonDetails``.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from interp.report.summary import headline
 from interp.report.table import iter_batches
 from interp.runs import tmp_name
 
-DELPHI_SCORER_NAMES = {"fuzzing": "fuzz"}
-"""interp scorer name -> delphi's folder name (others are the same)."""
-VALUE_METRICS = ("balanced_accuracy", "auroc", "correlation", "score")
-"""The score row's ``value``: the first of these metrics a scorer reports."""
+DELPHI_SCORER_NAMES = {"detection": "detection", "fuzzing": "fuzz", "fuzzing_active": "fuzz_active"}
+"""interp's classifier scorers -> delphi's score folder; only these have delphi score files
+(delphi's fuzzing folder is ``fuzz`` whatever its fuzz_type; active fuzzing gets its own)."""
 NEURONPEDIA_BATCH = 1024
 AUTHOR_ID = "interp"
 """Neuronpedia ``authorId`` / ``creatorId`` placeholder: replace with the importing user's
@@ -125,6 +125,8 @@ def delphi_examples(per_quantile: list[dict[str, Any]] | None) -> list[dict[str,
     """delphi ClassifierOutput objects rebuilt from per-quantile counts (see the module)."""
     out = []
     for q in per_quantile or []:
+        if not q.get("n") or q.get("accuracy") is None:
+            continue
         activating = q["quantile"] >= 0
         n_correct = round(q["n"] * q["accuracy"])
         for i in range(q["n"]):
@@ -145,7 +147,7 @@ def delphi_examples(per_quantile: list[dict[str, Any]] | None) -> list[dict[str,
 
 def export_delphi(table: Path, out: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
     """One delphi run folder per point; returns {point: folder and counts}."""
-    scorers = _scorers(table)
+    scorers = [s for s in _scorers(table) if s in DELPHI_SCORER_NAMES]
     cols = ["point", "latent", "hookpoint", "explanation"]
     cols += [f"scores.{s}.per_quantile" for s in scorers]
     by_id = {p["point"]: p for p in points}
@@ -154,13 +156,13 @@ def export_delphi(table: Path, out: Path, points: list[dict[str, Any]]) -> dict[
         run = out / p["point"]
         (run / "explanations").mkdir(parents=True)
         for s in scorers:
-            (run / "scores" / DELPHI_SCORER_NAMES.get(s, s)).mkdir(parents=True)
+            (run / "scores" / DELPHI_SCORER_NAMES[s]).mkdir(parents=True)
         config = {
             "model": p["model"],
             "sparse_model": p["sae_id"],
             "hookpoints": [p["hookpoint"]],
             "explainer_model": p["explainer_model"],
-            "scorers": [DELPHI_SCORER_NAMES.get(s, s) for s in scorers],
+            "scorers": [DELPHI_SCORER_NAMES[s] for s in scorers],
             "name": p["point"],
             "constructor_cfg": {},
             "interp": {k: p.get(k) for k in ("architecture", "layer", "sae_id", "point")},
@@ -179,7 +181,7 @@ def export_delphi(table: Path, out: Path, points: list[dict[str, Any]]) -> dict[
         for s in scorers:
             pq_ = row.get(f"scores.{s}.per_quantile")
             if pq_:
-                folder = DELPHI_SCORER_NAMES.get(s, s)
+                folder = DELPHI_SCORER_NAMES[s]
                 (run / "scores" / folder / f"{name}.txt").write_bytes(
                     _orjson_like(delphi_examples(pq_))
                 )
@@ -268,8 +270,9 @@ def neuronpedia_score(
     explanation_id: str, scorer: str, metrics: dict[str, Any], model: str
 ) -> dict[str, Any] | None:
     """One row of ``ExplanationScore``; None when the scorer reported no headline value."""
-    value = next((metrics[m] for m in VALUE_METRICS if metrics.get(m) is not None), None)
-    if value is None:
+    name = headline(scorer, metrics)
+    value = metrics.get(name) if name else None
+    if not isinstance(value, (int, float)):
         return None
     return {
         "id": f"{explanation_id}-{scorer}",

@@ -36,6 +36,28 @@ KINDS = ("scores", "control", "baseline")
 COSTS = ("prompt_tokens", "completion_tokens", "prompt_tokens_computed", "wall_s", "retries")
 FIRING = ("n_active_tokens", "n_active_contexts", "max_act")
 TRAIN_KEYS = ("fvu", "l0", "dead_pct", "ce_increase")
+HEADLINE = {
+    "detection": "balanced_accuracy",
+    "fuzzing": "balanced_accuracy",
+    "fuzzing_active": "balanced_accuracy",
+    "intruder": "accuracy",
+    "surprisal": "auroc",
+    "embedding": "auroc",
+    "simulation": "correlation",
+    "intervention": "score",
+}
+"""Each scorer's headline metric (the paper's); unknown scorers: the first of FALLBACK."""
+FALLBACK = ("balanced_accuracy", "auroc", "correlation", "accuracy", "score")
+
+
+def headline(scorer: str, metrics: dict[str, Any]) -> str | None:
+    """The name of ``scorer``'s headline metric among ``metrics`` (None: none of them)."""
+    for name in (HEADLINE.get(scorer), *FALLBACK):
+        if name in metrics:
+            return name
+    return None
+
+
 COUNTS = ("n", "n_failed")
 """Per-latent counts of a scorer (examples scored, failed): totals and means, no CIs."""
 
@@ -276,9 +298,7 @@ def _sort_key(entry: dict[str, Any]) -> tuple:
 # ----------------------------------------------------------------------------- markdown
 
 
-def format_markdown(
-    summary: dict[str, Any], headline: tuple[str, ...] = ("balanced_accuracy", "auroc")
-) -> str:
+def format_markdown(summary: dict[str, Any]) -> str:
     """summary.md: one section per point, headline metrics of every scorer."""
     lines = [
         "# Sweep summary",
@@ -301,7 +321,7 @@ def format_markdown(
             f"dictionary: FVU {_f(d.get('fvu'))}, L0 {_f(d.get('l0'), 1)}, "
             f"dead {_f(d.get('dead_pct'), 1)}%, CE-loss increase {_f(d.get('ce_increase'))}"
         )
-        rows = _score_rows(p, headline)
+        rows = _score_rows(p)
         if rows:
             lines += [
                 "",
@@ -322,12 +342,11 @@ def format_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _score_rows(p: dict[str, Any], headline: tuple[str, ...]) -> list[str]:
+def _score_rows(p: dict[str, Any]) -> list[str]:
+    """The headline metric of every scorer, and its AUROC where it has one."""
     rows = []
     for scorer, metrics in sorted(p["scores"].items()):
-        shown = [m for m in headline if m in metrics] or [
-            m for m in sorted(metrics) if m not in COUNTS
-        ]
+        shown = dict.fromkeys(m for m in (headline(scorer, metrics), "auroc") if m in metrics)
         for metric in shown:
             s = metrics[metric]
             if not s.get("n"):

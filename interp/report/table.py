@@ -86,8 +86,8 @@ def read_record_file(path: Path, start: int, stop: int) -> Any:
         table = pj.read_json(path, read_options=pj.ReadOptions(block_size=1 << 20))
     except (pa.ArrowInvalid, OSError) as err:
         raise RecordFileError(
-            f"{path}: not readable as JSON lines ({err}); delete it and its interpret "
-            "manifest, then rerun the range"
+            f"{path}: cannot be read as JSON lines of records ({err}); delete it and its "
+            "interpret manifest, then rerun the range"
         ) from err
     table = flatten(table)
     if "latent" not in table.column_names:

@@ -35,7 +35,10 @@ def make_table(tmp_path: Path) -> Path:
                                       "per_quantile": per_quantile(3, 3)},
                         "fuzzing": {"balanced_accuracy": 0.5, "auroc": None,
                                     "per_quantile": per_quantile(4, 0)},
-                        "surprisal": {"auroc": 0.6}}},
+                        "surprisal": {"auroc": 0.6},
+                        "simulation": {"correlation": 0.3, "correlation_ci": [0.1, 0.5],
+                                       "per_quantile": [{"quantile": 0, "n": 3,
+                                                         "correlation": 0.2}]}}},
             {"latent": 1, "status": "too_rare", "explanation": None, "scores": {}},
             {"latent": 2, "status": "explain_failed", "explanation": "garbled", "scores": {}},
             {"latent": 3, "status": "ok", "explanation": "chiens · 犬", "scores": {}},
@@ -63,7 +66,7 @@ def test_delphi_layout_reads_back(exported: Path) -> None:
         "layers.6_latent2": "garbled",
         "layers.6_latent3": "chiens · 犬",
     }
-    assert set(got["scores"]) == {"detection", "fuzz", "surprisal"}
+    assert set(got["scores"]) == {"detection", "fuzz"}  # delphi's classifier scorers only
     det = got["scores"]["detection"]["layers.6_latent0"]
     assert len(det) == 8
     assert set(det[0]) == {"str_tokens", "activations", "distance", "activating",
@@ -75,16 +78,11 @@ def test_delphi_layout_reads_back(exported: Path) -> None:
     assert all(e["correct"] == (e["prediction"] == e["activating"]) for e in det)
     fuzz = got["scores"]["fuzz"]["layers.6_latent0"]
     assert all(e["prediction"] for e in fuzz)  # 4/4 positives right, 0/4 negatives
-    assert got["scores"]["surprisal"] == {}  # no per-quantile outcomes: no delphi file
     # byte for byte what delphi's orjson.dumps writes: compact, raw UTF-8
     assert (run / "explanations/layers.6_latent3.txt").read_bytes() == '"chiens · 犬"'.encode()
     assert b", " not in (run / "scores/detection/layers.6_latent0.txt").read_bytes()
     cfg = json.loads((run / "run_config.json").read_text())
-    assert cfg["hookpoints"] == ["layers.6"] and cfg["scorers"] == [
-        "detection",
-        "fuzz",
-        "surprisal",
-    ]
+    assert cfg["hookpoints"] == ["layers.6"] and cfg["scorers"] == ["detection", "fuzz"]
 
 
 def test_neuronpedia_layout_reads_back(exported: Path) -> None:
@@ -103,8 +101,9 @@ def test_neuronpedia_layout_reads_back(exported: Path) -> None:
         "interp_detection": 0.75,
         "interp_fuzzing": 0.5,
         "interp_surprisal": 0.6,
+        "interp_simulation": 0.3,
     }
-    assert len(got["explanation_scores"]) == 3  # latent 3 has no scores
+    assert len(got["explanation_scores"]) == 4  # latent 3 has no scores
     assert all(s["explanationId"] == expl["id"] for s in scores.values())
     assert json.loads(scores["interp_detection"]["jsonDetails"])["auroc"] == 0.8
     types = [json.loads(x) for x in (exported / "neuronpedia/config/explanation_score_type.jsonl").read_text().splitlines()]  # fmt: skip
@@ -120,7 +119,7 @@ def test_neuronpedia_batches_hold_1024_explanations(tmp_path: Path, monkeypatch)
     assert names == ["batch-0.jsonl.gz", "batch-1.jsonl.gz"]
     got = export.read_neuronpedia(src)
     assert [e["index"] for e in got["explanations"]] == ["0", "3"]
-    assert len(got["explanation_scores"]) == 3
+    assert len(got["explanation_scores"]) == 4
 
 
 def test_exports_replace_the_previous_folder_whole(exported: Path) -> None:

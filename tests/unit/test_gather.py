@@ -94,7 +94,7 @@ def test_a_record_file_missing_a_latent_is_named(tmp_path: Path) -> None:
     ):
         read_record_file(path, 0, 3)
     path.write_text('{"latent": 0, "status": "ok"}\n{"latent": 1, "sta')
-    with pytest.raises(ValueError, match="not readable as JSON lines"):
+    with pytest.raises(ValueError, match="cannot be read as JSON lines"):
         read_record_file(path, 0, 2)
 
 
