@@ -325,8 +325,9 @@ def format_markdown(summary: dict[str, Any]) -> str:
         if rows:
             lines += [
                 "",
-                "| scorer | metric | n | median [95% CI] | mean [95% CI] | control mean | real - control [95% CI] |",
-                "|---|---|---|---|---|---|---|",
+                "| scorer | metric | n | median [95% CI] | mean [95% CI] | control mean "
+                "| real - control [95% CI] | baseline mean |",
+                "|---|---|---|---|---|---|---|---|",
                 *rows,
             ]
         cost = p["cost"]
@@ -353,10 +354,12 @@ def _score_rows(p: dict[str, Any]) -> list[str]:
                 continue
             ctrl = p["control"].get(scorer, {}).get(metric, {})
             diff = p["real_vs_control"].get(scorer, {}).get(metric, {})
+            base = p["baseline"].get(scorer, {}).get(metric, {})
             rows.append(
                 f"| {scorer} | {metric} | {s['n']} | {_f(s['median'])} {_ci(s['median_ci95'])} "
                 f"| {_f(s['mean'])} {_ci(s['mean_ci95'])} | {_f(ctrl.get('mean'))} "
-                f"| {_f(diff.get('mean_diff'))} {_ci(diff.get('mean_diff_ci95'))} |"
+                f"| {_f(diff.get('mean_diff'))} {_ci(diff.get('mean_diff_ci95'))} "
+                f"| {_f(base.get('mean'))} |"
             )
     return rows
 
