@@ -231,34 +231,31 @@ class SteerableLM:
     def clean_pass(self, prompts: Sequence[Prompt]) -> tuple[torch.Tensor, float]:
         """Clean next-token log-probs lp_BV (float32) and the hookpoint's typical norm
         (mean L2 norm over real positions, each prompt's first position left out)."""
-        ids_BT, mask_BT = self.batch(prompts)
-        seen: list[torch.Tensor] = []
-        with self._capturing(seen):
-            logits_B1V = self._forward(ids_BT, mask_BT, use_cache=False).logits
-        h_BTD = seen[0].float()
-        keep_BT = mask_BT.bool() & (mask_BT.cumsum(-1) > 1)
-        if not keep_BT.any():  # one-token prompts: nothing but the first position
-            keep_BT = mask_BT.bool()
-        norm = float(h_BTD.norm(dim=-1)[keep_BT].mean())
-        return torch.log_softmax(logits_B1V[:, -1].float(), -1), norm
+        return LastToken(self, prompts).clean()
 
     @torch.inference_mode()
     def next_token_logprobs(
         self, prompts: Sequence[Prompt], vector_D: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """lp_BV: log-probs (float32) of the token after each prompt, steered by vector_D."""
+        """lp_BV: log-probs (float32) of the token after each prompt, steered by vector_D
+        (one plain forward over the whole prompts: the reference :class:`LastToken`
+        must agree with)."""
         ids_BT, mask_BT = self.batch(prompts)
         with self.steering(vector_D):
             logits_B1V = self._forward(ids_BT, mask_BT, use_cache=False).logits
         return torch.log_softmax(logits_B1V[:, -1].float(), -1)
 
+    @staticmethod
+    def kl(clean_lp_BV: torch.Tensor, steered_lp_BV: torch.Tensor) -> float:
+        """Mean over prompts of KL(clean || steered), nats."""
+        kl_B = (clean_lp_BV.exp() * (clean_lp_BV - steered_lp_BV)).sum(-1)
+        return float(kl_B.clamp(min=0).mean())
+
     def mean_kl(
         self, clean_lp_BV: torch.Tensor, prompts: Sequence[Prompt], vector_D: torch.Tensor
     ) -> float:
         """Mean over prompts of KL(clean || steered) of the next-token distribution, nats."""
-        steered_lp_BV = self.next_token_logprobs(prompts, vector_D)
-        kl_B = (clean_lp_BV.exp() * (clean_lp_BV - steered_lp_BV)).sum(-1)
-        return float(kl_B.clamp(min=0).mean())
+        return self.kl(clean_lp_BV, self.next_token_logprobs(prompts, vector_D))
 
     def calibrate(
         self,
@@ -270,9 +267,10 @@ class SteerableLM:
         """Strength of ``direction_D`` (normalised here) reaching ``target_kl`` on the
         prompts; returns the calibration and the steering vector alpha * norm * unit_D."""
         unit_D = direction_D.float() / direction_D.float().norm()
-        clean_lp_BV, norm = self.clean_pass(prompts)
+        last = LastToken(self, prompts)
+        clean_lp_BV, norm = last.clean()
         cal = calibrate_alpha(
-            lambda a: self.mean_kl(clean_lp_BV, prompts, a * norm * unit_D), target_kl, **search
+            lambda a: self.kl(clean_lp_BV, last(a * norm * unit_D)), target_kl, **search
         )
         return cal, cal.alpha * norm * unit_D
 
@@ -311,3 +309,65 @@ class SteerableLM:
                     **{self._cache_kw: cache},
                 )
         return out
+
+
+class LastToken:
+    """Next-token log-probs after fixed prompts at any steering, computing every prompt
+    token but the last only once.
+
+    Steering touches the last position only, so the keys and values of the positions
+    before it are the same at every strength: they are prefilled once into a KV cache,
+    and each call runs the last token alone (B tokens instead of B x T), then crops the
+    cache back. Falls back to a whole forward per call when a prompt has one token (its
+    prefix would be all padding) or the model's cache cannot be cropped.
+    """
+
+    def __init__(self, lm: SteerableLM, prompts: Sequence[Prompt]) -> None:
+        self.lm = lm
+        self.prompts = prompts
+        self.ids_BT, self.mask_BT = lm.batch(prompts)
+        self.length = self.ids_BT.shape[1] - 1  # cached positions
+        self.use_prefix = int(self.mask_BT.sum(-1).min()) >= 2
+        self.pos_B1 = self.mask_BT.sum(-1, keepdim=True) - 1
+        self.cache: Any = None
+
+    @torch.inference_mode()
+    def clean(self) -> tuple[torch.Tensor, float]:
+        """(lp_BV unsteered, the hookpoint's typical norm over the prompts' positions but
+        each one's first)."""
+        seen: list[torch.Tensor] = []
+        self.cache = None  # the prefill's activations are part of the norm
+        with self.lm._capturing(seen):
+            lp_BV = self(None)
+        h_BTD = torch.cat([t.float() for t in seen], dim=1)  # prefix + last, or one whole
+        keep_BT = self.mask_BT.bool() & (self.mask_BT.cumsum(-1) > 1)
+        if not keep_BT.any():  # one-token prompts: nothing but the first position
+            keep_BT = self.mask_BT.bool()
+        return lp_BV, float(h_BTD.norm(dim=-1)[keep_BT].mean())
+
+    @torch.inference_mode()
+    def __call__(self, vector_D: torch.Tensor | None) -> torch.Tensor:
+        """lp_BV (float32) after each prompt, steered by vector_D at the last token."""
+        lm = self.lm
+        if not self.use_prefix:
+            with lm.steering(vector_D):
+                logits = lm._forward(self.ids_BT, self.mask_BT, use_cache=False).logits
+            return torch.log_softmax(logits[:, -1].float(), -1)
+        if self.cache is None:
+            out = lm._forward(self.ids_BT[:, :-1], self.mask_BT[:, :-1], use_cache=True)
+            self.cache = getattr(out, lm._cache_kw)
+        with lm.steering(vector_D):
+            logits = lm.model(
+                input_ids=self.ids_BT[:, -1:],
+                attention_mask=self.mask_BT,
+                position_ids=self.pos_B1,
+                use_cache=True,
+                **lm._last_only,
+                **{lm._cache_kw: self.cache},
+            ).logits
+        if getattr(self.cache, "crop", None) is not None:
+            # a negative count drops that many tokens in old and new transformers alike
+            self.cache.crop(-(self.cache.get_seq_length() - self.length))
+        else:  # cannot undo the appended token: prefill again next time
+            self.cache = None
+        return torch.log_softmax(logits[:, -1].float(), -1)

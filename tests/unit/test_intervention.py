@@ -21,7 +21,7 @@ from interp.config import RunConfig, ScorerConfig, load_run_config
 from interp.explain.prompts import TokenRenderer
 from interp.latents.examples import Example, LatentExamples
 from interp.llm.base import ChoiceLogprobs
-from interp.models.steer import SteerableLM, calibrate_alpha
+from interp.models.steer import LastToken, SteerableLM, calibrate_alpha
 from interp.runs import RunPaths
 from interp.score import get_scorer
 from interp.score.context import ScoreContext, ScoreResources
@@ -200,6 +200,34 @@ def test_steering_touches_only_the_last_prompt_position(subject: Subject) -> Non
     clean_logits = lm.model(input_ids=ids_BT, attention_mask=mask_BT).logits
     torch.testing.assert_close(seen[0][:, :-1], clean_logits[:, :-1])
     torch.testing.assert_close(torch.log_softmax(seen[0][:, -1], -1), full)
+
+
+@pytest.mark.parametrize("lengths", [(10, 10, 10), (9, 9, 4), (9, 1)])
+def test_last_token_reuses_the_prefix_and_matches_a_whole_forward(
+    subject: Subject, lengths: tuple[int, ...]
+) -> None:
+    lm = SteerableLM(subject.lm.model, "layers.1", bos_id=None, pad_id=2)  # (9, 1): no prefix
+    prompts = [token_prompts(1, n, seed=i)[0] for i, n in enumerate(lengths)]
+    last = LastToken(lm, prompts)
+    assert last.use_prefix == (min(lengths) >= 2)
+    clean, norm = last.clean()
+    ref_clean, ref_norm = lm.next_token_logprobs(prompts), _reference_norm(lm, prompts)
+    torch.testing.assert_close(clean, ref_clean, rtol=1e-4, atol=1e-4)
+    assert norm == pytest.approx(ref_norm, rel=1e-4)
+    for scale in (3.0, 0.5, 3.0):  # repeated calls: the cache is cropped back each time
+        vector_D = scale * subject.W_dec_MD[2]
+        torch.testing.assert_close(
+            last(vector_D), lm.next_token_logprobs(prompts, vector_D), rtol=1e-4, atol=1e-4
+        )
+
+
+def _reference_norm(lm: SteerableLM, prompts: list[list[int]]) -> float:
+    ids_BT, mask_BT = lm.batch(prompts)
+    seen: list[torch.Tensor] = []
+    with lm._capturing(seen), torch.inference_mode():
+        lm._forward(ids_BT, mask_BT, use_cache=False)
+    keep_BT = mask_BT.bool() & (mask_BT.cumsum(-1) > 1)
+    return float(seen[0].norm(dim=-1)[keep_BT].mean())
 
 
 def test_kl_grows_with_alpha(subject: Subject) -> None:
