@@ -3,6 +3,8 @@
     PYTHONPATH=. python bench/served_vs_intask.py --sweep runs/tiny            # after
     python launch/sweep.py experiment=tiny                                     # (its store)
     PYTHONPATH=. python bench/served_vs_intask.py --sweep runs/tiny --latents 0:6 --concurrency 4
+    PYTHONPATH=. python bench/served_vs_intask.py --sweep runs/tiny --store <.../latents.zarr>
+        # a store built by an older version (other run ids): throughput only, same for both
 
 The committed store of the sweep's first point is read (never written: the bench works in
 a temporary folder whose store/train/data link to the sweep's). The interpret stage runs
@@ -45,11 +47,24 @@ def workdir(sweep: Path, tmp: Path) -> Path:
     return tmp
 
 
-def point_config(sweep: Path) -> dict[str, Any]:
-    files = sorted((sweep / "points").glob("*/config.json"))
-    if not files:
-        raise SystemExit(f"no committed point under {sweep}/points: run a sweep first")
-    return json.loads(files[0].read_text())
+def point_config(sweep: Path, store: Path | None) -> dict[str, Any]:
+    """The first point of the sweep whose latent store is complete (any, with ``store``)."""
+    for f in sorted((sweep / "points").glob("*/config.json")):
+        raw = json.loads(f.read_text())
+        if store or (RunPaths(sweep, load_run_config(raw)).store_dir() / "store.json").exists():
+            return raw
+    raise SystemExit(
+        f"no point under {sweep}/points has a complete store: run a sweep first, or pass "
+        "--store <path to a latents.zarr with store.json>"
+    )
+
+
+def link_store(root: Path, raw: dict[str, Any], store: Path) -> None:
+    """Put ``store`` where the point's reader looks for it (in the temporary root)."""
+    target = RunPaths(root, load_run_config(raw)).store_dir()
+    (root / "store").unlink()  # the sweep's store folder; replaced by a private one
+    target.parent.mkdir(parents=True)
+    target.symlink_to(store.resolve())
 
 
 def run_mode(root: Path, raw: dict[str, Any], task: Task) -> dict[str, Any]:
@@ -89,14 +104,17 @@ def main() -> None:
     p.add_argument("--sweep", type=Path, required=True, help="a sweep folder with a store")
     p.add_argument("--latents", default="0:6", help="start:stop of the range")
     p.add_argument("--concurrency", type=int, default=2, help="served: latents in flight")
+    p.add_argument("--store", type=Path, default=None, help="use this latents.zarr instead")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     start, stop = (int(x) for x in args.latents.split(":"))
     task = Task(0, start, stop)
-    raw = point_config(args.sweep.expanduser().resolve())
+    raw = point_config(args.sweep.expanduser().resolve(), args.store)
     results = {}
     with tempfile.TemporaryDirectory(prefix="served-vs-intask-") as tmp:
         root = workdir(args.sweep.expanduser().resolve(), Path(tmp))
+        if args.store:
+            link_store(root, raw, args.store)
         intask = {"backend": "transformers", "model": MODEL, "dtype": "float32"}
         t0 = time.perf_counter()
         results["in-task"] = run_mode(root, with_llm(raw, intask, 1), task)
