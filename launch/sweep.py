@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(composed: DictConfig) -> dict[str, Any] | None:
     from interp.config import load_run_config, to_dict
-    from slurm.submit import check_cluster, run_and_report
+    from slurm.submit import check_cluster, check_serving, run_and_report
     from slurm.worker import setup_logging
 
     setup_logging()
@@ -34,6 +34,7 @@ def main(composed: DictConfig) -> dict[str, Any] | None:
     try:
         cfg = load_run_config(raw)
         check_cluster(cluster)
+        check_serving([cfg], cluster)
     except ValueError as err:
         sys.exit(f"config error: {err}")
     hydra_cfg = HydraConfig.get()

@@ -39,6 +39,18 @@ def check_cluster(cluster: dict[str, Any]) -> None:
         load_cluster(cluster)
 
 
+def check_serving(cfgs: list[RunConfig], cluster: dict[str, Any]) -> None:
+    """Served LLMs are SLURM jobs: refuse them elsewhere before anything runs."""
+    served = [c for c in cfgs if c.serve.enabled]
+    if served and cluster.get("executor") != "slurm":
+        raise ValueError(
+            f"serve.enabled=true (serve={served[0].serve.engine}) needs a SLURM cluster profile "
+            f"(the LLM server replicas are SLURM jobs), but cluster.executor="
+            f"{cluster.get('executor')!r}: use cluster=local_slurm or your site's profile, or "
+            "serve=in_task with llm.base_urls pointing at a server you started yourself"
+        )
+
+
 def record_point(cfg: RunConfig, overrides: dict[str, Any] | None = None) -> Path:
     """Save the resolved config in the sweep folder (gather finds points here) and, for
     a multirun point, the Hydra overrides that made it (compare lines points up by them)."""
@@ -116,6 +128,7 @@ def run_points(
     from slurm.local import run_plan
 
     check_cluster(cluster)
+    check_serving(cfgs, cluster)
     labels = None
     if overrides is not None:
         labels = [" ".join(o.get("overrides", [])) or f"point {i}" for i, o in enumerate(overrides)]

@@ -56,3 +56,13 @@ def test_colliding_multirun_exits_before_recording_anything(tmp_path: Path) -> N
     proc = _sweep(tmp_path, "layer=3,3")
     assert proc.returncode != 0 and "remove the repeated value" in proc.stderr, proc.stderr
     assert not list(tmp_path.glob("tiny/points/*/config.json"))
+
+
+def test_serving_outside_slurm_is_refused_naming_the_fix(tmp_path: Path) -> None:
+    from slurm.submit import check_serving
+
+    cfg = _cfg(tmp_path, serve={"enabled": True}, llm={"backend": "http"})
+    with pytest.raises(ValueError, match="cluster=local_slurm"):
+        check_serving([cfg], {"executor": "local"})
+    check_serving([cfg], {"executor": "slurm"})
+    check_serving([_cfg(tmp_path)], {"executor": "local"})
