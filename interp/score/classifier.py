@@ -68,13 +68,13 @@ FUZZING_SYSTEM = (
 DETECTION_QUESTION = "Does the following text contain {}?"
 FUZZING_QUESTION = "Are the marked tokens {}?"
 LIST_SYSTEM = (
-    "For each numbered text answer Yes or No, one line each: '1: Yes' or '1: No'. "
-    "Say Yes only if the text clearly contains what is asked for."
+    "For each numbered text answer Yes or No on its own line, numbered like the texts "
+    "('1: Yes', '2: No', ...). Say Yes only if the text clearly contains what is asked for."
 )
 LIST_FUZZING_SYSTEM = (
-    "Some tokens are marked <<like this>>. For each numbered text answer Yes or No, one "
-    "line each: '1: Yes' or '1: No'. Say Yes only if the marked tokens clearly are what "
-    "is asked for."
+    "Some tokens are marked <<like this>>. For each numbered text answer Yes or No on its "
+    "own line, numbered like the texts ('1: Yes', '2: No', ...). Say Yes only if the "
+    "marked tokens clearly are what is asked for."
 )
 LIST_DETECTION_QUESTION = "Does each text contain {}?"
 LIST_FUZZING_QUESTION = "In each text, are the marked tokens {}?"
@@ -148,7 +148,8 @@ def parse_answers(reply: str, n: int) -> list[bool]:
     """Strictly parse 'i: Yes|No' lines for i = 1..n, in order; ValueError saying why not.
 
     Lines that are not answers (blank, a closing remark) are ignored; a missing,
-    repeated or out-of-order number, or a count other than n, is an error.
+    repeated or out-of-order number is an error. Answers that go on numbering past n (a
+    small model that does not stop after the last text) are dropped.
     """
     found: list[tuple[int, bool]] = []
     for line in reply.splitlines():
@@ -156,9 +157,9 @@ def parse_answers(reply: str, n: int) -> list[bool]:
         if m:
             found.append((int(m.group(1)), m.group(2).lower() == "yes"))
     numbers = [k for k, _ in found]
-    if numbers != list(range(1, n + 1)):
+    if len(numbers) < n or numbers != list(range(1, len(numbers) + 1)):
         raise ValueError(f"expected answers numbered 1..{n}, got {numbers or 'none'}")
-    return [yes for _, yes in found]
+    return [yes for _, yes in found[:n]]
 
 
 def canonical_reply(answers: Sequence[bool]) -> str:

@@ -224,7 +224,8 @@ def test_batched_parse_failure_is_recorded_with_raw_text() -> None:
         ("1: Yes\n3: No", 3, None),  # a number missing
         ("1: Yes\n2: No\n2: Yes", 2, None),  # repeated
         ("2: Yes\n1: No", 2, None),  # out of order
-        ("1: Yes\n2: No\n3: No", 2, None),  # too many
+        ("1: Yes\n2: No\n3: No", 2, [True, False]),  # answers past n: dropped
+        ("1: Yes\n1: Yes\n1: Yes", 3, None),  # every line numbered 1
         ("1: Maybe\n2: No", 2, None),
         ("", 1, None),
     ],
