@@ -317,3 +317,13 @@ def test_intruder_with_too_few_examples_says_so() -> None:
     m = out.metrics()
     assert m["n"] == 1 and m["skipped"]  # one outsider -> one prompt
     assert "1 of 8 prompts" in m["skipped"][-1]
+
+
+def test_intruder_from_another_quantile_keeps_its_real_marks() -> None:
+    ctx = _ctx(Oracle(), intruder_examples=3, intruder_prompts=4, intruder_source="other_quantile")
+    rounds, _ = build_rounds(ctx)
+    assert rounds
+    for r in rounds:
+        odd = r.examples[r.intruder]
+        assert odd.quantile >= 0 and odd.quantile != r.quantile
+        assert r.masks[r.intruder].tolist() == highlight_mask(odd.acts, 0.3).tolist()
