@@ -7,19 +7,22 @@ detection and fuzzing scorers, and the offline scorer LLM through transformers.
 
 What is constructed: the latents. Each fires on every occurrence of one word token
 (`` def``, `` love``, ...), so its true explanation is known without asking anyone, and
-the single-token explainer (no LLM) produces exactly it: 'the token "def"'. The
-ordering checked (true explanation vs the random-explanation control, AUROC averaged
-over the latents) is then a property of the scorers and the scorer LLM alone.
+the single-token baseline (no LLM) produces exactly it: 'the token "def"'. Two
+orderings are checked, AUROC averaged over the latents, each against the
+random-explanation control (another latent's LLM explanation):
+
+- the single-token truth beats the control: a property of the scorers + scorer LLM;
+- the LLM's own explanation (the default explainer) beats the control: the whole loop.
 
 The scorer LLM is Qwen2.5-Coder-1.5B-Instruct (the default explainer/scorer):
 SmolLM2-135M-Instruct, the fast fixture, cannot do it — on 12 such latents its
 detection AUROC was 0.48 for the true explanations and 0.47 for the controls (fuzzing
 0.53 vs 0.58). ``INTERP_VALIDITY_LLM`` names another model to check.
 
-Measured (2025-11-25, the shared 2-core machine at load ~10-14, Qwen in bfloat16 on
-CPU): detection AUROC true 0.858 vs control 0.358, fuzzing 0.917 vs 0.451; 13 min, all
-of it the scoring of 4 latents x (12 examples x 2 scorers) x (true + control); the rerun
-from the response cache takes 2 s. Slow tier.
+Measured (2026-11-25, 2-core machine, Qwen in bfloat16 on CPU, these 4 latents, 8
+explain + 12 score examples): detection AUROC LLM explanations 0.851, single-token
+truth 0.889, controls 0.469; fuzzing 0.872, 0.941, 0.431. 1 min 42 s on the quiet
+machine (13 min at load ~14); the rerun from the response cache takes under 2 s.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 LLM = os.environ.get("INTERP_VALIDITY_LLM", "qwen2.5-coder-1.5b-instruct")
 TRIGGERS = [" def", " love", " file", " error"]  # single tokens of SmolLM2's tokenizer
 CTX, N_WINDOWS = 64, 4000
-MARGIN = {"detection": 0.25, "fuzzing": 0.15}  # mean AUROC, true minus control
+MARGIN = {"detection": 0.25, "fuzzing": 0.2}  # mean AUROC over latents, minus the control
 
 
 def _cfg(out: Path) -> RunConfig:
@@ -56,10 +59,11 @@ def _cfg(out: Path) -> RunConfig:
                 "num_latents": len(TRIGGERS),
                 "range_latents": len(TRIGGERS),
                 "examples": {
-                    "window": 16, "n_explain": 6, "n_score_active": 6, "n_score_inactive": 6,
+                    "window": 16, "n_explain": 8, "n_score_active": 6, "n_score_inactive": 6,
                     "min_examples": 12,
                 },
-                "explainer": {"kind": "single_token"},
+                "explainer": {"kind": "default"},
+                "baseline": True,
             },
         }
     )  # fmt: skip
@@ -125,24 +129,30 @@ def _records(paths: RunPaths) -> list[dict]:
 def test_true_explanations_beat_random_ones(interpreted) -> None:
     _, paths, _ = interpreted
     records = _records(paths)
-    expected = [f'the token "{w.strip()}"' for w in TRIGGERS]
-    assert [r["explanation"] for r in records] == expected
     assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
+    truth = [f'the token "{w.strip()}"' for w in TRIGGERS]
+    assert [r["baseline"]["explanation"] for r in records] == truth
+    explanations = [r["explanation"] for r in records]
     for r in records:
-        assert r["control"]["explanation"] in expected
+        assert r["control"]["explanation"] in explanations
         assert r["control"]["explanation"] != r["explanation"]
     scores = read_manifest(paths.manifest_file("interpret", 0))["scores"]
     lines = []
     for name, margin in MARGIN.items():
         auroc = scores[name]["auroc"]
-        lines.append(f"{name}: true {auroc['real']:.3f} vs control {auroc['control']:.3f}")
-        assert auroc["n_real"] == auroc["n_control"] == len(TRIGGERS)
+        lines.append(
+            f"{name}: LLM {auroc['real']:.3f}, single-token truth {auroc['baseline']:.3f}, "
+            f"control {auroc['control']:.3f}"
+        )
+        assert auroc["n_real"] == auroc["n_control"] == auroc["n_baseline"] == len(TRIGGERS)
+        assert auroc["baseline"] >= auroc["control"] + margin, lines
         assert auroc["real"] >= auroc["control"] + margin, lines
         wins = sum(
-            r["scores"][name]["auroc"] > r["control"]["scores"][name]["auroc"] for r in records
+            r["baseline"]["scores"][name]["auroc"] > r["control"]["scores"][name]["auroc"]
+            for r in records
         )
         assert wins >= len(records) - 1, (name, wins)
-    print("; ".join(lines))
+    print(explanations, "; ".join(lines))
 
 
 def test_rerun_is_answered_by_the_response_cache(interpreted) -> None:
