@@ -33,6 +33,7 @@ _LEAD = re.compile(
 )
 _RELATION = re.compile(r"^(?:related|relating|referring|associated|connected)\s+to\b", re.I)
 _STRIP = " \t\r\n\"'`*_“”‘’[]"
+_NEXT_SENTENCE = re.compile(r"(?<=[a-z]{2}[.!?])\s+(?=[A-Z])")  # not after "e.g." or "Mr."
 _LETTER = re.compile(r"[^\W\d_]")  # an explanation names something: at least one letter
 
 
@@ -46,7 +47,7 @@ def parse_explanation(text: str) -> str | None:
         return None
     rest = text[found[-1].end() :].strip()
     line = rest.split("\n", 1)[0] if rest else ""
-    expl = line.strip(_STRIP)
+    expl = _NEXT_SENTENCE.split(line, maxsplit=1)[0].strip(_STRIP)  # the phrase, not a gloss
     expl = re.sub(r"\s+", " ", _MARKUP.sub("", expl)).strip(_STRIP)
     expl = noun_phrase(expl)
     if (

@@ -42,18 +42,17 @@ FORMAT = (
     "that names what the marked tokens are."
 )
 QUESTION = "What do the marked tokens have in common? " + FORMAT
-CONTRASTIVE_QUESTION = (
-    "What do the marked tokens have in common that the inactive excerpts lack? " + FORMAT
-)
+# "...that the inactive excerpts lack?" made Qwen describe the excerpts instead of the
+# tokens; naming the negatives' role and asking the plain question works.
+CONTRAST = "The inactive excerpts show what the feature does not respond to. "
+CONTRASTIVE_QUESTION = CONTRAST + QUESTION
 COT = (
     "First think it through in at most three short sentences, then end with one line: "
     '"Explanation:" followed by a noun phrase of at most 12 words that names what the '
     "marked tokens are."
 )
 COT_QUESTION = "What do the marked tokens have in common? " + COT
-COT_CONTRASTIVE_QUESTION = (
-    "What do the marked tokens have in common that the inactive excerpts lack? " + COT
-)
+COT_CONTRASTIVE_QUESTION = CONTRAST + COT_QUESTION
 REMINDER = "Your reply did not follow the format. " + FORMAT
 _OPEN, _CLOSE = "<<", ">>"
 

@@ -86,6 +86,8 @@ def test_rendering_decodes_per_token_and_hides_specials() -> None:
         ("Explanation: The marked tokens are all related to the sea.", "words related to the sea"),
         ("Explanation: These tokens are question marks.", "question marks"),
         ("Explanation: The feature responds to Python keywords", "Python keywords"),
+        ("Explanation: words about love. They appear in poems.", "words about love"),
+        ("Explanation: e.g. Python keywords", "e.g. Python keywords"),
     ],
 )
 def test_parse_good(text: str, expected: str) -> None:
@@ -245,7 +247,7 @@ def test_contrastive_prompt_shows_unmarked_negatives_and_cot_asks_for_reasoning(
     active, inactive = user.split("Excerpts where it is inactive (nothing marked):\n")
     assert "1. the <<cat>> sat" in active
     assert inactive.startswith("1. the dog ran\n") and "<<" not in inactive
-    assert "that the inactive excerpts lack?" in user
+    assert "show what the feature does not respond to" in user
     cot = explain_messages([pos], RENDER, 0.3, False, negatives=[neg], cot=True)[1]["content"]
     assert "at most three short sentences" in cot and cot.endswith("what the marked tokens are.")
 
