@@ -52,7 +52,10 @@ from interp.runs import (
 
 log = logging.getLogger(__name__)
 
-AFTER_TABLE: tuple[str, ...] = ()
+AFTER_TABLE: tuple[str, ...] = (
+    "interp.align.sweep:align_sweep",  # first: the report draws its heatmaps
+    "interp.report.html:write_report",
+)
 """``"module:function"`` names, each called as ``function(root: Path)`` with the sweep
 folder once the table, summary and exports are committed and before the gather
 manifest is written (so a failure there leaves the gather not current, to be redone).

@@ -47,6 +47,7 @@ from interp.explain import TokenRenderer, derangement, explain, single_token_exp
 from interp.latents import CooccurrenceIndex, SimilarPool, build_examples, index_for_range
 from interp.latents.examples import LatentExamples
 from interp.llm import LLMClient, MeteredClient, TokenUsage, build_client
+from interp.llm.http import LLMUnavailableError
 from interp.models.provision import ModelNotFoundError
 from interp.plan import Task
 from interp.runs import RunPaths, atomic_write_text, commit_task, is_committed
@@ -56,7 +57,9 @@ from interp.score.context import ScoreContext, ScoreResources
 log = logging.getLogger(__name__)
 
 # A broken setup, not a property of one latent: fail the task instead of recording it.
-FATAL = (ModelNotFoundError, MemoryError, ImportError)
+# LLMUnavailableError: no replica of a served LLM answers; the range stops uncommitted
+# (committed ranges and the response cache keep the work) so `rerun` redoes it.
+FATAL = (ModelNotFoundError, MemoryError, ImportError, LLMUnavailableError)
 PARTS = ("explain", "score", "control", "baseline")
 RAW_LIMIT = 2000  # characters of an unusable LLM response kept on the record
 
@@ -75,7 +78,14 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
     token_ids = reader.token_ids()
     tokenizer = load_tokenizer(cfg.model.name)
     render = TokenRenderer(tokenizer)
-    client = build_client(cfg.llm, paths.llm_cache_dir() / f"r{task.index:05d}.jsonl")
+    discover = None
+    if cfg.serve.enabled:  # replicas that start (or come back) later are picked up too
+        from interp.llm.replicas import discoverer, serve_id
+
+        discover = discoverer(paths.root, serve_id(cfg))
+    client = build_client(
+        cfg.llm, paths.llm_cache_dir() / f"r{task.index:05d}.jsonl", discover=discover
+    )
     resources = build_resources(cfg, paths)
     try:
         negatives = build_negative_sources(cfg, reader, csr, token_ids, tokenizer, resources)
@@ -625,7 +635,8 @@ def score_means(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, 
 def _headline(scores: dict[str, dict[str, dict[str, Any]]]) -> str:
     parts = []
     for scorer, metrics in scores.items():
-        metric = next((m for m in ("auroc", "balanced_accuracy") if m in metrics), None)
+        headline = ("auroc", "balanced_accuracy", "correlation", "score", "accuracy")
+        metric = next((m for m in headline if m in metrics), None)
         if metric is None:
             continue
         e = metrics[metric]

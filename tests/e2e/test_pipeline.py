@@ -46,7 +46,7 @@ def test_every_latent_in_range_has_one_record(run) -> None:
     table = pq.read_table(root / "gather" / "latents.parquet").to_pylist()
     assert sorted(r["latent"] for r in table) == list(range(cfg.interpret.num_latents))
     statuses = {r["status"] for r in table}
-    assert statuses <= {"ok", "too_rare", "explain_failed", "error"}, statuses
+    assert statuses <= {"ok", "too_rare", "skipped", "explain_failed", "error"}, statuses
     ok = [r for r in table if r["status"] == "ok"]
     assert ok, f"no latent was explained and scored: {statuses}"
     for r in ok:
@@ -58,6 +58,17 @@ def test_every_latent_in_range_has_one_record(run) -> None:
         if r["status"] != "ok":
             assert r["error"] or r["status"] == "too_rare"
     assert "sweep folder" in proc.stdout
+
+
+def test_gather_writes_the_report_dashboards_and_exports(run) -> None:
+    out, _ = run
+    gather = out / "e2e" / "gather"
+    html = (gather / "report" / "index.html").read_text()
+    assert "<img" in html and "detection" in html
+    pages = list((gather / "report" / "latents").rglob("*.html"))
+    assert pages, "no latent dashboard was written"
+    assert (gather / "align" / "index.json").is_file()  # one point: nothing to pair, recorded
+    assert (gather / "export" / "index.json").is_file()
 
 
 def test_store_reads_equal_what_the_sae_produced(run) -> None:

@@ -432,10 +432,13 @@ def test_steering_smollm2_toward_pets_is_recognised_by_the_real_judge() -> None:
     writes about cats, dogs, pets; the offline scorer LLM (the default Qwen2.5-Coder-1.5B)
     scores a matching explanation clearly above unrelated ones, which reuse the memoised
     steering. Measured here: 0.57 vs 0.35 and 0.31 (68 s on the loaded 2-core VM)."""
+    from model_skips import require_model
+
     from interp.config import LLMConfig
     from interp.llm.transformers_backend import TransformersClient
     from interp.models import load_causal_lm, load_tokenizer
 
+    require_model("qwen2.5-coder-1.5b-instruct")
     model = load_causal_lm("smollm2-135m", "float32", "cpu")
     tok = load_tokenizer("smollm2-135m")
     cats = [

@@ -342,6 +342,9 @@ def test_simulation_real_llm_prefers_the_true_explanation() -> None:
 
     SmolLM2-135M cannot simulate (0.16 vs 0.18), so this check needs the larger model.
     """
+    from model_skips import require_model
+
+    require_model("qwen2.5-coder-1.5b-instruct")
     ctx = _weather_ctx("qwen2.5-coder-1.5b-instruct")
     good = asyncio.run(sim.score_simulation(ctx, TRUE_EXPLANATION)).metrics()
     bad = asyncio.run(sim.score_simulation(ctx, WRONG_EXPLANATION)).metrics()
