@@ -69,6 +69,26 @@ def locate_gguf(model: str) -> Path:
     return gguf_path(model)
 
 
+def log_tail(path: Path | None, n_lines: int = 30) -> str:
+    """The last lines of a server's log, for error messages."""
+    if path is None or not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n_lines:])
+
+
+def stop_process(proc: subprocess.Popen | None, grace_s: float, what: str) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``; nothing if it is gone already."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        log.warning("%s %d ignored SIGTERM: killing it", what, proc.pid)
+        proc.kill()
+        proc.wait()
+
+
 class LlamaServer:
     """One ``llama_cpp.server`` subprocess; ``start`` waits until /v1/models answers."""
 
@@ -170,9 +190,7 @@ class LlamaServer:
                 time.sleep(0.2)
 
     def log_tail(self, n_lines: int = 30) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n_lines:])
+        return log_tail(self.log_path, n_lines)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -180,14 +198,7 @@ class LlamaServer:
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``grace_s``; idempotent."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                log.warning("llama.cpp server %d ignored SIGTERM: killing it", proc.pid)
-                proc.kill()
-                proc.wait()
+        stop_process(proc, grace_s, "llama.cpp server")
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

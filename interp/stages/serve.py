@@ -35,6 +35,7 @@ from interp.llm.replicas import (
     this_job,
     withdraw,
 )
+from interp.llm.server import log_tail, stop_process
 from interp.plan import Task
 from interp.runs import RunPaths
 
@@ -100,18 +101,10 @@ class VLLMServer:
 
     def stop(self, grace_s: float = 10.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, grace_s, "vllm server")
 
     def log_tail(self, n_lines: int = 30) -> str:
-        if not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n_lines:])
+        return log_tail(self.log_path, n_lines)
 
 
 def bind_host(cfg: RunConfig) -> tuple[str, str]:
