@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+from word_tokens import CAT, RENDER
 
 from interp.config import ExplainerConfig, RunConfig, load_run_config
 from interp.explain import (
@@ -31,21 +32,6 @@ from interp.score.classifier import as_clause
 from interp.stages.interpret import interpret_range
 
 pytestmark = pytest.mark.unit
-
-WORDS = ["<s>", " the", " cat", " sat", " on", " mat", " dog", " ran", "\n", " a", " big"]
-CAT = 2
-
-
-class WordTokenizer:
-    """Token id -> word; id 0 is special."""
-
-    all_special_ids = [0]
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(WORDS[i] for i in ids)
-
-
-RENDER = TokenRenderer(WordTokenizer())
 
 
 # --------------------------------------------------------------------------- highlighting

@@ -13,9 +13,10 @@ import re
 
 import numpy as np
 import pytest
+from word_tokens import CAT, RENDER
 
 from interp.config import ExamplesConfig, ScorerConfig
-from interp.explain.prompts import TokenRenderer, highlight_mask
+from interp.explain.prompts import highlight_mask
 from interp.latents import build_examples
 from interp.latents.examples import Example, LatentExamples
 from interp.llm.base import ChoiceLogprobs, Generation, TextLogprobs
@@ -24,19 +25,6 @@ from interp.score import classifier as clf
 from interp.score.intruder import build_rounds, choice_labels, choice_probs
 
 pytestmark = pytest.mark.unit
-
-WORDS = ["<s>", " the", " cat", " sat", " on", " mat", " dog", " ran", "\n", " a", " big"]
-CAT = 2
-
-
-class WordTokenizer:
-    all_special_ids = [0]
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(WORDS[i] for i in ids)
-
-
-RENDER = TokenRenderer(WordTokenizer())
 
 
 def _yes(text: str, explanation: str) -> bool:
