@@ -332,6 +332,11 @@ def _write_neuronpedia_config(
     folder.mkdir(parents=True)
     creator = {"creatorName": "interp", "creatorId": AUTHOR_ID}
     models = sorted({p["explainer_model"] for p in points})
+    # the explainer is the scorer too: the same model rows serve both tables
+    model_rows = [
+        {"name": m, "displayName": m, "description": m, "featured": False, "creatorName": "interp"}
+        for m in models
+    ]
     tables = {
         "explanation_type": [
             {
@@ -343,16 +348,7 @@ def _write_neuronpedia_config(
                 **creator,
             }
         ],  # fmt: skip
-        "explanation_model_type": [
-            {
-                "name": m,
-                "displayName": m,
-                "description": m,
-                "featured": False,
-                "creatorName": "interp",
-            }
-            for m in models
-        ],  # fmt: skip
+        "explanation_model_type": model_rows,
         "explanation_score_type": [
             {
                 "name": score_type_name(s),
@@ -364,16 +360,7 @@ def _write_neuronpedia_config(
             }
             for s in scorers
         ],  # fmt: skip
-        "explanation_score_model": [
-            {
-                "name": m,
-                "displayName": m,
-                "description": m,
-                "featured": False,
-                "creatorName": "interp",
-            }
-            for m in models
-        ],  # fmt: skip
+        "explanation_score_model": model_rows,
     }
     for name, rows in tables.items():
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
