@@ -23,7 +23,7 @@ __all__ = ["RunConfig", "build", "describe", "id_dict", "load_run_config", "to_d
 Dtype = Literal["float32", "bfloat16", "float16"]
 
 
-def _meta(doc: str, *, id: bool = True) -> dict[str, Any]:
+def _meta(doc: str, *, id: bool | Literal["when_set"] = True) -> dict[str, Any]:
     return {"doc": doc, "id": id}
 
 
@@ -85,11 +85,13 @@ class DataConfig:
     hf_config: str = field(default="", metadata=_meta("source=hf: the dataset's config name."))
     hf_revision: str = field(
         default="",
-        metadata={
-            "doc": "source=hf: git revision (tag, branch, commit) of a hub dataset; pin it so "
-            "re-tokenising gives the same tokens. Empty = the default branch.",
-            "id": "when_set",
-        },
+        metadata=_meta(
+            (
+                "source=hf: git revision (tag, branch, commit) of a hub dataset; pin it so "
+                "re-tokenising gives the same tokens. Empty = the default branch."
+            ),
+            id="when_set",
+        ),
     )
     hf_streaming: bool = field(
         default=True,
@@ -113,11 +115,13 @@ class DataConfig:
     )
     separator: Literal["eos", "bos", "none"] = field(
         default="eos",
-        metadata={
-            "doc": "Token appended after every document: 'eos', 'bos' (the next document "
-            "starts with BOS), or 'none' (documents run together).",
-            "id": "when_set",
-        },
+        metadata=_meta(
+            (
+                "Token appended after every document: 'eos', 'bos' (the next document "
+                "starts with BOS), or 'none' (documents run together)."
+            ),
+            id="when_set",
+        ),
     )
     exclude_first: int = field(
         default=1,
@@ -300,11 +304,13 @@ class SAEConfig:
     )
     rotate: bool = field(
         default=False,
-        metadata={
-            "doc": "neurons: a random orthogonal rotation of the basis first (seeded by "
-            "train.seed), the control for neurons in the paper.",
-            "id": "when_set",
-        },
+        metadata=_meta(
+            (
+                "neurons: a random orthogonal rotation of the basis first (seeded by "
+                "train.seed), the control for neurons in the paper."
+            ),
+            id="when_set",
+        ),
     )
 
     # Fields each architecture reads; the others do not change what it computes.
@@ -421,46 +427,42 @@ class DistConfig:
 
     strategy: DistStrategy = field(
         default="ddp",
-        metadata={
-            "doc": "'ddp' = every rank trains every SAE on its share of the data, gradients "
+        metadata=_meta(
+            "'ddp' = every rank trains every SAE on its share of the data, gradients "
             "averaged; 'shard_hookpoints' = each SAE lives on one rank, activations are "
             "all-gathered (needs >= as many SAEs as ranks); 'fsdp' = ddp with each SAE's "
             "parameters and optimiser sharded (wide dictionaries); 'deepspeed' = ZeRO "
-            "sharding via DeepSpeed (install the gpu extra). All but ddp need >= 2 ranks.",
-            "id": True,
-        },
+            "sharding via DeepSpeed (install the gpu extra). All but ddp need >= 2 ranks."
+        ),
     )
     backend: DistBackend = field(
         default="auto",
-        metadata={
-            "doc": "torch.distributed backend: 'auto' = nccl on CUDA, gloo on CPU.",
-            "id": False,
-        },
+        metadata=_meta("torch.distributed backend: 'auto' = nccl on CUDA, gloo on CPU.", id=False),
     )
     timeout_s: int = field(
         default=1800,
-        metadata={
-            "doc": "Seconds a collective (or the rendezvous) may wait before the run fails.",
-            "id": False,
-        },
+        metadata=_meta(
+            "Seconds a collective (or the rendezvous) may wait before the run fails.", id=False
+        ),
     )
     master_port: int = field(
         default=0,
-        metadata={
-            "doc": "Rendezvous port when the environment gives none (MASTER_PORT wins); "
-            "0 = 20000 + SLURM job id mod 20000 under SLURM, else 29500.",
-            "id": False,
-        },
+        metadata=_meta(
+            (
+                "Rendezvous port when the environment gives none (MASTER_PORT wins); "
+                "0 = 20000 + SLURM job id mod 20000 under SLURM, else 29500."
+            ),
+            id=False,
+        ),
     )
     zero_stage: int = field(
         default=2,
-        metadata={
-            "doc": "DeepSpeed ZeRO stage: 1 = optimiser state sharded, 2 = gradients too. "
+        metadata=_meta(
+            "DeepSpeed ZeRO stage: 1 = optimiser state sharded, 2 = gradients too. "
             "Stage 3 (parameters too) is refused: it frees parameters between forward and "
             "backward, which the sparse decode's saved weight does not survive; use "
-            "strategy fsdp to shard parameters.",
-            "id": True,
-        },
+            "strategy fsdp to shard parameters."
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -513,11 +515,13 @@ class TrainConfig:
     )
     dist: DistConfig = field(
         default_factory=DistConfig,
-        metadata={
-            "doc": "Multi-process training (ranks from torchrun or SLURM's srun variables; "
-            "one process = no distribution).",
-            "id": "when_set",
-        },
+        metadata=_meta(
+            (
+                "Multi-process training (ranks from torchrun or SLURM's srun variables; "
+                "one process = no distribution)."
+            ),
+            id="when_set",
+        ),
     )
     keep_checkpoints: int = field(
         default=2,
@@ -729,83 +733,86 @@ class ScorerConfig:
     )
     examples_per_prompt: int = field(
         default=1,
-        metadata={
-            "doc": "detection/fuzzing: examples per prompt. 1 = one prompt each, P(Yes) "
-            "from next-token log-probs after a shared prefix; n > 1 = n numbered examples, "
-            "a generated 'i: Yes|No' list parsed strictly (failures recorded).",
-            "id": "when_set",
-        },
+        metadata=_meta(
+            (
+                "detection/fuzzing: examples per prompt. 1 = one prompt each, P(Yes) "
+                "from next-token log-probs after a shared prefix; n > 1 = n numbered examples, "
+                "a generated 'i: Yes|No' list parsed strictly (failures recorded)."
+            ),
+            id="when_set",
+        ),
     )
     batch_read: Literal["forced", "generate", "generate_logprobs"] = field(
         default="generate_logprobs",
-        metadata={
-            "doc": "examples_per_prompt > 1: how answers are read. generate = the generated "
-            "list as 0/1; generate_logprobs = then teacher-force it to read P(Yes) per "
-            "example (one more, prefix-cached call); forced = one teacher-forced call, "
-            "P(Yes) read at each answer line (nothing generated, nothing parsed).",
-            "id": "when_set",
-        },
+        metadata=_meta(
+            (
+                "examples_per_prompt > 1: how answers are read. generate = the generated "
+                "list as 0/1; generate_logprobs = then teacher-force it to read P(Yes) per "
+                "example (one more, prefix-cached call); forced = one teacher-forced call, "
+                "P(Yes) read at each answer line (nothing generated, nothing parsed)."
+            ),
+            id="when_set",
+        ),
     )
     intruder_examples: int = field(
         default=4,
-        metadata={
-            "doc": "intruder: activating examples per prompt (+1 intruder).",
-            "id": "when_set",
-        },
+        metadata=_meta("intruder: activating examples per prompt (+1 intruder).", id="when_set"),
     )
     intruder_prompts: int = field(
-        default=8, metadata={"doc": "intruder: prompts per latent.", "id": "when_set"}
+        default=8, metadata=_meta("intruder: prompts per latent.", id="when_set")
     )
     intruder_source: Literal["inactive", "other_quantile"] = field(
         default="inactive",
-        metadata={
-            "doc": "intruder: a non-activating example (random marks) or an activating "
-            "example of another quantile.",
-            "id": "when_set",
-        },
+        metadata=_meta(
+            (
+                "intruder: a non-activating example (random marks) or an activating "
+                "example of another quantile."
+            ),
+            id="when_set",
+        ),
     )
     intervention_kl: float = field(
         default=0.5,
-        metadata={
-            "doc": "intervention: target mean KL(clean || steered), nats, of the next-token "
-            "distribution after the prompts; the steering strength is calibrated per latent "
-            "to reach it (delphi's default; the paper sweeps 0.1, 0.33, 1, 3). On SmolLM2 "
-            "0.5 changed every greedy continuation and kept it fluent; 1.0 made many "
-            "repetitive or garbled.",
-            "id": "when_set",
-        },
+        metadata=_meta(
+            (
+                "intervention: target mean KL(clean || steered), nats, of the next-token "
+                "distribution after the prompts; the steering strength is calibrated per latent "
+                "to reach it (delphi's default; the paper sweeps 0.1, 0.33, 1, 3). On SmolLM2 "
+                "0.5 changed every greedy continuation and kept it fluent; 1.0 made many "
+                "repetitive or garbled."
+            ),
+            id="when_set",
+        ),
     )
     intervention_prompts: int = field(
         default=8,
-        metadata={
-            "doc": "intervention: prompts per latent (held-out non-activating contexts); "
-            "each gives one clean/steered pair for the judge (2 single-token calls).",
-            "id": "when_set",
-        },
+        metadata=_meta(
+            (
+                "intervention: prompts per latent (held-out non-activating contexts); "
+                "each gives one clean/steered pair for the judge (2 single-token calls)."
+            ),
+            id="when_set",
+        ),
     )
     intervention_prompt_tokens: int = field(
         default=24,
-        metadata={
-            "doc": "intervention: tokens of each context used as the prompt.",
-            "id": "when_set",
-        },
+        metadata=_meta("intervention: tokens of each context used as the prompt.", id="when_set"),
     )
     intervention_new_tokens: int = field(
         default=16,
-        metadata={
-            "doc": "intervention: greedy tokens generated per continuation.",
-            "id": "when_set",
-        },
+        metadata=_meta("intervention: greedy tokens generated per continuation.", id="when_set"),
     )
     intervention_judge: Literal["each", "pair"] = field(
         default="each",
-        metadata={
-            "doc": "intervention: how the scorer LLM judges a clean/steered pair. each = "
-            "P(Yes) that one continuation shows the explanation, asked per text (no position "
-            "bias; the offline 1.5B judge separates only this way); pair = A or B, asked in "
-            "both orders and averaged (needs a stronger judge).",
-            "id": "when_set",
-        },
+        metadata=_meta(
+            (
+                "intervention: how the scorer LLM judges a clean/steered pair. each = "
+                "P(Yes) that one continuation shows the explanation, asked per text (no position "
+                "bias; the offline 1.5B judge separates only this way); pair = A or B, asked in "
+                "both orders and averaged (needs a stronger judge)."
+            ),
+            id="when_set",
+        ),
     )
     bootstrap_resamples: int = field(
         default=1000,
