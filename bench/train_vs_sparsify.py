@@ -229,7 +229,7 @@ class OurSaeStep:
     """Our ``GroupTrainer.train_step`` fed the cached batches (its LM stream never runs).
 
     Everything of the step runs: forward/backward of the TopK SAE (sparse kernels of
-    ``kernels.topk``), the NaN/stop check, decoder-gradient projection, fused Adam, LR
+    ``interp_kernels.topk``), the NaN/stop check, decoder-gradient projection, fused Adam, LR
     schedule, decoder renorm, firing counts and metric sums.
     """
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.topk import Backend, topk_decode
+from interp_kernels.topk import Backend, topk_decode
 
 log = logging.getLogger(__name__)
 

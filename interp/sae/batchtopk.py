@@ -38,7 +38,7 @@ from interp.sae.base import (
     total_variance,
 )
 from interp.sae.jumprelu import JumpReLUSAE, jump
-from kernels.topk import Backend
+from interp_kernels.topk import Backend
 
 
 class BatchTopKSAE(SparseCoder):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kernels.topk import Backend
+from interp_kernels.topk import Backend
 
 if TYPE_CHECKING:
     from interp.config import SAEConfig

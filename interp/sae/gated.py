@@ -37,7 +37,7 @@ from interp.sae.base import (
     fraction_of_variance_unexplained,
 )
 from interp.sae.relu import SparsityPenaltyMixin, weighted_l1
-from kernels.topk import Backend
+from interp_kernels.topk import Backend
 
 
 class GatedSAE(SparsityPenaltyMixin, SparseCoder):

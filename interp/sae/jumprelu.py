@@ -40,7 +40,7 @@ from interp.sae.base import (
     dense_to_sparse,
     warmup_factor,
 )
-from kernels.topk import Backend
+from interp_kernels.topk import Backend
 
 SparsityLoss = Literal["l0", "target_l0"]
 

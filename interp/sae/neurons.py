@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from interp.sae.topk import TopKSAE
-from kernels.topk import Backend
+from interp_kernels.topk import Backend
 
 
 def random_rotation(d: int, generator: torch.Generator) -> torch.Tensor:

@@ -32,7 +32,7 @@ from interp.sae.base import (
     total_variance,
     warmup_factor,
 )
-from kernels.topk import Backend
+from interp_kernels.topk import Backend
 
 
 def weighted_l1(acts_NM: torch.Tensor, W_dec_ME: torch.Tensor, y_NE: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ Loss = FVU + ``auxk_alpha`` * AuxK + Multi-TopK FVU / 8 (sparsify's weights):
   trained at K also works at larger K and fewer latents die.
 - AuxK (:func:`interp.sae.base.auxk_loss`) lets the latents the trainer marks dead
   reconstruct the residual; off by default (sparsify's default since 2024-06).
-Without either, the encoder runs through the sparse kernel of ``kernels.topk`` (its
+Without either, the encoder runs through the sparse kernel of ``interp_kernels.topk`` (its
 backward touches only the K selected entries); with them, the dense [N, M] ReLU
 pre-activations are kept for the extra top-k's. Both paths give the same values.
 """
@@ -37,7 +37,7 @@ from interp.sae.base import (
     sum_squared_error,
     total_variance,
 )
-from kernels.topk import Backend, topk_encode
+from interp_kernels.topk import Backend, topk_encode
 
 __all__ = ["EncoderOutput", "ForwardOutput", "TopKSAE", "fraction_of_variance_unexplained"]
 

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 if not torch.cuda.is_available():
-    # triton.jit reads this when kernels.triton_topk is imported, on the first triton call.
+    # triton.jit reads this when interp_kernels.triton_topk is imported, on the first triton call.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from kernels import resolve_backend, topk_decode, topk_encode  # noqa: E402
-from kernels import topk as topk_module  # noqa: E402
+from interp_kernels import resolve_backend, topk_decode, topk_encode  # noqa: E402
+from interp_kernels import topk as topk_module  # noqa: E402
 
 pytestmark = [
     pytest.mark.unit,
@@ -153,7 +153,7 @@ def test_decode_with_repeated_indices_in_one_token():
 def test_one_sort_per_step_and_none_reused_after_a_change(monkeypatch):
     """The encoder's backward reuses the entries the decoder's backward sorted for the same
     indices; indices changed in place (or other indices) are sorted afresh."""
-    from kernels import triton_topk
+    from interp_kernels import triton_topk
 
     built = []
     original = triton_topk.SortedEntries
@@ -196,7 +196,7 @@ def test_triton_on_cpu_without_the_interpreter_says_how(monkeypatch):
 
 def test_auto_picks_torch_on_cpu_and_logs_once(caplog, monkeypatch):
     monkeypatch.setattr(topk_module, "_logged_choices", set())
-    with caplog.at_level(logging.INFO, logger="kernels.topk"):
+    with caplog.at_level(logging.INFO, logger="interp_kernels.topk"):
         assert resolve_backend("auto", "cpu") == "torch"
         assert resolve_backend("auto", torch.device("cpu")) == "torch"
     assert [r.getMessage() for r in caplog.records] == [
@@ -207,7 +207,7 @@ def test_auto_picks_torch_on_cpu_and_logs_once(caplog, monkeypatch):
 
 
 def test_importing_kernels_imports_no_triton():
-    code = "import kernels, kernels.topk, interp.sae, sys; print('triton' in sys.modules)"
+    code = "import interp_kernels, interp_kernels.topk, interp.sae, sys; print('triton' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from interp.sae import EncoderOutput, ForwardOutput, TopKSAE, load_sae, save_sae
-from kernels import topk_decode, topk_encode
+from interp_kernels import topk_decode, topk_encode
 
 pytestmark = pytest.mark.unit
 

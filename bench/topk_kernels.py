@@ -1,17 +1,17 @@
 """Tokens/s and peak memory of one TopK SAE training step (forward + backward), per kernel
 backend, on one CUDA GPU.
 
-    PYTHONPATH=. python bench/kernels.py                 # the full grid (~5 min on an H100)
-    PYTHONPATH=. python bench/kernels.py --grid quick    # a few shapes
-    PYTHONPATH=. python bench/kernels.py --micro         # the sparse ops alone, launch sweep
-    PYTHONPATH=/path/to/sparsify:. python bench/kernels.py --sparsify   # + eai-sparsify
+    python bench/topk_kernels.py                 # the full grid (~5 min on an H100)
+    python bench/topk_kernels.py --grid quick    # a few shapes
+    python bench/topk_kernels.py --micro         # the sparse ops alone, launch sweep
+    PYTHONPATH=/path/to/sparsify python bench/topk_kernels.py --sparsify   # + eai-sparsify
 
 A step is: top_acts, top_idx = topk_encode(x, ...); x_hat = topk_decode(...) + b_dec;
 fvu = sum((x_hat - x)^2) / sum((x - mean x)^2); fvu.backward(). No optimizer step (the
 same for every backend). Backends:
 
-- ``torch``:  kernels/topk.py (dense GEMM + topk forward, sparse torch backward, torch
-  embedding_bag decoder).
+- ``torch``:  kernels/interp_kernels/topk.py (dense GEMM + topk forward, sparse torch
+  backward, torch embedding_bag decoder).
 - ``triton``: the same forward GEMM + topk, triton decoder and sparse encoder backward.
 - ``dense``:  plain autograd, the way SAELens/dictionary_learning compute it: dense
   [N, M] codes scattered from the topk, a dense decoder GEMM, dense backward.
@@ -43,10 +43,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-# Run as a script, this file's folder comes first on sys.path and its name would shadow
-# the kernels package.
+# Run as a script, this file's folder comes first on sys.path: keep the other bench
+# scripts' names from shadowing installed packages.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-from kernels import topk_decode, topk_encode  # noqa: E402
+from interp_kernels import topk_decode, topk_encode  # noqa: E402
 
 # (D, expansion, k, N tokens)
 FULL_GRID = [
@@ -237,7 +237,7 @@ def set_launch(T: Any, launch: tuple[int, int, int, int, int]) -> None:
 
 
 def micro_one(dtype: torch.dtype, n: int, d: int, m: int, k: int, reps: int) -> None:
-    from kernels import triton_topk as T
+    from interp_kernels import triton_topk as T
 
     idx = torch.randint(0, m, (n, k), device="cuda")
     w = torch.rand(n, k, device="cuda", dtype=dtype)
@@ -327,7 +327,7 @@ def main() -> None:
     ap.add_argument("--json", help="write every measurement here")
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        sys.exit("bench/kernels.py needs a CUDA GPU")
+        sys.exit("bench/topk_kernels.py needs a CUDA GPU")
     torch.set_float32_matmul_precision("high")  # TF32 for float32 GEMMs, as in training
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")  # fmt: skip

@@ -19,7 +19,7 @@ pass.
 Backends, always chosen by the caller:
 
 - ``"torch"``: this file, on any device and dtype (float64 included).
-- ``"triton"``: ``kernels.triton_topk`` for the decode forward and backward and the
+- ``"triton"``: ``interp_kernels.triton_topk`` for the decode forward and backward and the
   encoder backward (same dense forward GEMM + topk), on CUDA tensors in float32, bfloat16
   or float16; on CPU tensors only under ``TRITON_INTERPRET=1`` (how CI tests it).
 - ``"auto"``: ``resolve_backend`` picks triton for CUDA tensors when triton imports and
@@ -49,9 +49,9 @@ _logged_choices: set[tuple[str, str]] = set()
 
 
 def _triton_module() -> ModuleType:
-    """``kernels.triton_topk``, imported on first use; a clear error when triton is missing."""
+    """``interp_kernels.triton_topk``, imported on first use; a clear error without triton."""
     try:
-        return importlib.import_module("kernels.triton_topk")
+        return importlib.import_module(".triton_topk", __package__)
     except ImportError as e:
         raise ImportError(
             f"backend='triton' needs the triton package ({e}): pip install triton (it comes "

@@ -1,7 +1,7 @@
 """Triton kernels for the sparse parts of a TopK SAE step (``backend="triton"``).
 
-Imported only by ``kernels.topk`` on first use of the triton backend, never at package
-import: triton and its compiler load lazily, and ``TRITON_INTERPRET=1`` (read by
+Imported only by ``interp_kernels.topk`` on first use of the triton backend, never at
+package import: triton and its compiler load lazily, and ``TRITON_INTERPRET=1`` (read by
 ``triton.jit`` when this module is imported) runs every kernel on CPU tensors in the
 interpreter, which is how CI checks them.
 
@@ -40,8 +40,8 @@ import triton.language as tl
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-# Launch parameters (module constants so that bench/kernels.py can sweep them). Measured
-# on an H100 (bench/kernels.py --micro): one decoder/input row at a time with the columns
+# Launch parameters (module constants so that bench/topk_kernels.py can sweep them). Measured
+# on an H100 (bench/topk_kernels.py --micro): one decoder/input row at a time with the columns
 # spread over the program beats loading [BLOCK_K, BLOCK_D] tiles and reducing across
 # them (2-7x in bfloat16), and a program that spans about 1 KiB (bag) or 2 KiB (scatter)
 # of a row is fastest.
