@@ -168,7 +168,9 @@ def run_and_report(
     if cluster["executor"] == "slurm":
         print(f"\nsweep folder: {root}\n  submitted; progress: python launch/status.py {root}")
     else:
-        print(f"\nsweep folder: {root}\n  table: {root / 'gather' / 'latents.parquet'}")
+        from interp.report.brief import brief_from_folder
+
+        print(f"\nsweep folder: {root}\n" + "\n".join(brief_from_folder(root)), flush=True)
     return root
 
 

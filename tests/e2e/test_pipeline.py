@@ -4,6 +4,7 @@ fast test LLM, through the same command a user runs (submitit's local executor).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,13 @@ def test_every_latent_in_range_has_one_record(run) -> None:
         if r["status"] != "ok":
             assert r["error"] or r["status"] == "too_rare"
     assert "sweep folder" in proc.stdout
+    # the job ends by saying what it found (the gather's summary) and where
+    (p,) = json.loads((root / "gather" / "summary.json").read_text())["points"]
+    assert f"{p['n_ok']}/{p['n_latents']} latents explained and scored" in proc.stdout
+    det = p["scores"]["detection"]["balanced_accuracy"]
+    assert f"detection balanced_accuracy: median {det['median']:.3f}" in proc.stdout
+    assert re.search(r"report: +\S*gather/report/index\.html", proc.stdout), proc.stdout[-2000:]
+    assert re.search(r"summary: +\S*gather/summary\.md", proc.stdout)
 
 
 def test_gather_writes_the_report_dashboards_and_exports(run) -> None:

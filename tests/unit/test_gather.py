@@ -134,6 +134,39 @@ def test_distribution_drops_missing_values() -> None:
     assert summ.distribution(np.array([np.nan])) == {"n": 0}
 
 
+def _brief_of(tmp_path: Path, real: list[float], control: list[float]) -> list[str]:
+    from interp.report.brief import format_brief
+
+    records = [
+        record(i, acc=r, control={"explanation": "x", "scores": {"detection": metrics(c)}})
+        for i, (r, c) in enumerate(zip(real, control))
+    ] + [record(len(real), "too_rare")]
+    write_records(tmp_path / "r.jsonl", records)
+    writer = TableWriter(tmp_path / "parts")
+    point = {"point": "p", "layer": 6, "sae_id": "topk", "architecture": "topk"}
+    table = read_record_file(tmp_path / "r.jsonl", 0, len(records))
+    writer.add(with_point_columns(table, point))
+    writer.commit(tmp_path / "t.parquet")
+    meta = {**point, "hookpoint": "layers.6", "fvu": 0.25, "l0": 16.0}
+    return format_brief(summ.summarize(tmp_path / "t.parquet", [meta]))
+
+
+def test_the_brief_says_what_was_found_and_whether_it_is_noise(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    real = list(0.8 + 0.05 * rng.standard_normal(20))
+    lines = _brief_of(tmp_path / "a", real, list(0.5 + 0.05 * rng.standard_normal(20)))
+    assert lines[0] == (
+        "topk topk @ layers.6: 20/21 latents explained and scored (not: 1 too_rare); "
+        "FVU 0.250, L0 16.0"
+    )
+    (det,) = [line for line in lines if "detection balanced_accuracy" in line]
+    assert f"median {np.median(real):.3f}" in det and det.endswith("(interval above 0)")
+    same = list(0.6 + 0.05 * rng.standard_normal(20))
+    lines = _brief_of(tmp_path / "b", same, [v + 0.01 * (-1) ** i for i, v in enumerate(same)])
+    (det,) = [line for line in lines if "detection balanced_accuracy" in line]
+    assert det.endswith("(within noise)")
+
+
 # ----------------------------------------------------------------------------- the stage
 
 
