@@ -19,20 +19,19 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(composed: DictConfig) -> dict[str, Any] | None:
-    from interp.config import load_run_config, to_dict
+    from interp.config import to_dict
+    from slurm.schema import resolve
     from slurm.submit import check_cluster, check_serving, run_and_report
     from slurm.worker import setup_logging
 
     setup_logging()
-    raw = OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
-    cluster = raw.pop("cluster")
     try:
-        cfg = load_run_config(raw)
+        cfg, cluster = resolve(composed)
         check_cluster(cluster)
         check_serving([cfg], cluster)
     except ValueError as err:
@@ -57,4 +56,7 @@ if __name__ == "__main__":
 
         print("\n".join(describe(RunConfig)))
         sys.exit(0)
+    from slurm.schema import register_schema
+
+    register_schema()  # every documented key, so conf/config.yaml's defaults can list it
     main()

@@ -49,7 +49,7 @@ def _sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_colliding_multirun_exits_before_recording_anything(tmp_path: Path) -> None:
-    proc = _sweep(tmp_path, "+train.kernels=torch,auto")
+    proc = _sweep(tmp_path, "train.kernels=torch,auto")
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "same run id" in proc.stderr and "train.kernels" in proc.stderr, proc.stderr
     assert not list(tmp_path.glob("tiny/points/*/config.json"))

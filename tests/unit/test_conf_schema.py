@@ -1,0 +1,68 @@
+"""conf/ over the schema: every documented key is overridable without `+`, a typo is
+refused at composition."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import yaml
+from conf_compose import CONF, Composer, composer
+from hydra.errors import ConfigCompositionException
+
+from interp.config import RunConfig, describe, to_dict
+from slurm.schema import resolve
+
+pytestmark = pytest.mark.unit
+
+ROOT = CONF.parent
+DEFAULTS = to_dict(RunConfig())
+
+
+@pytest.fixture(scope="module")
+def compose() -> Iterator[Composer]:
+    with composer() as fn:
+        yield fn
+
+
+def documented_keys() -> list[str]:
+    return [line.split(" = ", 1)[0] for line in describe(RunConfig)]
+
+
+def needs_plus(compose: Composer, keys: list[str]) -> list[str]:
+    """The keys that Hydra refuses to override without `+` (one composition if none)."""
+    try:
+        compose([f"{key}=null" for key in keys])
+        return []
+    except ConfigCompositionException:
+        return [key for key in keys if needs_plus(compose, [key])] if len(keys) > 1 else keys
+
+
+def test_every_documented_key_is_overridable_without_plus(compose: Composer) -> None:
+    keys = documented_keys()
+    assert len(keys) > 100 and "train.dist.strategy" in keys
+    missing = needs_plus(compose, keys)
+    assert not missing, f"these keys need `+` (not in the schema): {missing}"
+    assert needs_plus(compose, ["train.kernels", "train.kernls"]) == ["train.kernls"]
+
+
+def test_a_typo_is_refused_at_composition(compose: Composer) -> None:
+    with pytest.raises(ConfigCompositionException, match="train.kernls"):
+        compose(["train.kernls=auto"])
+    with pytest.raises(ConfigCompositionException, match="sae.kk"):
+        compose(["sae.kk=3"])
+
+
+def test_the_schema_is_the_dataclass_defaults(compose: Composer) -> None:
+    cfg, cluster = resolve(compose(["model=tiny-random-llama"]))
+    assert cfg.model.name == "tiny-random-llama" and cluster["executor"] == "local"
+    assert to_dict(cfg)["train"] == DEFAULTS["train"]  # conf/ overrides nothing of train
+
+
+def test_sweep_registers_the_schema() -> None:
+    cmd = [sys.executable, "launch/sweep.py", "train.dist.strategy=fsdp", "--cfg", "job"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(proc.stdout)["train"]["dist"]["strategy"] == "fsdp"
