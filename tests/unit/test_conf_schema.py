@@ -1,11 +1,12 @@
 """conf/ over the schema: every documented key is overridable without `+`, a typo is
-refused at composition."""
+refused at composition, and the YAML holds only overrides of the dataclass defaults."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -18,6 +19,17 @@ from slurm.schema import resolve
 pytestmark = pytest.mark.unit
 
 ROOT = CONF.parent
+# Keys that name what a group option is: kept even when they equal the default, so an
+# option still means the same thing if the dataclass default changes.
+IDENTITY = {
+    "model": {"name"},
+    "data": {"source"},
+    "sae": {"architecture"},
+    "llm": {"backend", "model"},
+    "scorer": {"names"},
+    "serve": {"enabled", "engine"},
+}
+GROUPS = sorted(IDENTITY)
 DEFAULTS = to_dict(RunConfig())
 
 
@@ -59,6 +71,44 @@ def test_the_schema_is_the_dataclass_defaults(compose: Composer) -> None:
     cfg, cluster = resolve(compose(["model=tiny-random-llama"]))
     assert cfg.model.name == "tiny-random-llama" and cluster["executor"] == "local"
     assert to_dict(cfg)["train"] == DEFAULTS["train"]  # conf/ overrides nothing of train
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def restated(tree: dict[str, Any], defaults: dict[str, Any], allowed: set[str]) -> list[str]:
+    flat_defaults = dict(flatten(defaults))
+    return [
+        key
+        for key, value in flatten(tree)
+        if key not in allowed and key in flat_defaults and value == flat_defaults[key]
+    ]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_group_yaml_restates_no_default(group: str) -> None:
+    found = {}
+    for path in sorted((CONF / group).glob("*.yaml")):
+        keys = restated(yaml.safe_load(path.read_text()) or {}, DEFAULTS[group], IDENTITY[group])
+        if keys:
+            found[path.name] = keys
+    assert not found, f"conf/{group}/ restates dataclass defaults (remove them): {found}"
+
+
+def test_config_yaml_restates_no_default() -> None:
+    top = yaml.safe_load((CONF / "config.yaml").read_text())
+    own = {k: v for k, v in top.items() if k not in ("defaults", "hydra")}
+    assert not restated(own, DEFAULTS, set()), "conf/config.yaml restates dataclass defaults"
+
+
+def test_restated_defaults_are_detected() -> None:
+    tree = {"architecture": "topk", "k": 32, "lr_scale": 10.0}
+    assert restated(tree, DEFAULTS["sae"], IDENTITY["sae"]) == ["k"]
 
 
 def test_sweep_registers_the_schema() -> None:
