@@ -83,6 +83,7 @@ def _text_documents(path: Path) -> Iterator[str]:
     with _open_text(path) as f:
         rest = ""
         while block := f.read(READ_CHARS):
+            _check_text(path, block)
             *parts, rest = (rest + block).split(DOC_BREAK)
             for part in parts:
                 if part.strip():
@@ -93,6 +94,20 @@ def _text_documents(path: Path) -> Iterator[str]:
                 yield from (h for h in heads if h.strip())
         if rest.strip():
             yield rest
+
+
+BAD_CHARS_MAX = 0.01
+"""Above this fraction of undecodable bytes (or any NUL), a block is not text."""
+
+
+def _check_text(path: Path, block: str) -> None:
+    """Refuse a binary or non-UTF-8 file instead of tokenising replacement characters (a
+    rare stray byte is kept, replaced)."""
+    if "\x00" in block or block.count("\ufffd") > BAD_CHARS_MAX * len(block):
+        raise ValueError(
+            f"{path} is not UTF-8 text (binary, or another encoding): convert it to UTF-8 or "
+            "drop it from data.paths"
+        )
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -124,7 +139,13 @@ class TableFiles:
 def _parquet_column(path: Path, column: str) -> Iterator[str | None]:
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for a bad file
+        raise ValueError(
+            f"{path} is not a readable parquet file ({type(e).__name__}: {e}): "
+            "fix it or drop it from data.paths"
+        ) from e
     names = pf.schema_arrow.names
     if column not in names:
         raise ValueError(

@@ -134,6 +134,24 @@ def test_table_sources_name_the_missing_column_and_bad_lines(tmp_path):
         build_corpus(DataConfig(source="text", paths=(str(tmp_path / "none*.txt"),)))
 
 
+def test_binary_or_foreign_text_and_broken_parquet_are_refused_naming_the_file(tmp_path):
+    (tmp_path / "model.bin").write_bytes(bytes(range(256)) * 64)
+    (tmp_path / "latin1.txt").write_bytes("café naïve über ".encode("latin-1") * 200)
+    (tmp_path / "stray.txt").write_bytes(b"plain text " * 500 + b"\xff" + b" more text" * 50)
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 truncated")
+    for name in ("model.bin", "latin1.txt"):
+        cfg = DataConfig(source="text", paths=(str(tmp_path / name),))
+        with pytest.raises(ValueError, match=rf"{name} is not UTF-8 text.*data.paths"):
+            list(build_corpus(cfg).documents())
+    (doc,) = build_corpus(
+        DataConfig(source="text", paths=(str(tmp_path / "stray.txt"),))
+    ).documents()
+    assert doc.count("\ufffd") == 1  # one stray byte in real text is kept, replaced
+    cfg = DataConfig(source="parquet", paths=(str(tmp_path / "broken.parquet"),))
+    with pytest.raises(ValueError, match=r"broken.parquet is not a readable parquet file"):
+        list(build_corpus(cfg).documents())
+
+
 def test_hf_dataset_saved_to_disk_and_parquet_builder_offline(tmp_path, tok, monkeypatch):
     import datasets
 
