@@ -960,11 +960,27 @@ class LLMConfig:
                     f"llm.base_urls entry {url!r} must start with http:// or https:// "
                     "(e.g. http://127.0.0.1:8000/v1)"
                 )
-        if self.backend == "http" and self.api_key_env and not self.api_key_env.isidentifier():
+        if self.api_key_env and not is_variable_name(self.api_key_env):
             raise ValueError(
-                f"llm.api_key_env={self.api_key_env!r} must be the NAME of an environment "
-                "variable (e.g. OPENROUTER_API_KEY), never the key itself"
+                "llm.api_key_env must be the NAME of an environment variable (e.g. "
+                "OPENROUTER_API_KEY), never the key itself (the value is not shown)"
             )
+
+
+KEY_PREFIXES = ("sk-", "sk_", "gsk_", "hf_", "xai-", "pk_", "rk_", "ghp_", "gho_", "glpat-",
+                "github_pat_", "AIza", "nvapi-", "pplx-", "r8_", "fw_")  # fmt: skip
+"""How API keys of common providers start (OpenAI, Stripe-style, Groq, Hugging Face, xAI,
+GitHub, GitLab, Google, NVIDIA, Perplexity, Replicate, Fireworks)."""
+
+
+def is_variable_name(value: str) -> bool:
+    """Whether ``value`` can be an environment variable's name and does not look like a
+    pasted key: an identifier, no provider key prefix, and not a long mix of lower-case
+    letters and digits (names are conventionally UPPER_CASE)."""
+    if not value.isidentifier() or value.startswith(KEY_PREFIXES):
+        return False
+    mixed = any(c.islower() for c in value) and sum(c.isdigit() for c in value) >= 4
+    return not (mixed and len(value) >= 20)
 
 
 @dataclass(frozen=True)

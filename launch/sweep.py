@@ -56,7 +56,9 @@ if __name__ == "__main__":
 
         print("\n".join(describe(RunConfig)))
         sys.exit(0)
-    from slurm.schema import register_schema
+    from slurm.schema import pasted_key_error, register_schema
 
+    if error := pasted_key_error(sys.argv[1:]):
+        sys.exit(error)
     register_schema()  # every documented key, so conf/config.yaml's defaults can list it
     main()

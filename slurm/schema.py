@@ -18,7 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from interp.config import RunConfig, load_run_config, to_dict
+from interp.config import RunConfig, is_variable_name, load_run_config, to_dict
 
 SCHEMA_NAME = "interp_schema"
 
@@ -42,3 +42,20 @@ def resolve(composed: DictConfig) -> tuple[RunConfig, dict[str, Any]]:
     raw = OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
     cluster = raw.pop("cluster")
     return load_run_config(raw), cluster
+
+
+def pasted_key_error(overrides: list[str]) -> str | None:
+    """The error for a command line that sets ``llm.api_key_env`` to something shaped like a
+    key rather than a variable's name. Checked before Hydra starts, because Hydra writes the
+    command line into the run folder before any validation (the value is never shown)."""
+    for arg in overrides:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if sep and key == "llm.api_key_env":
+            values = [v.strip().strip("'\"") for v in value.split(",")]  # a -m sweep too
+            if any(v and not is_variable_name(v) for v in values):
+                return (
+                    "config error: llm.api_key_env must be the NAME of an environment variable "
+                    "(e.g. OPENROUTER_API_KEY), never the key itself (the value is not shown; "
+                    "nothing was written)"
+                )
+    return None

@@ -116,3 +116,27 @@ def test_sweep_registers_the_schema() -> None:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert yaml.safe_load(proc.stdout)["train"]["dist"]["strategy"] == "fsdp"
+
+
+@pytest.mark.parametrize(
+    "value", ["sk-proj-4fGh29xLq0", "gsk_8Hq2Lm0PzX", "hf_abcdefgh12345", "abcd1234efgh5678ijkl"]
+)
+def test_a_pasted_key_is_refused_before_anything_is_written(tmp_path, value: str) -> None:
+    cmd = [sys.executable, "launch/sweep.py", "llm=http", f"llm.api_key_env={value}"]
+    cmd += [f"out_dir={tmp_path}", "llm.base_urls=[http://127.0.0.1:9/v1]"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "llm.api_key_env must be the NAME" in proc.stderr
+    assert value not in proc.stdout + proc.stderr
+    assert not any(tmp_path.iterdir()), "Hydra wrote the command line into the run folder"
+
+
+def test_variable_names_are_not_keys() -> None:
+    from interp.config import LLMConfig, is_variable_name
+
+    for name in ("OPENROUTER_API_KEY", "OPENAI_API_KEY", "MY_KEY_2", "X"):
+        assert is_variable_name(name), name
+    for bad in ("sk-123-secret", "gsk_live_abc", "has space", "a" * 8 + "1234" + "b" * 8):
+        assert not is_variable_name(bad), bad
+    with pytest.raises(ValueError, match="the value is not shown") as err:
+        LLMConfig(backend="http", api_key_env="sk-live-1234")
+    assert "sk-live-1234" not in str(err.value)
