@@ -1,6 +1,7 @@
 """The LLM edge on real sockets and files: replica files the system did not publish get
 no request (and published replicas never get the API key); an LLM outage leaves the
-interpret range uncommitted so a rerun redoes it against the healthy server.
+interpret range uncommitted so a rerun redoes it against the healthy server; ``rerun
+--retry-errors`` reopens ranges whose records hold errors.
 
 The LLM is :class:`fake_openai.FakeOpenAI` on loopback; the store is a real Zarr slice;
 the interpret stage is the real one with the real HTTP client."""
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +22,15 @@ from fake_openai import FakeOpenAI
 from interp.config import LLMConfig, RunConfig, load_run_config
 from interp.llm.http import LLMUnavailableError, OpenAIClient
 from interp.llm.replicas import discoverer, read_replicas, replicas_dir, scheduler
-from interp.plan import Task
-from interp.runs import RunPaths, is_committed
+from interp.plan import Task, job_pending
+from interp.runs import RunIds, RunPaths, commit_task, is_committed
 from interp.stages import interpret
 from interp.store import StoreMeta, write_slice, write_store_meta
 from slurm.slurm_executor import JobsAliveCheck
 from slurm.status import QueueEntry, SlurmUnavailable
+from slurm.submit import load_sweep, record_point, reopen_errors
 
+ROOT = Path(__file__).resolve().parents[2]
 USER = [{"role": "user", "content": "Say something"}]
 SECRET = "sk-never-to-a-replica"
 
@@ -152,3 +158,42 @@ def test_an_outage_leaves_the_range_uncommitted_and_a_rerun_redoes_it(tmp_path, 
     assert [r["status"] for r in records] == ["ok"] * N_LATENTS
     assert all(r["explanation"] and r["scores"]["detection"] for r in records)
     assert is_committed(manifest)
+
+
+def test_retry_errors_reopens_only_ranges_with_error_records(tmp_path: Path) -> None:
+    cfg = load_run_config({"out_dir": str(tmp_path), "name": "old", **_small_interpret()})
+    root = record_point(cfg)
+    paths = RunPaths(root, cfg)
+    plan, cfgs = load_sweep(root)
+    job = next(j for j in plan.jobs if j.stage == "interpret")
+    assert len(job.tasks) == 3
+    for t, counts in zip(job.tasks, ({"ok": 4}, {"ok": 3, "error": 1}, {"explain_failed": 4})):
+        commit_task(paths.manifest_file("interpret", t.index), {"status_counts": counts})
+    assert job_pending(job, root, cfgs) == []
+    assert reopen_errors(root) == [(RunIds.of(cfg).point, 1)]
+    assert [t.index for t in job_pending(job, root, cfgs)] == [1]  # the next run redoes it
+    assert reopen_errors(root) == []  # nothing committed holds an error any more
+    kept = paths.manifest_file("interpret", 1).with_suffix(".json.reopened")
+    assert json.loads(kept.read_text())["status_counts"]["error"] == 1
+
+
+def _small_interpret() -> dict:
+    return {"sae": {"num_latents": 256}, "interpret": {"num_latents": 12, "range_latents": 4}}
+
+
+def test_rerun_retry_errors_on_a_local_sweep_says_to_run_it_again(tmp_path: Path) -> None:
+    cfg = load_run_config({"out_dir": str(tmp_path), "name": "old", **_small_interpret()})
+    paths = RunPaths(record_point(cfg), cfg)
+    commit_task(paths.manifest_file("interpret", 2), {"status_counts": {"error": 4}})
+    cmd = [sys.executable, "launch/rerun.py", str(paths.root), "--retry-errors"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=_env())
+    assert out.returncode == 0, out.stderr
+    assert "reopened 1 interpret range" in out.stdout and "sweep command again" in out.stdout
+    assert not is_committed(paths.manifest_file("interpret", 2))
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
