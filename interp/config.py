@@ -929,7 +929,12 @@ class LLMConfig:
         ),
     )
     timeout_s: float = field(
-        default=120.0, metadata=_meta("backend=http: seconds per request attempt.", id=False)
+        default=120.0,
+        metadata=_meta(
+            "backend=http: wall-clock seconds per request attempt, reply body included (a "
+            "server that trickles bytes or never ends its reply is cut there, then retried).",
+            id=False,
+        ),
     )
     max_retries: int = field(
         default=4,
