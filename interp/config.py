@@ -929,7 +929,12 @@ class LLMConfig:
         ),
     )
     timeout_s: float = field(
-        default=120.0, metadata=_meta("backend=http: seconds per request attempt.", id=False)
+        default=120.0,
+        metadata=_meta(
+            "backend=http: wall-clock seconds per request attempt, reply body included (a "
+            "server that trickles bytes or never ends its reply is cut there, then retried).",
+            id=False,
+        ),
     )
     max_retries: int = field(
         default=4,
@@ -1106,10 +1111,14 @@ class InterpretConfig:
         ),
     )
     latent_timeout_s: float = field(
-        default=0.0,
+        default=1800.0,
         metadata=_meta(
             "Wall-clock limit per latent and pass (explain, score); over it the latent is "
-            "recorded as an error. 0 = none.",
+            "recorded as an error (`rerun --retry-errors` redoes it). The default is ~30x "
+            "the 55 s a latent's two passes took in-process on CPU (Qwen2.5-Coder-1.5B, "
+            "bench/RESULTS.md) and above one HTTP request's worst case at the llm defaults "
+            "(5 attempts x 120 s + backoff): a wedged latent costs 30 min of the "
+            "allocation, not all of it. 0 = none.",
             id=False,
         ),
     )

@@ -298,6 +298,15 @@ def read_manifest(manifest: Path) -> dict[str, Any] | None:
         return None
 
 
+def reopen_task(manifest: Path) -> Path:
+    """Un-commit one task so the next run or rerun redoes it. The manifest moves aside
+    to ``<name>.reopened`` (the last one kept, for the record; no reader globs it); the
+    task's outputs stay until the redo commits new ones over them."""
+    aside = manifest.with_name(manifest.name + ".reopened")
+    os.replace(manifest, aside)
+    return aside
+
+
 # ----------------------------------------------------------------------------- cluster records
 # What the cluster edge (slurm/) keeps about a sweep. Job ids are recorded at submission so a
 # later submit, status or rerun can tell queued work from failed work without guessing.

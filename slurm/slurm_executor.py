@@ -30,7 +30,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,12 @@ from typing import Any
 import submitit
 
 from interp.config import RunConfig, build, load_run_config
+from interp.llm.replicas import JOB_ID, scheduler
 from interp.plan import Plan, StageJob, Task, job_payload, job_pending, task_committed
 from interp.runs import RunPaths, atomic_write_json, cluster_config_file, is_committed, job_log_dir
 from slurm.status import (
     Attempt,
+    QueueEntry,
     SlurmError,
     SlurmUnavailable,
     Submission,
@@ -324,13 +326,10 @@ class StageCall(submitit.helpers.Checkpointable):
             return run_replica(cfg_dict, Path(root), task)
         requeue = signal.getsignal(signal.SIGUSR2)  # installed by submitit before this call
         watchdog = None
-        if (
-            stage == "interpret"
-            and _served(cfg_dict)
-            and not task_committed(stage, cfg_dict, Path(root), task)
-        ):
-            cfg_dict, watchdog = attach_replicas(cfg_dict, Path(root))
-        with signals_seen() as seen:
+        check = JobsAliveCheck() if stage == "interpret" and _served(cfg_dict) else None
+        if check is not None and not task_committed(stage, cfg_dict, Path(root), task):
+            watchdog = attach_replicas(cfg_dict, Path(root), check)
+        with signals_seen() as seen, scheduler(check):  # the stage's discovery asks squeue too
             try:
                 result = load_worker(self.worker)(stage, cfg_dict, root, task)
             finally:
@@ -404,14 +403,26 @@ def _served(cfg_dict: dict[str, Any] | None) -> bool:
     return bool(cfg_dict and (cfg_dict.get("serve") or {}).get("enabled"))
 
 
-def jobs_alive(job_ids: Sequence[str]) -> set[str]:
-    """Which of ``job_ids`` squeue still lists (all of them if squeue cannot answer:
-    the health check then decides alone)."""
-    try:
-        queue = read_queue()
-    except SlurmError:
-        return set(job_ids)
-    return {j for j in job_ids if j in queue or not j[:1].isdigit()}
+class JobsAliveCheck:
+    """``JobsAlive`` over squeue: which of the given ids are SLURM jobs RUNNING as this
+    user (``read_queue`` lists only this user's). A non-SLURM id is never alive. When
+    squeue cannot answer, only ids it last saw running count: a known replica survives a
+    slurmctld hiccup, a file naming a job never seen running does not."""
+
+    def __init__(self, read: Callable[[], Mapping[str, QueueEntry]] = read_queue) -> None:
+        self.read = read
+        self.seen: set[str] = set()
+
+    def __call__(self, job_ids: Iterable[str]) -> set[str]:
+        ids = {j for j in job_ids if isinstance(j, str) and JOB_ID.fullmatch(j)}
+        try:
+            queue = self.read()
+        except SlurmError as err:
+            log.warning("squeue did not answer (%s): trusting only replicas seen running", err)
+            return ids & self.seen
+        alive = {j for j in ids if j in queue and queue[j].state == "RUNNING"}
+        self.seen = (self.seen - ids) | alive
+        return alive
 
 
 class Watchdog:
@@ -445,8 +456,10 @@ class Watchdog:
         self._stop.set()
 
 
-def attach_replicas(cfg_dict: dict[str, Any], root: Path) -> tuple[dict[str, Any], Watchdog]:
-    """Wait for live replicas, point the task's LLM at them, start its watchdog."""
+def attach_replicas(cfg_dict: dict[str, Any], root: Path, jobs_alive: JobsAliveCheck) -> Watchdog:
+    """Wait for a live replica, then start the task's watchdog over the live ones. The
+    stage finds them itself (same check, see :func:`interp.llm.replicas.scheduler`);
+    they never become ``llm.base_urls``, the only URLs the API key is sent to."""
     from interp.llm.replicas import serve_id, wait_for_replicas
     from slurm.worker import setup_logging
 
@@ -458,8 +471,7 @@ def attach_replicas(cfg_dict: dict[str, Any], root: Path) -> tuple[dict[str, Any
     )
     urls = [r.base_url for r in live]
     log.info("served LLM %s: %d live replica(s): %s", cfg.llm.served_model, len(urls), urls)
-    llm = {**cfg_dict.get("llm", {}), "base_urls": urls}  # base_urls is not in any run id
-    return {**cfg_dict, "llm": llm}, Watchdog(urls, cfg.serve.poll_s)
+    return Watchdog(urls, cfg.serve.poll_s)
 
 
 def run_replica(payload: dict[str, Any], root: Path, task: Task) -> dict[str, Any]:

@@ -17,7 +17,9 @@ from interp.runs import (
     atomic_write_json,
     cluster_config_file,
     points_dir,
+    read_manifest,
     read_points,
+    reopen_task,
 )
 
 log = logging.getLogger("interp.submit")
@@ -180,6 +182,29 @@ def load_sweep(root: Path) -> tuple[Plan, dict[str, RunConfig]]:
     if not cfgs:
         raise ValueError(f"no sweep points under {points_dir(root)}: is {root} a sweep folder?")
     return plan_points(cfgs, gather=True), {RunIds.of(c).point: c for c in cfgs}
+
+
+def reopen_errors(root: Path) -> list[tuple[str, int]]:
+    """Un-commit every committed interpret range of sweep ``root`` whose records include a
+    latent with status ``error`` (a scorer or explainer crash, a latent over
+    ``interpret.latent_timeout_s``, or an LLM outage that older versions recorded), so the
+    next run or rerun redoes it; its response cache makes the redo pay only for what
+    failed. ``explain_failed`` latents are not reopened: greedy replies come back from the
+    cache unchanged. Returns (point, range index) of each reopened range."""
+    plan, cfgs = load_sweep(root)
+    reopened = []
+    for job in plan.jobs:
+        if job.stage != "interpret" or job.point not in cfgs:
+            continue
+        paths = RunPaths(root, cfgs[job.point])
+        for task in job.tasks:
+            manifest = paths.manifest_file("interpret", task.index)
+            counts = (read_manifest(manifest) or {}).get("status_counts") or {}
+            if counts.get("error"):
+                reopen_task(manifest)
+                reopened.append((job.point, task.index))
+    log.info("reopened %d interpret range(s) with error records: %s", len(reopened), reopened)
+    return reopened
 
 
 def resubmit(

@@ -11,17 +11,26 @@ One ``OpenAIClient`` speaks to one or more *replicas* of the same model:
 * **Retries.** Timeouts, dropped connections, 429 (``Retry-After`` honoured), 5xx and
   unusable bodies (invalid JSON, no choices, empty text, malformed ``usage``) are
   retried ``max_retries`` times with exponential backoff and full jitter. Then the call
-  raises :class:`LLMResponseError` (carrying the raw body, for the latent's record) or
-  :class:`LLMUnavailableError`. A 4xx other than 429 is the caller's mistake and raises
-  :class:`LLMHTTPError` at once, with the fix.
+  raises :class:`LLMResponseError` when the server answered 2xx with an unusable body at
+  least once (the reply is the problem: the raw body goes on the latent's record), else
+  :class:`LLMUnavailableError` (only timeouts, transport errors, 429 or 5xx: the server
+  is the problem, and the interpret stage leaves the range uncommitted for a rerun). A
+  4xx other than 429 is the caller's mistake and raises :class:`LLMHTTPError` at once,
+  with the fix.
+* **Deadline.** Every attempt, body included, ends within ``llm.timeout_s`` of wall
+  clock (``asyncio.wait_for`` around the whole request): a server that trickles bytes
+  or never ends its response is cut there and the attempt counts as a timeout. httpx's
+  own timeouts are per read, so they alone would let a trickle run forever.
 * **Concurrency.** At most ``max_concurrency`` requests in flight from this client
   (an ``asyncio.Semaphore``), enough to keep a server's continuous batching full.
 * **Accounting.** Token counts come from ``usage`` (``prompt_tokens``,
   ``completion_tokens``, ``prompt_tokens_details.cached_tokens``); ``stats`` counts
   requests, retries, failovers and failures so a stage can report them.
 * **Secrets.** The API key is read from the environment variable named by
-  ``llm.api_key_env`` when the client is built; it is sent as a bearer header and
-  never logged, stored, or part of ``model_id`` (hence of no cache key).
+  ``llm.api_key_env`` when the client is built; it is sent as a bearer header only to
+  the configured ``llm.base_urls``, never to a replica found by ``discover`` or set with
+  ``set_urls`` (served replicas need no key), and never logged, stored, or part of
+  ``model_id`` (hence of no cache key).
 
 Log-probabilities: OpenAI-style servers return only the top ``llm.top_logprobs``
 tokens per position, so a candidate outside that list reads as ``-inf``. See
@@ -70,7 +79,13 @@ class LLMResponseError(RuntimeError):
 
 
 class LLMUnavailableError(RuntimeError):
-    """No replica answered (timeouts, refused connections, 429/5xx) within the retries."""
+    """No replica answered usably (timeouts, refused connections, 429/5xx) within the
+    retries: transient, so the work is redone later, never recorded as the latent's
+    result. ``raw`` is the last error body a server sent ("" if none)."""
+
+    def __init__(self, message: str, raw: str = "") -> None:
+        super().__init__(message)
+        self.raw = raw
 
 
 class _Garbage(ValueError):
@@ -185,8 +200,8 @@ class OpenAIClient:
              "server_errors", "bad_bodies", "failed"), 0)  # fmt: skip
         self._headers = {"Content-Type": "application/json"}
         key = _api_key(cfg.api_key_env)
-        if key:
-            self._headers["Authorization"] = f"Bearer {key}"
+        self._keyed_headers = {**self._headers, "Authorization": f"Bearer {key}"} if key else {}
+        self._keyed_urls = frozenset(u.rstrip("/") for u in cfg.base_urls)
         self._transport = transport
         self._state: _LoopState | None = None
         self._tok: Any = None
@@ -195,6 +210,12 @@ class OpenAIClient:
 
     def __repr__(self) -> str:  # never the headers: they hold the key
         return f"OpenAIClient(model={self.served_model!r}, urls={self.replicas.urls})"
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """The key goes only to a configured base URL, never to a discovered replica."""
+        if self._keyed_headers and url in self._keyed_urls:
+            return self._keyed_headers
+        return self._headers
 
     # ------------------------------------------------------------------ public (async)
     async def generate(
@@ -366,7 +387,7 @@ class OpenAIClient:
         state = self._loop_state()
         self.stats["requests"] += 1
         async with state.sem:
-            attempt, last_url, last_raw, why = 0, None, "", ""
+            attempt, last_url, last_raw, why, garbage = 0, None, "", "", ""
             while True:
                 url = self.replicas.pick(avoid=last_url)
                 if url is None:
@@ -377,36 +398,46 @@ class OpenAIClient:
                         return outcome.value
                     last_url, why = url, outcome.why
                     last_raw = outcome.raw if outcome.raw is not None else last_raw
+                    garbage = last_raw if outcome.garbage else garbage
                     if outcome.failover:
                         continue  # straight to another replica, no backoff
                 attempt += 1
                 if attempt > self.cfg.max_retries:
-                    self.stats["failed"] += 1
-                    msg = f"{path}: gave up after {attempt} attempt(s): {why}"
-                    if last_raw:
-                        raise LLMResponseError(f"{msg}; last body: {last_raw[:200]!r}", last_raw)
-                    raise LLMUnavailableError(msg)
+                    raise self._gave_up(path, attempt, why, last_raw, garbage)
                 self.stats["retries"] += 1
                 delay = self._delay(attempt, outcome.retry_after if url else None)
                 log.warning("%s: %s; retry %d/%d in %.1fs", path, why, attempt,
                             self.cfg.max_retries, delay)  # fmt: skip
                 await self._sleep(delay)
 
+    def _gave_up(
+        self, path: str, attempts: int, why: str, last_raw: str, garbage: str
+    ) -> RuntimeError:
+        """The error after the last retry: a response error if a 2xx body was unusable."""
+        self.stats["failed"] += 1
+        msg = f"{path}: gave up after {attempts} attempt(s): {why}"
+        if garbage:
+            return LLMResponseError(f"{msg}; last unusable body: {garbage[:200]!r}", garbage)
+        if last_raw:
+            msg += f"; last body: {last_raw[:200]!r}"
+        return LLMUnavailableError(msg, last_raw)
+
     async def _attempt(
         self, http: httpx.AsyncClient, url: str, path: str, body: dict, parse: Callable
     ) -> _Outcome:
         self.stats["attempts"] += 1
         self.replicas.in_flight[url] = self.replicas.in_flight.get(url, 0) + 1
+        post = http.post(f"{url}/{path}", json=body, headers=self.headers_for(url))
         try:
-            resp = await http.post(f"{url}/{path}", json=body, headers=self._headers)
+            resp = await asyncio.wait_for(post, self.cfg.timeout_s)  # body included
         except httpx.ConnectError as e:  # refused / unreachable: the replica is gone
             self.replicas.mark_down(url)
             self.stats["failovers"] += 1
             log.warning("replica %s refused the connection (%s): failing over", url, e)
             return _Outcome(why=f"{url} refused the connection", failover=True)
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             self.stats["timeouts"] += 1
-            return _Outcome(why=f"{url} timed out after {self.cfg.timeout_s}s")
+            return _Outcome(why=f"{url} did not answer within llm.timeout_s={self.cfg.timeout_s}s")
         except httpx.TransportError as e:  # dropped connection, protocol error
             self.stats["server_errors"] += 1
             return _Outcome(why=f"{url}: {type(e).__name__}: {e}")
@@ -436,7 +467,7 @@ class OpenAIClient:
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
             self.stats["bad_bodies"] += 1
             reason = str(e) if isinstance(e, _Garbage) else f"unusable body ({type(e).__name__})"
-            return _Outcome(why=f"{url}: {reason}", raw=raw)
+            return _Outcome(why=f"{url}: {reason}", raw=raw, garbage=True)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -453,6 +484,7 @@ class _Outcome:
     raw: str | None = None
     failover: bool = False
     retry_after: float | None = None
+    garbage: bool = False  # a 2xx answer whose body is unusable (not the server being down)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -11,7 +11,10 @@ then works in two passes over the range:
 
 Every latent gets exactly one record, whatever happened to it: ``ok``, ``too_rare``
 (the reason in ``error``), ``explain_failed`` (every raw reply kept, nothing scored)
-or ``error`` (traceback, and the raw reply when the LLM sent an unusable one). Records
+or ``error`` (traceback, and the raw reply when the LLM sent an unusable one). An LLM
+that is *unavailable* (after the client's retries: no replica, timeouts, 429, 5xx) is
+not a property of the latent and is never recorded: the task raises, uncommitted, and a
+rerun redoes the range (the response cache keeps every call that finished). Records
 are written atomically and the task is committed last; a stop request leaves it
 uncommitted. Heavy scorer resources (sentence embedder, subject model for steering)
 load lazily, once per task, through :class:`ScoreResources` factories.
@@ -57,8 +60,8 @@ from interp.score.context import ScoreContext, ScoreResources
 log = logging.getLogger(__name__)
 
 # A broken setup, not a property of one latent: fail the task instead of recording it.
-# LLMUnavailableError: no replica of a served LLM answers; the range stops uncommitted
-# (committed ranges and the response cache keep the work) so `rerun` redoes it.
+# LLMUnavailableError: no replica answers, or every retry met a timeout, 429 or 5xx; the
+# range stops uncommitted (the response cache keeps the work) so `rerun` redoes it.
 FATAL = (ModelNotFoundError, MemoryError, ImportError, LLMUnavailableError)
 PARTS = ("explain", "score", "control", "baseline")
 RAW_LIMIT = 2000  # characters of an unusable LLM response kept on the record
@@ -82,6 +85,7 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
     if cfg.serve.enabled:  # replicas that start (or come back) later are picked up too
         from interp.llm.replicas import discoverer, serve_id
 
+        # the scheduler check the cluster edge installed (replicas.scheduler) applies here
         discover = discoverer(paths.root, serve_id(cfg))
     client = build_client(
         cfg.llm, paths.llm_cache_dir() / f"r{task.index:05d}.jsonl", discover=discover
@@ -95,6 +99,12 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
             )
         )
         llm_stats = client_stats(client)
+    except LLMUnavailableError as err:
+        log.error(
+            "interpret range %d: the LLM is unavailable (%s); the range is left uncommitted "
+            "and a rerun redoes it (the response cache keeps what finished)", task.index, err
+        )  # fmt: skip
+        raise
     finally:
         resources.close()
         client.close()

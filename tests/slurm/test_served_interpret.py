@@ -69,11 +69,14 @@ def ask_llm(
 ) -> None:
     """One short greedy completion per latent of the range, then commit (like interpret)."""
     from interp.llm import build_client
+    from interp.llm.replicas import discoverer
     from interp.runs import RunPaths, atomic_write_json, commit_task
 
     cfg = load_run_config(cfg_dict)
     paths = RunPaths(root, cfg)
-    client = build_client(cfg.llm)  # base_urls: the live replicas, set by the SLURM edge
+    # like the interpret stage: the live replicas, checked against squeue by the check the
+    # SLURM edge installed for this task
+    client = build_client(cfg.llm, discover=discoverer(root, serve_id(cfg)))
     (root / f"started-interpret-{task.index}").touch()  # the test kills the server now
     answers = {}
     for latent in range(task.start, task.stop):

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
-import re
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai import FakeOpenAI
 
 from interp.config import LLMConfig
 from interp.llm import build_client
@@ -32,121 +29,6 @@ from interp.llm.http import (
 )
 
 NEG_INF = float("-inf")
-
-
-class FakeOpenAI:
-    """Scripted OpenAI-compatible server: ``script`` is consumed one action per request."""
-
-    def __init__(self) -> None:
-        self.script: list = []
-        self.requests: list[dict] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.release = threading.Event()
-        self._lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self._send(200, {"data": [{"id": "fake"}]})
-
-            def do_POST(self) -> None:
-                n = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(n))
-                with fake._lock:
-                    fake.requests.append(
-                        {"path": self.path, "headers": dict(self.headers), "body": body}
-                    )
-                    action = fake.script.pop(0) if fake.script else "ok"
-                    fake.in_flight += 1
-                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-                try:
-                    self._act(action, body)
-                finally:
-                    with fake._lock:
-                        fake.in_flight -= 1
-
-            def _act(self, action: object, body: dict) -> None:
-                if action == "drop":
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                if action in ("hang", "gate"):
-                    fake.release.wait(10)
-                    if action == "hang":
-                        return self._send(200, _reply(body, "late"))
-                    return self._send(200, _reply(body, "ok"))
-                if isinstance(action, tuple) and action[0] == "status":
-                    return self._send(action[1], {"error": "scripted"}, action[2:])
-                if action == "badjson":
-                    return self._raw(200, b"{not json")
-                if action == "nochoices":
-                    return self._send(200, {"choices": [], "usage": {}})
-                if action == "empty":
-                    return self._send(200, _reply(body, ""))
-                if action == "badusage":
-                    return self._send(200, {**_reply(body, "hi"), "usage": {"prompt_tokens": -3}})
-                self._send(200, _reply(body, "Explanation: the word 'the'"))
-
-            def _send(self, code: int, obj: dict, headers: tuple = ()) -> None:
-                self._raw(code, json.dumps(obj).encode(), dict(headers))
-
-            def _raw(self, code: int, data: bytes, headers: dict | None = None) -> None:
-                self.send_response(code)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _reply(body: dict, text: str) -> dict:
-    usage = {
-        "prompt_tokens": 12,
-        "completion_tokens": 3,
-        "prompt_tokens_details": {"cached_tokens": 4},
-    }
-    if "messages" in body and body.get("logprobs"):
-        top = [{"token": "Yes", "logprob": -0.2}, {"token": "No", "logprob": -1.8},
-               {"token": " yes", "logprob": -4.0}]  # fmt: skip
-        content = [{"token": "Yes", "logprob": -0.2, "top_logprobs": top}]
-        choice = {
-            "message": {"role": "assistant", "content": "Yes"},
-            "logprobs": {"content": content},
-        }
-        return {"choices": [choice], "usage": usage}
-    if "messages" in body:
-        return {"choices": [{"message": {"role": "assistant", "content": text}}], "usage": usage}
-    if body.get("echo"):
-        return _echo(body["prompt"])
-    return {"choices": [{"text": text}], "usage": usage}
-
-
-def _echo(prompt: str) -> dict:
-    """Echo a prompt split into word-ish tokens; log-prob of token i = -0.1 * i."""
-    toks = re.findall(r"<\|[a-z]+\|>|\s*[^\s<]+|\s+", prompt) + [" gen"]
-    lps = [None] + [-0.1 * i for i in range(1, len(toks))]
-    tops = [None] + [{t: -0.1 * i, "7": -0.5} for i, t in enumerate(toks) if i]
-    lp = {"tokens": toks, "token_logprobs": lps, "top_logprobs": tops}
-    return {"choices": [{"text": prompt + " gen", "logprobs": lp}],
-            "usage": {"prompt_tokens": len(toks) - 1, "completion_tokens": 1}}  # fmt: skip
 
 
 class FakeTokenizer:
@@ -530,3 +412,47 @@ def test_vllm_batcher_groups_concurrent_requests():
 
     assert asyncio.run(main()) == [f"out{i}" for i in range(5)]
     assert batches == [[0, 1, 2, 3, 4]]  # one engine call for all that were waiting
+
+
+# ------------------------------------------------------------ outages, deadlines, the key
+def test_5xx_and_429_every_time_are_unavailable_not_a_response(server):
+    server.script = [("status", 503), ("status", 500), ("status", 429)]
+    client = _client([server.url], [], max_retries=2)
+    with pytest.raises(LLMUnavailableError, match="gave up after 3") as err:
+        _gen(client)
+    assert not isinstance(err.value, LLMResponseError) and "scripted" in err.value.raw
+    server.script = ["badjson", ("status", 500), ("status", 500)]  # the server did answer
+    with pytest.raises(LLMResponseError) as err:
+        _gen(client)
+    assert err.value.raw == "{not json"
+
+
+@pytest.mark.timeout(60)  # without a deadline the endless one never returns
+@pytest.mark.parametrize("pad", [400, None], ids=["slow", "endless"])
+def test_a_trickling_response_is_cut_at_the_deadline(server, pad):
+    # a byte every 20 ms: httpx's per-read timeout never fires; the slow body would be
+    # whole after ~11 s, the endless one never; llm.timeout_s bounds the whole attempt
+    server.script = [("trickle", pad), "ok"]
+    client = _client([server.url], [], timeout_s=0.5, max_retries=0)
+    with pytest.raises(LLMUnavailableError, match=r"within llm.timeout_s=0.5"):
+        _gen(client)
+    assert client.stats["timeouts"] == 1 and server.trickles_finished == 0
+    assert _gen(client).text.startswith("Explanation")  # the next attempt is a fresh one
+
+
+def test_the_key_goes_only_to_the_configured_base_urls(server, monkeypatch):
+    monkeypatch.setenv("FAKE_API_KEY", "sk-only-for-configured")
+    other = FakeOpenAI()
+    try:
+        client = _client([server.url], [], api_key_env="FAKE_API_KEY")
+        _gen(client)
+        client.set_urls([other.url])  # e.g. replicas published in the run folder
+        _gen(client)
+        found = _client([], [], api_key_env="FAKE_API_KEY", discover=lambda: [other.url])
+        _gen(found)
+    finally:
+        other.close()
+    assert server.requests[0]["headers"]["Authorization"] == "Bearer sk-only-for-configured"
+    assert len(other.requests) == 2
+    for req in other.requests:
+        assert not {k.lower() for k in req["headers"]} & {"authorization"}
