@@ -179,6 +179,11 @@ def points_dir(root: Path) -> Path:
     return root / "points"
 
 
+def sweep_lock_file(root: Path) -> Path:
+    """flock'ed by the one process writing the sweep folder (interp.sweep_lock)."""
+    return root / ".lock"
+
+
 def read_points(root: Path) -> list[RunConfig]:
     """Resolved configs of every point recorded in sweep folder ``root`` (may be empty)."""
     from interp.config import load_run_config
