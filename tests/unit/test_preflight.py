@@ -14,6 +14,7 @@ import pytest
 
 from interp.config import RunConfig, load_run_config
 from interp.preflight import PreflightError, point_problems, preflight
+from interp.runs import RunPaths
 from slurm.submit import check_cluster, run_points
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,3 +153,18 @@ def test_a_multirun_with_a_bad_point_exits_before_recording(tmp_path: Path) -> N
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "nothing run or submitted" in proc.stderr and "layer=99 is past" in proc.stderr
     assert not list(tmp_path.glob("mr/points/*")), proc.stderr
+
+
+def test_rerun_names_a_recorded_point_that_fails_and_how_to_drop_it(tmp_path: Path) -> None:
+    from slurm.submit import check_recorded_points, record_point
+
+    good, bad = cfg(tmp_path), cfg(tmp_path, layer=99)
+    root = record_point(good)
+    record_point(bad)  # as a sweep recorded it before points were checked first
+    with pytest.raises(PreflightError) as err:
+        check_recorded_points(root, [good, bad])
+    folder = RunPaths(root, bad).point_dir()
+    lines = str(err.value).splitlines()[1:]
+    assert lines[0].strip().startswith(f"point {folder.name}: layer=99 is past")
+    assert lines[1].strip() == f"to drop point {folder.name} from the sweep instead: rm -r {folder}"
+    assert len(lines) == 2  # the good point passes
