@@ -138,7 +138,13 @@ def _model_problems(cfg: RunConfig, models: Models) -> list[str]:
 
 
 def _hookpoint_problems(cfg: RunConfig, models: Models) -> list[str]:
-    names, n_layers, patterns = models.tree(cfg.model.name)
+    try:
+        names, n_layers, patterns = models.tree(cfg.model.name)
+    except Exception as err:  # noqa: BLE001 - e.g. not a causal LM, no decoder layers
+        return [
+            f"model.name={cfg.model.name!r} does not build as a causal LM with decoder layers "
+            f"({_first_line(err)}): use a decoder-only language model"
+        ]
     keys = {"layer" if not cfg.hook else "hook": cfg.hookpoint}
     if cfg.target_hookpoint:
         keys["target_hookpoint"] = cfg.target_hookpoint

@@ -113,6 +113,6 @@ def busy_message(root: Path, holder: dict[str, Any]) -> str:
     command = f" ({holder['command']})" if holder.get("command") else ""
     return (
         f"sweep folder {root} is in use by {who}{since}{command}: one command at a time "
-        "writes a sweep folder; wait for it to end (status: python launch/status.py "
-        f"{root}), or use another name=... (a killed holder frees the folder by itself)"
+        "writes a sweep folder; wait for it to end, or use another name=... (a killed "
+        "holder frees the folder by itself)"
     )

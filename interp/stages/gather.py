@@ -5,8 +5,8 @@ the stage manifests, the interpret records and the training summaries. If any ar
 of any stage of any point is not committed, it names them (stage, point, indices), says
 how to finish them (``launch/rerun.py`` for a SLURM sweep, the recorded ``sweep.py``
 command on this machine) or drop them (their ``points/<id>`` folder), and writes nothing.
-Otherwise it writes, each file atomically and ``manifest.json`` last (the commit: its fingerprint tells ``status`` the gather is
-current)::
+Otherwise it writes, each file atomically and ``manifest.json`` last (the commit: its
+fingerprint tells ``status`` the gather is current)::
 
     gather/latents.parquet      one row per latent of every point (interp.report.table)
     gather/summary.json|.md     per point: dictionary quality, score distributions, costs
@@ -84,7 +84,8 @@ def check_complete(root: Path, cfgs: list[RunConfig], *, records: bool = False) 
     With ``records``, a committed interpret task whose record file is gone counts as
     missing too (its manifest is then stale: rerun deletes nothing, so say so).
     """
-    return [line for lines in incomplete_points(root, cfgs, records=records).values() for line in lines]  # fmt: skip
+    incomplete = incomplete_points(root, cfgs, records=records)
+    return [line for lines in incomplete.values() for line in lines]
 
 
 def incomplete_points(

@@ -6,6 +6,7 @@ device, its real tokenizer), real files and globs, and the real sweep command.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,13 @@ def test_a_model_that_does_not_resolve_names_model_name(tmp_path: Path) -> None:
     empty.mkdir()
     msg = only_problem(cfg(tmp_path, model={"name": str(empty)}))
     assert msg.startswith(f"model.name='{empty}' cannot be resolved") and "config.json" in msg
+    encoder = tmp_path / "encoder-model"  # resolves, but has no decoder layers to hook
+    encoder.mkdir()
+    bert = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 100}  # fmt: skip
+    (encoder / "config.json").write_text(json.dumps(bert))
+    msg = only_problem(cfg(tmp_path, model={"name": str(encoder)}))
+    assert msg.startswith(f"model.name='{encoder}' does not build as a causal LM with decoder")
 
 
 def test_an_llm_that_does_not_resolve_names_llm_model(tmp_path: Path) -> None:
