@@ -1182,8 +1182,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.layer < 0:
             raise ValueError(f"layer={self.layer} must be >= 0")
-        if not self.name or "/" in self.name:
-            raise ValueError(f"name={self.name!r} must be a non-empty folder name without '/'")
+        if self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0"):
+            raise ValueError(
+                f"name={self.name!r} must be a plain folder name (not '.' or '..', no '/'): "
+                "the sweep folder is out_dir/name, e.g. name=tiny"
+            )
         if self.collect.slice_tokens % self.data.ctx_len:
             raise ValueError(
                 f"collect.slice_tokens={self.collect.slice_tokens} must be a multiple of "

@@ -3,6 +3,7 @@
 This is the only module that builds paths. A sweep folder looks like::
 
     <out_dir>/<name>/                     the sweep folder
+      .lock                               held by the one command writing it (sweep_lock)
       points/<point_id>/config.json       resolved config of each sweep point
       data/<data_id>/tokens.npy           tokenised, packed, shuffled corpus windows
       train/<train_id>/                   one point's training (its outputs)
@@ -177,6 +178,11 @@ def gather_dir(root: Path) -> Path:
 
 def points_dir(root: Path) -> Path:
     return root / "points"
+
+
+def sweep_lock_file(root: Path) -> Path:
+    """flock'ed by the one process writing the sweep folder (interp.sweep_lock)."""
+    return root / ".lock"
 
 
 def read_points(root: Path) -> list[RunConfig]:

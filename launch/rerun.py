@@ -33,6 +33,7 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from interp.runs import cluster_config_file
+    from interp.sweep_lock import SweepBusyError
     from slurm.status import SlurmUnavailable
     from slurm.submit import reopen_errors, resubmit
     from slurm.worker import setup_logging
@@ -56,7 +57,7 @@ def main() -> None:
     )
     try:
         subs = resubmit(root, OmegaConf.to_container(cluster, resolve=True))
-    except (ValueError, SlurmUnavailable) as err:
+    except (ValueError, SlurmUnavailable, SweepBusyError) as err:
         sys.exit(f"rerun: {err}")
     print(f"\n{len(subs)} job(s) submitted for {root}")
     print(f"  progress: python launch/status.py {root}")

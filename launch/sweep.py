@@ -6,9 +6,10 @@ python launch/sweep.py -m layer=9,15         # a sweep: every point planned toge
 python launch/sweep.py -m layer=3,6 cluster=local_slurm   # submit to SLURM and return
 python launch/sweep.py --help-fields         # every config key, documented
 
-In a multirun each Hydra job only validates and records its point; the callback
-``slurm.callbacks.RunSweep`` then plans all points as one DAG (points that can share an
-LM forward train together) and runs or submits it.
+In a multirun each Hydra job only validates its point; the callback
+``slurm.callbacks.RunSweep`` then checks every point (interp.preflight), records them and
+plans them as one DAG (points that can share an LM forward train together) and runs or
+submits it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Hydra callback: a multirun's points are planned and run (or submitted) as one sweep.
 
-Each Hydra job of the multirun only validates and records its point and returns its
-resolved config; :class:`RunSweep` collects them and, once every job has returned, plans
-all points together - so points that can share an LM forward train in one job, shared
+Each Hydra job of the multirun only validates its point and returns its resolved config;
+:class:`RunSweep` collects them and, once every job has returned, checks every point
+(nothing is recorded unless all pass: slurm.submit.run_points), records and plans all
+points together - so points that can share an LM forward train in one job, shared
 stages run once - then runs the DAG here or submits it to SLURM, gather included.
 """
 

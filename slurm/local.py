@@ -20,8 +20,32 @@ from slurm.worker import execute
 log = logging.getLogger("interp.local")
 
 
+LOCAL_LIMITS = {"max_parallel": 1, "timeout_min": 0}
+"""The integer keys of a local/inprocess cluster profile and their lower bounds (0 = no
+time limit); ``executor`` is its only other key."""
+
+
 class TaskFailed(RuntimeError):
     """An array task ended with an error; the message says where its log is."""
+
+
+def check_local_cluster(raw: dict[str, Any]) -> None:
+    """Refuse unknown keys and non-integer limits of a local or inprocess profile."""
+    executor = raw.get("executor")
+    keys = ["executor", *LOCAL_LIMITS]
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {['cluster.' + k for k in unknown]} for cluster.executor="
+            f"{executor}: its keys are {keys} (remove the others; resources "
+            "and stages are SLURM profiles' keys)"
+        )
+    for key, low in LOCAL_LIMITS.items():
+        value = raw.get(key, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"cluster.{key}={value!r} must be an integer >= {low}, e.g. cluster.{key}=2"
+            )
 
 
 def run_plan(plan: Plan, cfgs: dict[str, RunConfig], root: Path, cluster: dict[str, Any]) -> None:
@@ -45,10 +69,10 @@ def _run_submitit(
     import submitit
 
     executor = submitit.LocalExecutor(folder=root / ".submitit" / job.key)
-    timeout = int(cluster.get("timeout_min") or 0)
+    timeout = cluster.get("timeout_min", 0)  # checked by check_local_cluster
     if timeout:
         executor.update_parameters(timeout_min=timeout)
-    width = max(1, int(cluster.get("max_parallel", 1)))
+    width = cluster.get("max_parallel", 1)
     for wave_start in range(0, len(todo), width):
         wave = todo[wave_start : wave_start + width]
         jobs = [executor.submit(execute, job.stage, cfg_dict, str(root), t) for t in wave]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,10 @@ def check_cluster(cluster: dict[str, Any]) -> None:
         from slurm.slurm_executor import load_cluster
 
         load_cluster(cluster)
+    else:
+        from slurm.local import check_local_cluster
+
+        check_local_cluster(cluster)
 
 
 def check_serving(cfgs: list[RunConfig], cluster: dict[str, Any]) -> None:
@@ -125,9 +130,15 @@ def run_points(
     gather: bool,
     overrides: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Plan and execute the points' DAGs (and the gather job) on this machine, or submit
-    them. ``overrides[i]`` (multiruns) is recorded beside point i's config."""
-    from slurm.local import run_plan
+    """Check, then plan and execute the points' DAGs (and the gather job) on this machine,
+    or submit them. ``overrides[i]`` (multiruns) is recorded beside point i's config.
+
+    Nothing is recorded before every check passed (the cluster profile, serving, colliding
+    points, :func:`interp.preflight.preflight`), and all of it happens while this process
+    holds the sweep folder (:func:`interp.sweep_lock.hold_sweep`): a second command on the
+    same folder is refused."""
+    from interp.preflight import preflight
+    from interp.sweep_lock import hold_sweep
 
     check_cluster(cluster)
     check_serving(cfgs, cluster)
@@ -135,19 +146,24 @@ def run_points(
     if overrides is not None:
         labels = [" ".join(o.get("overrides", [])) or f"point {i}" for i, o in enumerate(overrides)]
     check_collisions(cfgs, labels)
-    over = overrides or [None] * len(cfgs)
-    roots = {record_point(cfg, o) for cfg, o in zip(cfgs, over)}
+    roots = {RunPaths.sweep_root(cfg) for cfg in cfgs}
     assert len(roots) == 1, f"points of one sweep must share out_dir/name, got {roots}"
     root = roots.pop()
-    plan = plan_points(cfgs, gather=gather)
-    log.info("sweep %s: %d job(s), %d task(s)", root, len(plan.jobs), plan.num_tasks)
-    by_point = {RunIds.of(c).point: c for c in cfgs}
-    if cluster["executor"] == "slurm":
-        from slurm.slurm_executor import submit_plan
+    preflight(cfgs)
+    with hold_sweep(root):
+        for cfg, over in zip(cfgs, overrides or [None] * len(cfgs)):
+            record_point(cfg, over)
+        plan = plan_points(cfgs, gather=gather)
+        log.info("sweep %s: %d job(s), %d task(s)", root, len(plan.jobs), plan.num_tasks)
+        by_point = {RunIds.of(c).point: c for c in cfgs}
+        if cluster["executor"] == "slurm":
+            from slurm.slurm_executor import submit_plan
 
-        submit_plan(plan, by_point, root, cluster)
-    else:
-        run_plan(plan, by_point, root, cluster)
+            submit_plan(plan, by_point, root, cluster)
+        else:
+            from slurm.local import run_plan
+
+            run_plan(plan, by_point, root, cluster)
     return root
 
 
@@ -157,15 +173,17 @@ def run_and_report(
     overrides: list[dict[str, Any]] | None = None,
 ) -> Path:
     """The sweep command's body: run or submit every point and the gather, then say where
-    the results are; a refusal by SLURM or colliding points exit with the message (nothing
-    half-submitted)."""
+    the results are; a refusal by SLURM, colliding points, a failed preflight or a busy
+    sweep folder exit with the message (nothing recorded or half-submitted)."""
+    from interp.preflight import PreflightError
+    from interp.sweep_lock import SweepBusyError
     from slurm.status import SlurmError
 
     try:
         root = run_points(cfgs, cluster, gather=True, overrides=overrides)
     except SlurmError as err:
         sys.exit(f"not submitted: {err}")
-    except PointCollisionError as err:
+    except (PointCollisionError, PreflightError, SweepBusyError) as err:
         sys.exit(f"nothing run or submitted: {err}")
     if cluster["executor"] == "slurm":
         print(f"\nsweep folder: {root}\n  submitted; progress: python launch/status.py {root}")
@@ -212,12 +230,32 @@ def resubmit(
 ) -> list[Any]:
     """Submit to SLURM what is neither committed nor queued for every point of ``root``.
 
-    The cluster profile defaults to the one the sweep was last submitted with.
+    The cluster profile defaults to the one the sweep was last submitted with. Every
+    recorded point is preflighted again (its model, data, API key must still be there);
+    a failing one is named with how to drop it. Holds the sweep folder while submitting.
     """
+    from interp.sweep_lock import hold_sweep
     from slurm.slurm_executor import submit_plan
 
     if cluster is None:
         cluster = json.loads(cluster_config_file(root).read_text())
     check_cluster(cluster)
-    plan, cfgs = load_sweep(root)
-    return submit_plan(plan, cfgs, root, cluster, stages=stages)
+    with hold_sweep(root):
+        plan, cfgs = load_sweep(root)
+        check_recorded_points(root, list(cfgs.values()))
+        return submit_plan(plan, cfgs, root, cluster, stages=stages)
+
+
+def check_recorded_points(root: Path, cfgs: list[RunConfig]) -> None:
+    """Preflight the points recorded in ``root``; a failing one is named with its folder."""
+    from interp.preflight import Models, PreflightError, point_problems
+
+    models, lines = Models(), []
+    for cfg in cfgs:
+        problems = point_problems(cfg, os.environ, models)
+        if problems:
+            folder = RunPaths(root, cfg).point_dir()
+            lines += [f"point {folder.name}: {p}" for p in problems]
+            lines.append(f"  to drop point {folder.name} from the sweep instead: rm -r {folder}")
+    if lines:
+        raise PreflightError("recorded points fail their checks:\n  " + "\n  ".join(lines))

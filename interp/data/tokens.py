@@ -52,8 +52,9 @@ def write_token_file(
 ) -> TokenFile:
     """Tokenise ``corpus`` into ``out`` (.npy [W, T], shuffled), committed atomically.
 
-    Raises ``ValueError`` when the corpus yields fewer than ``min_windows`` windows; the
-    file is still committed (it is what this config computes) unless it would be empty.
+    Raises ``ValueError`` when the corpus yields fewer than ``min_windows`` windows, and
+    then commits nothing: the data id hashes the config (path strings, not file contents),
+    so a committed short file would be reused after text is added to the same paths.
     """
     dtype = token_dtype(vocab_size(tokenizer))
     max_windows = cfg.max_tokens // cfg.ctx_len
@@ -62,14 +63,12 @@ def write_token_file(
     raw = tmp_name(out)
     try:
         n = _write_raw(raw, _windows(corpus, tokenizer, cfg, dtype), max_windows * cfg.ctx_len)
-        if n == 0:
-            _check_length(n, max(1, min_windows), cfg, corpus)
+        _check_length(n, max(1, min_windows), cfg, corpus)  # before the commit
         _permute_into(out, raw, (n, cfg.ctx_len), dtype, cfg.shuffle_seed)
     finally:
         raw.unlink(missing_ok=True)
     whole = " (the whole corpus: shorter than data.max_tokens)" if n < max_windows else ""
     log.info("corpus: %d windows x %d tokens, %s%s", n, cfg.ctx_len, dtype.name, whole)
-    _check_length(n, min_windows, cfg, corpus)
     return TokenFile(out, n, cfg.ctx_len, dtype, n < max_windows)
 
 
@@ -165,7 +164,8 @@ def ensure_tokens(paths: RunPaths) -> Path:
     """Build the point's token file once (atomically, under a lock); return its path.
 
     Raises ``ValueError`` naming the fix when the corpus is shorter than the train and
-    collect splits need together, so a short corpus stops the first stage before work.
+    collect splits need together, so a short corpus stops the first stage before work;
+    nothing is committed then, so adding text and rerunning rebuilds the file.
     """
     out = paths.tokens_file()
     if out.exists():
@@ -206,12 +206,12 @@ def open_windows(paths: RunPaths) -> np.ndarray:
             f"{cfg.data.ctx_len}]: it was written by another config; delete it to rebuild"
         )
     need = required_windows(cfg)
-    if len(arr_WT) < need:
+    if len(arr_WT) < need:  # a file committed before short corpora were refused
         raise ValueError(
-            f"the corpus has {len(arr_WT)} windows of {cfg.data.ctx_len} tokens but the train "
-            f"and collect splits need {need} ({need * cfg.data.ctx_len} tokens): add text "
-            "(data.paths / data.source / a larger dataset) or lower train.num_tokens / "
-            "collect.num_tokens"
+            f"{paths.tokens_file()} has {len(arr_WT)} windows of {cfg.data.ctx_len} tokens but "
+            f"the train and collect splits need {need} ({need * cfg.data.ctx_len} tokens): add "
+            "text (data.paths / data.source / a larger dataset) and delete that file so it is "
+            "rebuilt, or lower train.num_tokens / collect.num_tokens"
         )
     return arr_WT
 

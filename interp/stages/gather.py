@@ -2,10 +2,11 @@
 
 Reads only the run folder: every point's resolved config (``points/*/config.json``),
 the stage manifests, the interpret records and the training summaries. If any array task
-of any stage of any point is not committed, it names them (stage, point, indices), gives
-the rerun command and writes nothing. Otherwise it writes, each file atomically and
-``manifest.json`` last (the commit: its fingerprint tells ``status`` the gather is
-current)::
+of any stage of any point is not committed, it names them (stage, point, indices), says
+how to finish them (``launch/rerun.py`` for a SLURM sweep, the recorded ``sweep.py``
+command on this machine) or drop them (their ``points/<id>`` folder), and writes nothing.
+Otherwise it writes, each file atomically and ``manifest.json`` last (the commit: its
+fingerprint tells ``status`` the gather is current)::
 
     gather/latents.parquet      one row per latent of every point (interp.report.table)
     gather/summary.json|.md     per point: dictionary quality, score distributions, costs
@@ -40,6 +41,7 @@ from interp.runs import (
     RunPaths,
     atomic_write_json,
     atomic_write_text,
+    cluster_config_file,
     gather_dir,
     gather_manifest,
     points_dir,
@@ -49,6 +51,7 @@ from interp.runs import (
     short_hash,
     tmp_name,
 )
+from interp.sweep_lock import hold_sweep
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +84,20 @@ def check_complete(root: Path, cfgs: list[RunConfig], *, records: bool = False) 
     With ``records``, a committed interpret task whose record file is gone counts as
     missing too (its manifest is then stale: rerun deletes nothing, so say so).
     """
-    problems = []
+    incomplete = incomplete_points(root, cfgs, records=records)
+    return [line for lines in incomplete.values() for line in lines]
+
+
+def incomplete_points(
+    root: Path, cfgs: list[RunConfig], *, records: bool = False
+) -> dict[str, list[str]]:
+    """Point id -> one line per stage of that point with uncommitted array tasks; only
+    incomplete points are keys (see :func:`check_complete`)."""
+    out: dict[str, list[str]] = {}
     for cfg in cfgs:
         paths = RunPaths(root, cfg)
         where = f"point {paths.ids.point} ({cfg.sae.sae_id}, layer {cfg.layer})"
+        problems = []
         for job in plan_point(cfg, hookpoint_width(cfg.model.name, cfg.hookpoint)):
             todo = pending(job, paths)
             if todo:
@@ -100,7 +113,9 @@ def check_complete(root: Path, cfgs: list[RunConfig], *, records: bool = False) 
                         f"record files are gone: delete "
                         f"{paths.manifest_dir('interpret')}/<task>.json for each, then rerun"
                     )
-    return problems
+        if problems:
+            out[paths.ids.point] = problems
+    return out
 
 
 def index_ranges(indices: list[int]) -> str:
@@ -169,14 +184,35 @@ def build_table(root: Path, cfgs: list[RunConfig], out: Path) -> list[dict[str, 
     return points
 
 
-def incomplete_message(root: Path, problems: list[str]) -> str:
+def incomplete_message(root: Path, cfgs: list[RunConfig], incomplete: dict[str, list[str]]) -> str:
+    """What is missing, how to finish it (SLURM or this machine) and how to drop a point
+    nobody will finish: gather reads every point ever recorded in the folder."""
+    stale = [p for c in cfgs if (p := RunPaths(root, c)).ids.point in incomplete]
+    lines = [line for paths in stale for line in incomplete[paths.ids.point]]
+    if cluster_config_file(root).exists():
+        finish = f"resubmit only these tasks: python launch/rerun.py {root}"
+    else:
+        commands = dict.fromkeys(_sweep_command(paths) for paths in stale)
+        finish = (
+            "finish them on this machine: run the sweep.py command that recorded each point "
+            "again (committed tasks are skipped)" + "".join(f"\n  {c}" for c in commands if c)
+        )
     return (
         "the sweep is not complete, nothing was gathered:\n  "
-        + "\n  ".join(problems)
-        + f"\nresubmit only these tasks: python launch/rerun.py {root}"
-        + "\n(a sweep run on this machine: run the same sweep command again; committed"
-        " tasks are skipped)"
+        + "\n  ".join(lines)
+        + f"\n{finish}\nor drop the points nobody will finish (a typo, an abandoned run), "
+        + "since every gather of this folder reads every point recorded in it:\n  rm -r "
+        + " ".join(str(paths.point_dir()) for paths in stale)
     )
+
+
+def _sweep_command(paths: RunPaths) -> str:
+    """``python launch/sweep.py <overrides>`` of a point a multirun recorded ('' else)."""
+    try:
+        overrides = json.loads(paths.point_overrides().read_text())["overrides"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    return "python launch/sweep.py " + " ".join(overrides)
 
 
 def gather(root: Path, *, exports: tuple[str, ...] = ("delphi", "neuronpedia")) -> dict[str, Any]:
@@ -186,9 +222,9 @@ def gather(root: Path, *, exports: tuple[str, ...] = ("delphi", "neuronpedia")) 
     any task is missing.
     """
     cfgs = load_points(root)
-    problems = check_complete(root, cfgs, records=True)
-    if problems:
-        raise IncompleteSweepError(incomplete_message(root, problems))
+    incomplete = incomplete_points(root, cfgs, records=True)
+    if incomplete:
+        raise IncompleteSweepError(incomplete_message(root, cfgs, incomplete))
     out = gather_dir(root)
     stamp = fingerprint(root, cfgs)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,7 +257,15 @@ def gather(root: Path, *, exports: tuple[str, ...] = ("delphi", "neuronpedia")) 
 
 
 def run(root: Path, task: Task, should_stop: Callable[[], bool]) -> None:
-    """The gather job: redone whole unless its manifest matches what is committed."""
+    """The gather job: redone whole unless its manifest matches what is committed.
+
+    It holds the sweep folder while it reads it (waiting for another command that does;
+    a sweep command that runs this task holds it for it)."""
+    with hold_sweep(root, wait=True):
+        _run(root)
+
+
+def _run(root: Path) -> None:
     cfgs = load_points(root)
     done = read_manifest(gather_manifest(root))
     if (

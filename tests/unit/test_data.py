@@ -348,13 +348,25 @@ def test_token_file_is_built_once_and_slices_are_deterministic(tmp_path, corpus_
     assert ensure_tokens(paths).read_bytes() == first
 
 
-def test_a_corpus_shorter_than_the_splits_fails_before_work_with_the_fix(tmp_path, corpus_dir):
+def test_a_short_corpus_commits_nothing_so_adding_text_helps(tmp_path, corpus_dir):
     paths = run_paths(tmp_path, corpus_dir, train={"num_tokens": 32 * 150}, data={"max_tokens": 32 * 300})  # fmt: skip
     with pytest.raises(ValueError, match=r"gave \d+ windows.*174 windows.*add text.*train.num_tokens"):  # fmt: skip
         load_windows(paths, "train")  # the first stage's first call, before any training
-    assert paths.tokens_file().exists()  # what the config computes is kept: no re-tokenising
-    with pytest.raises(ValueError, match=r"train and collect splits need 174.*add text"):
-        load_windows(paths, "collect")
+    assert not paths.tokens_file().exists()  # the data id hashes path strings: keep nothing
+    assert not [p for p in paths.tokens_file().parent.iterdir() if p.suffix != ".lock"]
+    for f in range(4, 12):  # the advice: more text under the same glob (same data id)
+        (corpus_dir / f"{f}.txt").write_text("\n\n\n".join(words(100 * f + k, 20) for k in range(10)))  # fmt: skip
+    assert RunPaths(paths.root, paths.cfg).ids.data == paths.ids.data
+    assert load_windows(paths, "train").shape == (150, 32)
+
+
+def test_a_short_token_file_committed_earlier_is_named_with_the_fix(tmp_path, corpus_dir):
+    paths = run_paths(tmp_path, corpus_dir)
+    ensure_tokens(paths)
+    short = run_paths(tmp_path, corpus_dir, collect={"num_tokens": 32 * 160, "slice_tokens": 32 * 8})  # fmt: skip
+    assert short.tokens_file() == paths.tokens_file()  # same data id, more windows needed
+    with pytest.raises(ValueError, match=r"tokens.npy has \d+ windows.*delete that file"):
+        load_windows(short, "collect")
 
 
 def test_an_empty_corpus_commits_nothing(tmp_path):

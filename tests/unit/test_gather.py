@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -13,7 +14,13 @@ from interp.config import load_run_config, to_dict
 from interp.plan import Task, plan_point
 from interp.report import summary as summ
 from interp.report.table import TableWriter, read_record_file, with_point_columns
-from interp.runs import RunPaths, atomic_write_json, commit_task, gather_manifest
+from interp.runs import (
+    RunPaths,
+    atomic_write_json,
+    cluster_config_file,
+    commit_task,
+    gather_manifest,
+)
 from interp.stages import gather
 
 
@@ -202,12 +209,39 @@ def fake_point(tmp_path: Path, *, commit_all: bool, layer: int = 15) -> Path:
 
 def test_gather_refuses_an_incomplete_sweep_and_names_the_tasks(tmp_path: Path) -> None:
     root = fake_point(tmp_path, commit_all=False)
+    (cfg,) = gather.load_points(root)
+    paths = RunPaths(root, cfg)
+    atomic_write_json(paths.point_overrides(), {"overrides": ["experiment=tiny", "layer=15"]})
     with pytest.raises(gather.IncompleteSweepError) as err:
         gather.run(root, Task(0, 0, 1), lambda: False)
     msg = str(err.value)
     assert "layer 15): interpret tasks 1 of 2 not committed" in msg
-    assert f"python launch/rerun.py {root}" in msg
+    # run on this machine: the command that recorded the point, never SLURM's rerun.py
+    assert "launch/rerun.py" not in msg
+    assert "\n  python launch/sweep.py experiment=tiny layer=15\n" in msg
+    assert msg.endswith(f"rm -r {paths.point_dir()}")  # how to drop the stale point
     assert not (root / "gather").exists()
+    atomic_write_json(cluster_config_file(root), {"executor": "slurm"})  # a SLURM sweep
+    with pytest.raises(gather.IncompleteSweepError) as err:
+        gather.run(root, Task(0, 0, 1), lambda: False)
+    assert f"python launch/rerun.py {root}" in str(err.value)
+    assert str(err.value).endswith(f"rm -r {paths.point_dir()}")
+
+
+def test_dropping_the_stale_point_as_the_message_says_lets_gather_run(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(gather, "AFTER_TABLE", ())
+    root = fake_point(tmp_path, commit_all=True)
+    stale = fake_point(tmp_path, commit_all=False, layer=9)  # e.g. an abandoned command's
+    with pytest.raises(gather.IncompleteSweepError) as err:
+        gather.run(root, Task(0, 0, 1), lambda: False)
+    assert stale == root
+    drop = str(err.value).rsplit("\n", 1)[1].strip()
+    assert drop.startswith("rm -r ") and "/points/" in drop
+    subprocess.run(drop, shell=True, check=True)
+    gather.run(root, Task(0, 0, 1), lambda: False)
+    assert json.loads(gather_manifest(root).read_text())["n_rows"] == 4
 
 
 def test_a_committed_range_without_its_records_is_incomplete(tmp_path: Path) -> None:
