@@ -50,7 +50,7 @@ from interp.llm import LLMClient, MeteredClient, TokenUsage, build_client
 from interp.llm.http import LLMUnavailableError
 from interp.models.provision import ModelNotFoundError
 from interp.plan import Task
-from interp.runs import RunPaths, atomic_write_text, commit_task, is_committed
+from interp.runs import RunPaths, atomic_write_bytes, commit_task, is_committed
 from interp.score import run_scorers
 from interp.score.context import ScoreContext, ScoreResources
 
@@ -72,7 +72,11 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
     t0 = time.perf_counter()
     from interp.models.load import load_tokenizer
     from interp.store import StoreReader
+    from interp.verify import records_digest, require_latents
 
+    unchecked = require_latents(paths, task.start, task.stop)  # raises on damage, names the fix
+    if unchecked:
+        log.warning("interpret range %d reads groups without checksums: %s", task.index, unchecked)
     reader = StoreReader(paths.store_dir())
     csr = reader.latent_range(task.start, task.stop)
     token_ids = reader.token_ids()
@@ -104,10 +108,10 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
         )
         return
     check_not_all_errors(records, task)
-    atomic_write_text(
-        paths.records_file(task.index), "".join(json.dumps(r) + "\n" for r in records)
-    )
+    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    atomic_write_bytes(paths.records_file(task.index), data)
     summary = summarize(records, time.perf_counter() - t0, llm_stats)
+    summary["records"] = records_digest(data, len(records))  # gather and verify check it
     commit_task(manifest, summary)
     log.info(
         "interpret range %d committed: %s; real vs control: %s",
