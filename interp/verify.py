@@ -13,13 +13,14 @@ stages and gather call the pieces on their own inputs.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from interp.config import RunConfig
 from interp.plan import StageJob, Task, plan_point
-from interp.runs import RunPaths, read_manifest, read_points
+from interp.runs import RunPaths, atomic_write_bytes, read_manifest, read_points
 
 READ_BLOCK = 1 << 22
 
@@ -38,6 +39,13 @@ class SweepReport:
 
 
 # ------------------------------------------------------------------------- records
+
+
+def write_records(path: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write one range's records (JSON lines) atomically; what its manifest must hold."""
+    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    atomic_write_bytes(path, data)
+    return records_digest(data, len(records))
 
 
 def records_digest(data: bytes, n_records: int) -> dict[str, Any]:

@@ -106,6 +106,8 @@ def _failing_shard(path: Path, name: str, arr: zarr.Array, lo: int, hi: int) -> 
 
 def _brief(e: BaseException) -> str:
     text = str(e).splitlines()[0] if str(e) else ""
+    if "checksum do not match" in text:  # zarr's Crc32cCodec
+        return "crc32c mismatch: its bytes changed after they were written"
     return f"{type(e).__name__}: {text[:200]}"
 
 

@@ -15,7 +15,7 @@ from interp.report import summary as summ
 from interp.report.table import TableWriter, read_record_file, with_point_columns
 from interp.runs import RunPaths, atomic_write_json, commit_task, gather_manifest
 from interp.stages import gather
-from interp.verify import records_digest
+from interp.verify import write_records  # as the interpret stage writes them
 
 
 def metrics(acc: float, n: int = 4) -> dict:
@@ -42,14 +42,6 @@ def record(latent: int, status: str = "ok", acc: float = 0.75, **extra) -> dict:
         "error": None if ok or status == "too_rare" else "boom",
         **extra,
     }
-
-
-def write_records(path: Path, records: list[dict]) -> dict:
-    """Write a record file as the interpret stage does; its manifest's digest entry."""
-    data = "".join(json.dumps(r) + "\n" for r in records).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return records_digest(data, len(records))
 
 
 # ----------------------------------------------------------------------------- table
