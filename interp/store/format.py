@@ -18,12 +18,16 @@ Integrity (schema 2): every inner chunk ends in a **crc32c**, zarr v3's own
 checksum codec (``zarr.codecs.Crc32cCodec``, the same one the sharding codec already
 puts on each shard's index). Chosen over numcodecs' CRC32/CRC32C because it is part
 of the zarr v3 specification, so any v3 reader (zarr-python, tensorstore, zarrita)
-verifies it without numcodecs, and because it runs on google-crc32c's hardware
-CRC32C instruction (several GB/s), after Blosc, so it checksums the few compressed
-bytes. Every shard is written even when its chunks are all zero
-(``write_empty_chunks``), so a shard file that is not on disk is damage, never a
-legitimate run of fill values; reads check both (:mod:`interp.store.integrity`).
-Groups of schema 1 (no checksums) still read; ``verify`` reports them as such.
+verifies it without numcodecs, and because it runs in google-crc32c's C code (11-12
+GiB/s measured here) after Blosc, so it checksums the few compressed bytes. Every
+shard is written even when its chunks are all zero (``write_empty_chunks``), so a
+shard file that is not on disk is damage, never a legitimate run of fill values;
+reads check both (:mod:`interp.store.integrity`).
+Groups of schema 1 (no checksums) still read; ``verify`` reports them as such. The
+schema is not part of the collect run id (``interp.runs.RunIds``): both schemas hold
+the same values, a store begun under schema 1 is finished under schema 2 (each group
+records its own), and the run ids of existing sweeps, the embedded default's among
+them, stay what they were.
 """
 
 from __future__ import annotations

@@ -165,13 +165,14 @@ def _check_plan(
             f"tokens [{a}, {b}) have no committed slice: rerun collect"
             for a, b in _gaps(intervals, n_tokens)
         ]
+    complete = not (report.missing_slices or stray)
     if range_tasks is not None:
         report.missing_ranges, stray_r = match_tasks(
             [(r.latent_start, r.latent_stop) for r in ranges], range_tasks, n_latents, "range"
         )
         stray += stray_r
     report.corrupt += stray
-    return not (report.missing_slices or stray)
+    return complete
 
 
 def _gaps(intervals: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
