@@ -158,10 +158,14 @@ def verify_sweep(root: Path) -> SweepReport:
         if paths.store_dir() not in stores:
             stores.add(paths.store_dir())
             _verify_store(report, paths, cfg, jobs)
-        bad = [p for t in jobs["interpret"].tasks if (p := check_records(paths, t))]
+        tasks = jobs["interpret"].tasks
+        done = [t for t in tasks if paths.manifest_file("interpret", t.index).is_file()]
+        bad = [p for t in done if (p := check_records(paths, t))]
         report.problems += bad
-        n = len(jobs["interpret"].tasks)
-        report.checked.append(f"point {paths.ids.point}: {n - len(bad)} of {n} record files OK")
+        report.checked.append(
+            f"point {paths.ids.point}: {len(done) - len(bad)} of {len(done)} committed record "
+            f"files OK ({len(tasks) - len(done)} of {len(tasks)} interpret tasks not committed)"
+        )
     return report
 
 

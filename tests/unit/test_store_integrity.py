@@ -244,7 +244,7 @@ def test_launch_verify_checks_every_store_and_record_file(sweep, capsys):
     cfg, paths = sweep
     code, out = run_launch_verify(paths.root, capsys)
     assert code == 0 and "intact" in out, out
-    assert "2 of 2 record files OK" in out
+    assert "2 of 2 committed record files OK (0 of 2 interpret tasks not committed)" in out
 
     records = paths.records_file(1)
     records.write_bytes(records.read_bytes()[:-30])
