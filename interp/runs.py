@@ -159,6 +159,18 @@ class RunPaths:
     def range_group(self, index: int) -> Path:
         return self.store_dir() / "ranges" / f"r{index:05d}"
 
+    def store_group_task(self, group: Path) -> tuple[str, int] | None:
+        """The (stage, task index) that wrote store group ``group`` (inverse of
+        :meth:`slice_group` / :meth:`range_group`); None if it is neither."""
+        for stage, parent, prefix in (
+            ("collect", self.slice_group(0).parent, "s"),
+            ("compact", self.range_group(0).parent, "r"),
+        ):
+            name = Path(group).name
+            if Path(group).parent == parent and name[1:].isdigit() and name[0] == prefix:
+                return stage, int(name[1:])
+        return None
+
     def records_file(self, index: int) -> Path:
         return self.stage_dir("interpret") / "records" / f"r{index:05d}.jsonl"
 

@@ -1,7 +1,12 @@
 """compact: one latent range of every committed slice -> one latent-major range group.
 
 Runs only on a complete collect: a range built from a partial set of slices would be
-committed as if it held every activation, and nothing downstream could tell.
+committed as if it held every activation, and nothing downstream could tell. Its
+inputs are verified as they are read (``interp.store.format.read_entries``): every
+chunk of the range's part of every slice is decoded with its crc32c checked, a
+missing shard raises instead of reading as zeros, and the decoded CSR must be
+possible; any damage raises naming the file and the collect task to redo, before the
+range group is written.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from collections.abc import Callable
 from interp.config import RunConfig
 from interp.plan import Task, intervals
 from interp.runs import RunPaths, commit_task, is_committed
-from interp.store import committed_slices, compact_range, match_tasks
+from interp.store import StoreCorruptError, committed_slices, compact_range, match_tasks
+from interp.verify import store_error
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +47,16 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
             + f" in {store_dir}: rerun collect (launch/rerun.py) first"
         )
     log.info("compacting latents [%d, %d) from %d slices", task.start, task.stop, len(slices))
-    info = compact_range(
-        store_dir,
-        paths.range_group(task.index),
-        latent_start=task.start,
-        latent_stop=task.stop,
-        slices=[s.path for s in slices],
-    )
+    try:  # every input chunk is decoded, checksum-verified and checked before the write
+        info = compact_range(
+            store_dir,
+            paths.range_group(task.index),
+            latent_start=task.start,
+            latent_stop=task.stop,
+            slices=[s.path for s in slices],
+        )
+    except StoreCorruptError as err:
+        raise store_error(paths, err) from err
     wall = time.perf_counter() - t0
     commit_task(
         manifest,

@@ -52,6 +52,7 @@ from interp.runs import (
     tmp_name,
 )
 from interp.sweep_lock import hold_sweep
+from interp.verify import check_records
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,10 @@ def load_points(root: Path) -> list[RunConfig]:
 def check_complete(root: Path, cfgs: list[RunConfig], *, records: bool = False) -> list[str]:
     """One line per (point, stage) with uncommitted array tasks (empty: complete).
 
-    With ``records``, a committed interpret task whose record file is gone counts as
-    missing too (its manifest is then stale: rerun deletes nothing, so say so).
+    With ``records``, each committed interpret task's record file is checked against
+    its manifest (present; same size and sha256 as committed, or for older manifests,
+    parses with one record per latent): a lost, truncated or edited file is named with
+    the files to delete and the task to rerun (rerun deletes nothing, so say so).
     """
     incomplete = incomplete_points(root, cfgs, records=records)
     return [line for lines in incomplete.values() for line in lines]
@@ -106,13 +109,8 @@ def incomplete_points(
                     f"{where}: {job.stage} tasks {idx} of {len(job.tasks)} not committed"
                 )
             if records and job.stage == "interpret":
-                lost = [t.index for t in job.tasks if t not in todo and not paths.records_file(t.index).is_file()]  # fmt: skip
-                if lost:
-                    problems.append(
-                        f"{where}: interpret tasks {index_ranges(lost)} are committed but their "
-                        f"record files are gone: delete "
-                        f"{paths.manifest_dir('interpret')}/<task>.json for each, then rerun"
-                    )
+                bad = (check_records(paths, t) for t in job.tasks if t not in todo)
+                problems += [f"{where}: {p}" for p in bad if p]
         if problems:
             out[paths.ids.point] = problems
     return out
@@ -271,7 +269,7 @@ def _run(root: Path) -> None:
     if (
         done
         and done.get("fingerprint") == fingerprint(root, cfgs)
-        and not check_complete(root, cfgs)
+        and not check_complete(root, cfgs, records=True)  # record files as committed
     ):
         log.info("gather is up to date (%s)", gather_dir(root))
         print((gather_dir(root) / "summary.md").read_text(), flush=True)

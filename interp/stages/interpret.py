@@ -31,7 +31,6 @@ transport retries of the backend (timeouts, 429/5xx) are per task, in the summar
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -53,7 +52,7 @@ from interp.llm import LLMClient, MeteredClient, TokenUsage, build_client
 from interp.llm.http import LLMUnavailableError
 from interp.models.provision import ModelNotFoundError
 from interp.plan import Task
-from interp.runs import RunPaths, atomic_write_text, commit_task, is_committed
+from interp.runs import RunPaths, commit_task, is_committed
 from interp.score import run_scorers
 from interp.score.context import ScoreContext, ScoreResources
 
@@ -75,7 +74,11 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
     t0 = time.perf_counter()
     from interp.models.load import load_tokenizer
     from interp.store import StoreReader
+    from interp.verify import require_latents, write_records
 
+    unchecked = require_latents(paths, task.start, task.stop)  # raises on damage, names the fix
+    if unchecked:
+        log.warning("interpret range %d reads groups without checksums: %s", task.index, unchecked)
     reader = StoreReader(paths.store_dir())
     csr = reader.latent_range(task.start, task.stop)
     token_ids = reader.token_ids()
@@ -114,10 +117,9 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
         )
         return
     check_not_all_errors(records, task)
-    atomic_write_text(
-        paths.records_file(task.index), "".join(json.dumps(r) + "\n" for r in records)
-    )
+    digest = write_records(paths.records_file(task.index), records)
     summary = summarize(records, time.perf_counter() - t0, llm_stats)
+    summary["records"] = digest  # size and sha256: gather and launch/verify.py check them
     commit_task(manifest, summary)
     log.info(
         "interpret range %d committed: %s; real vs control: %s",

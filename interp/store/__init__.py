@@ -18,8 +18,9 @@ from interp.store.format import (
     read_store_meta,
     write_store_meta,
 )
+from interp.store.integrity import StoreCorruptError
 from interp.store.reader import StoreReader
-from interp.store.verify import VerifyReport, match_tasks, verify
+from interp.store.verify import VerifyReport, match_tasks, verify, verify_latents, verify_store
 from interp.store.writer import token_dtype_for, write_slice
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "RangeInfo",
     "SliceInfo",
     "StoreMeta",
+    "StoreCorruptError",
     "StoreReader",
     "VerifyReport",
     "committed_ranges",
@@ -43,6 +45,8 @@ __all__ = [
     "sort_by_latent",
     "token_dtype_for",
     "verify",
+    "verify_latents",
+    "verify_store",
     "write_slice",
     "write_store_meta",
 ]

@@ -24,7 +24,8 @@ from interp.store.format import (
     RangeInfo,
     SliceInfo,
     open_group,
-    read_array,
+    read_entries,
+    read_offsets,
     read_range_info,
     read_slice_info,
     read_store_meta,
@@ -35,20 +36,20 @@ log = logging.getLogger(__name__)
 
 
 def merge_slices(slices: list[SliceInfo], lo: int, hi: int) -> LatentCSR:
-    """Latents ``[lo, hi)`` over all given slices (in token order), token-sorted."""
+    """Latents ``[lo, hi)`` over all given slices (in token order), token-sorted.
+
+    Every read is checked (missing shard, checksum, impossible values): damage raises
+    :class:`~interp.store.integrity.StoreCorruptError` naming the file, before any output.
+    """
     assert slices, "no slices to merge"
     groups = [open_group(s.path) for s in slices]
-    offs = [np.asarray(read_array(g, "offsets", lo, hi + 1), np.int64) for g in groups]
+    offs = [read_offsets(g, lo, hi) for g in groups]
     out_offsets = merged_offsets([o - o[0] for o in offs])
     nnz = int(out_offsets[-1])
     out = LatentCSR(out_offsets, np.empty(nnz, np.uint32), np.empty(nnz, np.float16))
     fill = out_offsets[:-1].copy()
-    for s, group, off in zip(slices, groups, offs):
-        start, stop = int(off[0]), int(off[-1])
-        tok = read_array(group, "tok", start, stop)
-        val = read_array(group, "val", start, stop)
-        assert len(tok) == len(val) == stop - start, f"{s.path}: tok/val shorter than offsets"
-        scatter_part(out, fill, LatentCSR(off - start, tok, val))
+    for group, off in zip(groups, offs):
+        scatter_part(out, fill, read_entries(group, off))
     assert np.array_equal(fill, out_offsets[1:]), "merge did not fill every latent"
     assert nnz == sum(int(o[-1] - o[0]) for o in offs)
     return out

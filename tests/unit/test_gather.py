@@ -22,6 +22,7 @@ from interp.runs import (
     gather_manifest,
 )
 from interp.stages import gather
+from interp.verify import write_records  # as the interpret stage writes them
 
 
 def metrics(acc: float, n: int = 4) -> dict:
@@ -48,11 +49,6 @@ def record(latent: int, status: str = "ok", acc: float = 0.75, **extra) -> dict:
         "error": None if ok or status == "too_rare" else "boom",
         **extra,
     }
-
-
-def write_records(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 # ----------------------------------------------------------------------------- table
@@ -177,7 +173,9 @@ def test_the_brief_says_what_was_found_and_whether_it_is_noise(tmp_path: Path) -
 # ----------------------------------------------------------------------------- the stage
 
 
-def fake_point(tmp_path: Path, *, commit_all: bool, layer: int = 15) -> Path:
+def fake_point(tmp_path: Path, *, commit_all: bool, layer: int = 15, digest: bool = True) -> Path:
+    """A point with every task committed (but interpret task 1 unless ``commit_all``);
+    ``digest=False`` commits interpret manifests as before they held the records' digest."""
     cfg = load_run_config(
         {
             "out_dir": str(tmp_path),
@@ -192,6 +190,7 @@ def fake_point(tmp_path: Path, *, commit_all: bool, layer: int = 15) -> Path:
     atomic_write_json(paths.train_summary(), {"fvu": 0.2, "l0": 32.0, "dead_pct": 1.5})
     for job in plan_point(cfg, 576):
         for task in job.tasks:
+            info = {}
             if job.stage == "interpret":
                 if not commit_all and task.index == 1:
                     continue
@@ -202,8 +201,9 @@ def fake_point(tmp_path: Path, *, commit_all: bool, layer: int = 15) -> Path:
                     else record(i, "explain_failed")
                     for i in range(task.start, task.stop)
                 ]
-                write_records(paths.records_file(task.index), recs)
-            commit_task(paths.manifest_file(job.stage, task.index), {})
+                info = write_records(paths.records_file(task.index), recs)
+            records = {"records": info} if info and digest else {}
+            commit_task(paths.manifest_file(job.stage, task.index), records)
     return root
 
 
@@ -250,12 +250,38 @@ def test_a_committed_range_without_its_records_is_incomplete(tmp_path: Path) -> 
     RunPaths(root, cfg).records_file(0).unlink()
     assert gather.check_complete(root, [cfg]) == []  # the manifests alone are complete
     (problem,) = gather.check_complete(root, [cfg], records=True)
+    paths = RunPaths(root, cfg)
     assert problem.startswith(
-        f"point {RunPaths(root, cfg).ids.point} (topk-x8-k32, layer 15): interpret tasks 0 "
-        "are committed but their record files are gone"
+        f"point {paths.ids.point} (topk-x8-k32, layer 15): {paths.records_file(0)} is gone "
+        "but its range is committed"
     )
-    with pytest.raises(gather.IncompleteSweepError, match="record files are gone"):
+    assert f"delete {paths.manifest_file('interpret', 0)}, then rerun interpret task 0" in problem
+    with pytest.raises(gather.IncompleteSweepError, match="is gone but its range is committed"):
         gather.gather(root)
+
+
+@pytest.mark.parametrize("digest", [True, False], ids=["digest", "manifest-before-digest"])
+def test_a_truncated_record_file_after_gather_is_noticed(
+    tmp_path: Path, monkeypatch, digest: bool
+) -> None:
+    """The gather is not 'up to date' once a record file changed, even though every
+    manifest is as it was: it is redone, finds the file, names it and writes nothing."""
+    monkeypatch.setattr(gather, "AFTER_TABLE", ())
+    root = fake_point(tmp_path, commit_all=True, digest=digest)
+    gather.run(root, Task(0, 0, 1), lambda: False)
+    stamp = (root / "gather" / "latents.parquet").stat().st_mtime_ns
+    (cfg,) = gather.load_points(root)
+    file = RunPaths(root, cfg).records_file(1)
+    lines = file.read_text().splitlines(keepends=True)
+    file.write_text(lines[0] + lines[1][: len(lines[1]) // 2])  # cut mid-record
+    with pytest.raises(gather.IncompleteSweepError) as err:
+        gather.run(root, Task(0, 0, 1), lambda: False)
+    assert str(file) in str(err.value) and "rerun interpret task 1" in str(err.value)
+    assert (root / "gather" / "latents.parquet").stat().st_mtime_ns == stamp  # nothing written
+    if digest:  # the same length with a changed byte: only the sha256 tells
+        file.write_text("".join(lines).replace('"ok"', '"OK"', 1))
+        (problem,) = gather.check_complete(root, [cfg], records=True)
+        assert "changed since it was committed" in problem
 
 
 def test_gather_writes_table_summary_exports_then_is_up_to_date(

@@ -44,7 +44,7 @@ PLACEHOLDER_RULES = {f"cluster={PLACEHOLDER}": "cluster=example_site"}
 PYTHONS = {"python", "python3", ".venv/bin/python"}
 SWEEP_FLAGS = {"-m", "--multirun", "--help", "-h", "--help-fields", "--resolve", "--info"}
 CFG_VALUES = {"job", "hydra", "all"}
-ARGPARSE_SCRIPTS = {"launch/status.py", "launch/rerun.py", "launch/compare.py"}
+ARGPARSE_SCRIPTS = {"launch/status.py", "launch/rerun.py", "launch/compare.py", "launch/verify.py"}
 
 
 def readme_lines(text: str) -> Iterator[str]:
