@@ -17,6 +17,7 @@ This is the only module that builds paths. A sweep folder looks like::
       interpret/<interpret_id>/
         records/r00000.jsonl              one record per latent of the range
         llm_cache/                        content-addressed LLM responses
+        llm_ledger/r00000.a0001.jsonl     tokens each attempt of a range paid the LLM
       <stage dir>/manifest/<task>.json    one file per committed array task
       gather/latents.parquet  summary.json
 
@@ -176,6 +177,10 @@ class RunPaths:
 
     def llm_cache_dir(self) -> Path:
         return self.stage_dir("interpret") / "llm_cache"
+
+    def llm_ledger_dir(self) -> Path:
+        """Per range and attempt, the tokens paid to the LLM (interp.llm.ledger)."""
+        return self.stage_dir("interpret") / "llm_ledger"
 
     def manifest_dir(self, stage: str) -> Path:
         return self.stage_dir(stage) / "manifest" / stage

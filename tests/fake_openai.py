@@ -3,9 +3,10 @@ connection) for tests of the HTTP client, replica discovery and the interpret st
 
 Each POST takes the next action of ``script``: "ok", ("status", code[, headers]), "drop",
 "hang"/"gate" (wait for ``release``), "badjson", "nochoices", "empty", "badusage",
-("trickle", n) (a valid reply sent one byte per 20 ms, ``n`` bytes of padding first;
-``n=None``: padding that never ends). Every POST is recorded in ``requests`` (path,
-headers, body), every GET in ``gets``.
+"nousage" (a good reply without ``usage``), ("trickle", n) (a valid reply sent one byte
+per 20 ms, ``n`` bytes of padding first; ``n=None``: padding that never ends). With
+``send_usage = False`` no reply carries ``usage``. Every POST is recorded in
+``requests`` (path, headers, body), every GET in ``gets``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class FakeOpenAI:
         self.requests: list[dict] = []
         self.gets: list[str] = []
         self.trickles_finished = 0
+        self.send_usage = True
         self.in_flight = 0
         self.max_in_flight = 0
         self.release = threading.Event()
@@ -81,7 +83,10 @@ class FakeOpenAI:
                     return self._send(200, _reply(body, ""))
                 if action == "badusage":
                     return self._send(200, {**_reply(body, "hi"), "usage": {"prompt_tokens": -3}})
-                self._send(200, _reply(body, "Explanation: the word 'the'"))
+                reply = _reply(body, "Explanation: the word 'the'")
+                if action == "nousage" or not fake.send_usage:
+                    reply.pop("usage", None)
+                self._send(200, reply)
 
             def _trickle(self, pad: int | None, body: dict) -> None:
                 """A valid reply behind ``pad`` leading spaces (JSON allows them), one

@@ -21,12 +21,15 @@ from interp.llm.base import (
     TokenUsage,
 )
 from interp.llm.cache import CachedClient, ResponseCache, cache_key
+from interp.llm.ledger import Ledger, LedgerClient
 
 __all__ = [
     "CachedClient",
     "ChoiceLogprobs",
     "Generation",
     "LLMClient",
+    "Ledger",
+    "LedgerClient",
     "Message",
     "MeteredClient",
     "ResponseCache",
@@ -41,8 +44,12 @@ def build_client(
     cache_path: Path | None = None,
     *,
     discover: Callable[[], Sequence[str]] | None = None,
+    ledger: Ledger | None = None,
 ) -> LLMClient:
     """The configured backend, wrapped in the response cache when ``cfg.cache`` and a path.
+
+    ``ledger``: every call that reaches the backend (not answered by the cache) is
+    appended to it (:mod:`interp.llm.ledger`: what each attempt paid).
 
     The model itself loads lazily, on the first call the cache cannot answer.
     ``discover`` (backend=http) returns the live server URLs, e.g. the replicas a serve
@@ -62,6 +69,8 @@ def build_client(
         client = VLLMClient(cfg)
     else:  # pragma: no cover - the Literal admits only the backends above
         raise ValueError(f"llm.backend={cfg.backend!r}: use 'transformers', 'http' or 'vllm'")
+    if ledger is not None:
+        client = LedgerClient(client, ledger)
     if cfg.cache and cache_path is not None:
         client = CachedClient(client, ResponseCache(cache_path))
     return client

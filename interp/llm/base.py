@@ -30,6 +30,7 @@ class Generation:
     prompt_tokens: int  # logical prompt length, chat template included
     completion_tokens: int  # tokens sampled (a final end-of-turn token included)
     cached_prompt_tokens: int  # of prompt_tokens, how many were not computed by this call
+    usage: str = "server"  # where the counts come from (interp.llm.usage.USAGE_SOURCES)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ChoiceLogprobs:
     logprobs: dict[str, float]  # candidate -> log P(its first token); -inf if unknown
     prompt_tokens: int
     cached_prompt_tokens: int
+    usage: str = "server"  # where the counts come from (interp.llm.usage.USAGE_SOURCES)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class TextLogprobs:
     candidates: list[dict[str, float]]
     prompt_tokens: int  # the chat prompt (template included) plus the reply
     cached_prompt_tokens: int
+    usage: str = "server"  # where the counts come from (interp.llm.usage.USAGE_SOURCES)
 
 
 @runtime_checkable
@@ -113,36 +116,45 @@ def check_messages(messages: list[Message]) -> None:
 
 @dataclass
 class TokenUsage:
-    """Running totals of one latent's (or one task's) LLM calls."""
+    """Running totals of one latent's (or one task's) LLM calls.
+
+    ``usage_tokenizer`` / ``usage_missing`` count the calls whose server sent no token
+    counts: counted with ``llm.tokenizer`` instead, or not at all (0 tokens added).
+    """
 
     prompt: int = 0  # logical prompt tokens
     completion: int = 0
     prompt_computed: int = 0  # prompt tokens actually run through the model here
     calls: int = 0
+    usage_tokenizer: int = 0
+    usage_missing: int = 0
+
+    def _count(self, source: str) -> None:
+        self.calls += 1
+        self.usage_tokenizer += source == "tokenizer"
+        self.usage_missing += source == "missing"
 
     def add_generation(self, g: Generation) -> None:
         self.prompt += g.prompt_tokens
         self.completion += g.completion_tokens
         self.prompt_computed += g.prompt_tokens - g.cached_prompt_tokens
-        self.calls += 1
+        self._count(g.usage)
 
     def add_choices(self, choices: list[ChoiceLogprobs]) -> None:
         for c in choices:
             self.prompt += c.prompt_tokens
             self.prompt_computed += c.prompt_tokens - c.cached_prompt_tokens
-            self.calls += 1
+            self._count(c.usage)
 
     def add_text(self, t: TextLogprobs) -> None:
         """A teacher-forced reply: prompt and reply are all prompt tokens (nothing sampled)."""
         self.prompt += t.prompt_tokens
         self.prompt_computed += t.prompt_tokens - t.cached_prompt_tokens
-        self.calls += 1
+        self._count(t.usage)
 
     def add(self, other: TokenUsage) -> None:
-        self.prompt += other.prompt
-        self.completion += other.completion
-        self.prompt_computed += other.prompt_computed
-        self.calls += other.calls
+        for name, value in other.as_dict().items():
+            setattr(self, name, getattr(self, name) + value)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -150,6 +162,8 @@ class TokenUsage:
             "completion": self.completion,
             "prompt_computed": self.prompt_computed,
             "calls": self.calls,
+            "usage_tokenizer": self.usage_tokenizer,
+            "usage_missing": self.usage_missing,
         }
 
 

@@ -4,7 +4,8 @@ Each entry is keyed by sha256 of (model id, method, prompt, sampling params) and
 appended as one JSON line to a file owned by one interpret range (one writer), flushed
 and fsynced per entry. A task killed mid-write leaves at most a torn last line; loading
 skips lines that do not parse. A cached answer costs no model time and reports all of
-its prompt tokens as cached.
+its prompt tokens as cached, and keeps where its counts came from (``usage``: the
+server's, counted with the tokenizer, or missing; see :mod:`interp.llm.usage`).
 """
 
 from __future__ import annotations
@@ -121,8 +122,9 @@ class CachedClient:
         if (hit := self.cache.get(key)) is not None:
             self.hits += 1
             return Generation(
-                hit["text"], hit["prompt_tokens"], hit["completion_tokens"], hit["prompt_tokens"]
-            )
+                hit["text"], hit["prompt_tokens"], hit["completion_tokens"], hit["prompt_tokens"],
+                hit.get("usage", "server"),
+            )  # fmt: skip
         self.misses += 1
         g = await self.inner.generate(
             messages, max_new_tokens=max_new_tokens, temperature=temperature
@@ -133,6 +135,7 @@ class CachedClient:
                 "text": g.text,
                 "prompt_tokens": g.prompt_tokens,
                 "completion_tokens": g.completion_tokens,
+                **_usage_source(g),
             },
         )
         return g
@@ -151,7 +154,10 @@ class CachedClient:
                 None
                 if hit is None
                 else ChoiceLogprobs(
-                    _floats(hit["logprobs"]), hit["prompt_tokens"], hit["prompt_tokens"]
+                    _floats(hit["logprobs"]),
+                    hit["prompt_tokens"],
+                    hit["prompt_tokens"],
+                    hit.get("usage", "server"),
                 )
             )
         missing = [i for i, o in enumerate(out) if o is None]
@@ -161,7 +167,8 @@ class CachedClient:
             fresh = await self.inner.next_token_logprobs([prompts[i] for i in missing], candidates)
             for i, c in zip(missing, fresh):
                 out[i] = c
-                value = {"logprobs": _jsonable(c.logprobs), "prompt_tokens": c.prompt_tokens}
+                value = {"logprobs": _jsonable(c.logprobs), "prompt_tokens": c.prompt_tokens,
+                         **_usage_source(c)}  # fmt: skip
                 self.cache.put(keys[i], value)
         return [o for o in out if o is not None]
 
@@ -179,6 +186,7 @@ class CachedClient:
                 [_floats(c) for c in hit["candidates"]],
                 hit["prompt_tokens"],
                 hit["prompt_tokens"],
+                hit.get("usage", "server"),
             )
         self.misses += 1
         t = await self.inner.continuation_logprobs(messages, continuation, candidates)
@@ -187,6 +195,7 @@ class CachedClient:
             "logprobs": [_json_float(x) for x in t.logprobs],
             "candidates": [_jsonable(c) for c in t.candidates],
             "prompt_tokens": t.prompt_tokens,
+            **_usage_source(t),
         }
         self.cache.put(key, value)
         return t
@@ -194,6 +203,12 @@ class CachedClient:
     def close(self) -> None:
         self.cache.close()
         self.inner.close()
+
+
+def _usage_source(result: Any) -> dict[str, str]:
+    """Where a response's token counts came from, kept unless the server's ``usage``
+    (so a hit on a reply without usage is still flagged)."""
+    return {} if result.usage == "server" else {"usage": result.usage}
 
 
 def _json_float(v: float) -> float | None:

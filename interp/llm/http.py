@@ -24,8 +24,10 @@ One ``OpenAIClient`` speaks to one or more *replicas* of the same model:
 * **Concurrency.** At most ``max_concurrency`` requests in flight from this client
   (an ``asyncio.Semaphore``), enough to keep a server's continuous batching full.
 * **Accounting.** Token counts come from ``usage`` (``prompt_tokens``,
-  ``completion_tokens``, ``prompt_tokens_details.cached_tokens``); ``stats`` counts
-  requests, retries, failovers and failures so a stage can report them.
+  ``completion_tokens``, ``prompt_tokens_details.cached_tokens``); a reply without it
+  is counted with ``llm.tokenizer`` or flagged ``usage_missing``, with one warning
+  (:mod:`interp.llm.usage`). ``stats`` counts requests, retries, failovers, failures
+  and those replies so a stage can report them.
 * **Secrets.** The API key is read from the environment variable named by
   ``llm.api_key_env`` when the client is built; it is sent as a bearer header only to
   the configured ``llm.base_urls``, never to a replica found by ``discover`` or set with
@@ -54,6 +56,7 @@ import httpx
 
 from interp.config import LLMConfig
 from interp.llm.base import ChoiceLogprobs, Generation, Message, TextLogprobs, check_messages
+from interp.llm.usage import UsageCounter, usage_source
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +210,7 @@ class OpenAIClient:
         self._tok: Any = None
         self._sleep = asyncio.sleep  # tests record the backoff instead of waiting
         self._warned_shift = False
+        self.usage_counter = UsageCounter(self)  # replies without usage: counted or flagged
 
     def __repr__(self) -> str:  # never the headers: they hold the key
         return f"OpenAIClient(model={self.served_model!r}, urls={self.replicas.urls})"
@@ -230,9 +234,11 @@ class OpenAIClient:
         if messages[-1]["role"] == "assistant":
             prompt = self.render_chat(messages, prefill=True, why="an assistant prefill")
             body = {"model": self.served_model, "prompt": prompt, **sampling}
-            return await self._request("completions", body, _parse_completion_text)
+            g = await self._request("completions", body, _parse_completion_text)
+            return self.usage_counter.fill(g, prompt, g.text)
         body = {"model": self.served_model, "messages": messages, **sampling}
-        return await self._request("chat/completions", body, _parse_chat_text)
+        g = await self._request("chat/completions", body, _parse_chat_text)
+        return self.usage_counter.fill(g, messages, g.text)
 
     async def next_token_logprobs(
         self, prompts: list[list[Message]], candidates: list[str]
@@ -261,7 +267,7 @@ class OpenAIClient:
         def parse(data: Any) -> ChoiceLogprobs:
             top = _chat_top(data)
             p, _, cached = _usage(data)
-            return ChoiceLogprobs(_match(top, candidates, targets), p, cached)
+            return ChoiceLogprobs(_match(top, candidates, targets), p, cached, usage_source(data))
 
         async def one(messages: list[Message]) -> ChoiceLogprobs:
             body = {
@@ -272,7 +278,9 @@ class OpenAIClient:
                 "logprobs": True,
                 "top_logprobs": self.cfg.top_logprobs,
             }
-            return await self._request("chat/completions", body, parse)
+            return self.usage_counter.fill(
+                await self._request("chat/completions", body, parse), messages
+            )
 
         return list(await asyncio.gather(*(one(p) for p in prompts)))
 
@@ -299,7 +307,7 @@ class OpenAIClient:
             toks, lps, tops, shifted = _echoed_span(data, prompt, continuation)
             cands = [_match(top, candidates, targets) if candidates else {} for top in tops]
             p, _, cached = _usage(data)
-            return TextLogprobs(toks, lps, cands, p, cached), shifted
+            return TextLogprobs(toks, lps, cands, p, cached, usage_source(data)), shifted
 
         out, shifted = await self._request("completions", body, parse)
         if shifted and NEG_INF in out.logprobs and body["logprobs"] < SHIFTED_TOP_K:
@@ -314,7 +322,7 @@ class OpenAIClient:
                 "tokens outside those read -inf; vLLM or backend=transformers are exact",
                 self.served_model, body["logprobs"],
             )  # fmt: skip
-        return out
+        return self.usage_counter.fill(out, prompt)
 
     def set_urls(self, urls: Iterable[str]) -> None:
         """Replace the replica list (e.g. after the serve stage published new ones)."""
@@ -463,11 +471,15 @@ class OpenAIClient:
                 raw,
             )
         try:
-            return _Outcome(ok=True, value=parse(resp.json()))
+            data = resp.json()
+            value = parse(data)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
             self.stats["bad_bodies"] += 1
             reason = str(e) if isinstance(e, _Garbage) else f"unusable body ({type(e).__name__})"
             return _Outcome(why=f"{url}: {reason}", raw=raw, garbage=True)
+        if usage_source(data) == "missing":
+            self.usage_counter.server = url  # named in the warning
+        return _Outcome(ok=True, value=value)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -525,8 +537,7 @@ def _retry_after(value: str | None) -> float | None:
 def _usage(data: dict[str, Any]) -> tuple[int, int, int]:
     """(prompt, completion, cached prompt) tokens; a malformed ``usage`` is garbage."""
     usage = data.get("usage")
-    if usage is None:
-        log.debug("response without usage: counting 0 tokens")
+    if usage is None:  # flagged by usage_source, counted by UsageCounter if it can
         return 0, 0, 0
     if not isinstance(usage, dict):
         raise _Garbage(f"usage is {usage!r}, not an object")
@@ -554,7 +565,7 @@ def _parse_chat_text(data: Any) -> Generation:
     if not isinstance(text, str) or not text.strip():
         raise _Garbage(f"empty completion (content={text!r})")
     p, c, cached = _usage(data)
-    return Generation(text, p, c, cached)
+    return Generation(text, p, c, cached, usage_source(data))
 
 
 def _parse_completion_text(data: Any) -> Generation:
@@ -562,7 +573,7 @@ def _parse_completion_text(data: Any) -> Generation:
     if not isinstance(text, str) or not text.strip():
         raise _Garbage(f"empty completion (text={text!r})")
     p, c, cached = _usage(data)
-    return Generation(text, p, c, cached)
+    return Generation(text, p, c, cached, usage_source(data))
 
 
 def _chat_top(data: Any) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from interp.report.costs import usage_warning
 from interp.report.summary import headline
 
 
@@ -29,6 +30,8 @@ def format_brief(summary: dict[str, Any]) -> list[str]:
             + f"; FVU {_f(d.get('fvu'))}, L0 {_f(d.get('l0'), 1)}"
         )
         lines += [f"  {row}" for row in _score_lines(p)]
+        if warning := usage_warning(p):
+            lines.append(f"  {warning}")
     return lines
 
 

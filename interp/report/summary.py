@@ -5,7 +5,9 @@ architectures x layers, one point per cell): the dictionary's FVU, L0, dead % an
 CE-loss increase from its training summary; failure counts by status; the distribution
 of every score metric (real explanations, the random-explanation control, the
 single-token baseline) with 95% confidence intervals of its mean and median; the paired
-real - control difference; LLM tokens and wall time per latent.
+real - control difference; LLM tokens and wall time per latent (those in the final
+records, and ``llm_paid``: what every attempt paid, killed ones included, from the
+interpret ledgers), and the calls whose server sent no token counts.
 
 Streaming: the table is never loaded whole. One numeric column is read at a time
 (8 bytes per latent) and split by point; nothing holds a Python object per record.
@@ -29,11 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from interp.report.costs import cost_notes
+
 EXACT_N = 2000
 """Above this many values, intervals use the bootstrap's large-sample limit."""
 N_BOOT = 1000
 KINDS = ("scores", "control", "baseline")
 COSTS = ("prompt_tokens", "completion_tokens", "prompt_tokens_computed", "wall_s", "retries")
+COSTS += ("llm_calls_usage_tokenizer", "llm_calls_usage_missing")
 FIRING = ("n_active_tokens", "n_active_contexts", "max_act")
 TRAIN_KEYS = ("fvu", "l0", "dead_pct", "ce_increase")
 HEADLINE = {
@@ -181,6 +186,7 @@ def summarize(table: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
                 **{kind: {} for kind in KINDS},
                 "real_vs_control": {},
                 "cost": {},
+                "llm_paid": meta.get("llm_paid"),
                 "firing": {},
             }
         )
@@ -340,6 +346,7 @@ def format_markdown(summary: dict[str, Any]) -> str:
                 f" {_f(cost.get('wall_s', {}).get('per_latent_mean'), 2)} s"
                 f" (total {_f(cost['prompt_tokens']['total'], 0)} prompt tokens)",
             ]
+        lines += cost_notes(p)
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,8 @@ into dotted columns, and the point's columns are prepended:
     control.<scorer>.<metric>     the random-explanation control (control.explanation, ...)
     baseline.<scorer>.<metric>    the single-token baseline, when enabled
     prompt_tokens, completion_tokens, prompt_tokens_computed   (the record's ``tokens``)
+    llm_calls_usage_tokenizer, llm_calls_usage_missing  (calls whose server sent no counts:
+                                  counted with llm.tokenizer / recorded as 0 tokens)
 
 Record files may disagree on columns (a scorer added, no error anywhere in one range, a
 field new in this version), so the table is built in two passes over *columnar* data:
@@ -55,6 +57,8 @@ LEADING = (
     "prompt_tokens",
     "completion_tokens",
     "prompt_tokens_computed",
+    "llm_calls_usage_tokenizer",
+    "llm_calls_usage_missing",
     "wall_s",
     "retries",
     "error",
@@ -68,6 +72,8 @@ TOKEN_COLUMNS = {
     "tokens.prompt": "prompt_tokens",
     "tokens.completion": "completion_tokens",
     "tokens.prompt_computed": "prompt_tokens_computed",
+    "tokens.usage_tokenizer": "llm_calls_usage_tokenizer",
+    "tokens.usage_missing": "llm_calls_usage_missing",
 }
 
 

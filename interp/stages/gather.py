@@ -32,6 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from interp.config import RunConfig
+from interp.llm.ledger import read_ledger
 from interp.models import hookpoint_width
 from interp.plan import Task, pending, plan_point
 from interp.report.export import write_exports
@@ -138,7 +139,8 @@ def fingerprint(root: Path, cfgs: list[RunConfig]) -> str:
 
 
 def point_columns(root: Path, cfg: RunConfig) -> dict[str, Any]:
-    """The point's identity (table columns) and its dictionary's training figures."""
+    """The point's identity (table columns), its dictionary's training figures and
+    the LLM tokens every interpret attempt paid (the ledgers)."""
     paths = RunPaths(root, cfg)
     train = json.loads(paths.train_summary().read_text()) if paths.train_summary().exists() else {}
     return {
@@ -153,6 +155,7 @@ def point_columns(root: Path, cfg: RunConfig) -> dict[str, Any]:
         "l0": train.get("l0"),
         "dead_pct": train.get("dead_pct"),
         "ce_increase": train.get("ce_increase"),
+        "llm_paid": read_ledger(paths.llm_ledger_dir()),  # every attempt, killed ones too
     }
 
 

@@ -22,10 +22,16 @@ load lazily, once per task, through :class:`ScoreResources` factories.
 Record keys: latent, status, n_active_tokens, n_active_contexts, max_act, explanation,
 raw_explanation, negatives {explain|score: {kind: count}}, scores {scorer: metrics}, control {explanation, source_latent, scores,
 error} | None, baseline {explanation, scores, error} | None, tokens {prompt,
-completion, prompt_computed, parts: {explain|score|control|baseline: ...}}, retries,
-wall_s, error. ``retries`` counts the explainer's re-asks after unusable replies;
-transport retries of the backend (timeouts, 429/5xx) are per task, in the summary's
-``llm`` counters.
+completion, prompt_computed, usage_tokenizer, usage_missing, parts:
+{explain|score|control|baseline: ...}}, retries, wall_s, error. ``retries`` counts the
+explainer's re-asks after unusable replies; transport retries of the backend (timeouts,
+429/5xx) are per task, in the summary's ``llm`` counters. ``usage_tokenizer`` /
+``usage_missing`` count the latent's calls whose server sent no token counts (counted
+with ``llm.tokenizer`` / recorded as 0; :mod:`interp.llm.usage`).
+
+Records count the tokens of the attempt that wrote them (cache hits as cached). What
+every attempt paid, killed ones included, is in the range's LLM ledger
+(:mod:`interp.llm.ledger`); the manifest's ``tokens_paid`` sums it at commit.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from interp.config import RunConfig
 from interp.explain import TokenRenderer, derangement, explain, single_token_explanation
 from interp.latents import CooccurrenceIndex, SimilarPool, build_examples, index_for_range
 from interp.latents.examples import LatentExamples
-from interp.llm import LLMClient, MeteredClient, TokenUsage, build_client
+from interp.llm import Ledger, LLMClient, MeteredClient, TokenUsage, build_client
 from interp.llm.http import LLMUnavailableError
 from interp.models.provision import ModelNotFoundError
 from interp.plan import Task
@@ -72,6 +78,7 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
         log.info("interpret range %d [%d, %d) already committed", task.index, task.start, task.stop)
         return
     t0 = time.perf_counter()
+    from interp.llm.ledger import read_ledger
     from interp.models.load import load_tokenizer
     from interp.store import StoreReader
     from interp.verify import require_latents, write_records
@@ -84,15 +91,7 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
     token_ids = reader.token_ids()
     tokenizer = load_tokenizer(cfg.model.name)
     render = TokenRenderer(tokenizer)
-    discover = None
-    if cfg.serve.enabled:  # replicas that start (or come back) later are picked up too
-        from interp.llm.replicas import discoverer, serve_id
-
-        # the scheduler check the cluster edge installed (replicas.scheduler) applies here
-        discover = discoverer(paths.root, serve_id(cfg))
-    client = build_client(
-        cfg.llm, paths.llm_cache_dir() / f"r{task.index:05d}.jsonl", discover=discover
-    )
+    client = build_task_client(cfg, paths, task)
     resources = build_resources(cfg, paths)
     try:
         negatives = build_negative_sources(cfg, reader, csr, token_ids, tokenizer, resources)
@@ -120,6 +119,7 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
     digest = write_records(paths.records_file(task.index), records)
     summary = summarize(records, time.perf_counter() - t0, llm_stats)
     summary["records"] = digest  # size and sha256: gather and launch/verify.py check them
+    summary["tokens_paid"] = read_ledger(paths.llm_ledger_dir(), task.index)  # all attempts
     commit_task(manifest, summary)
     log.info(
         "interpret range %d committed: %s; real vs control: %s",
@@ -128,6 +128,21 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
 
 
 # --------------------------------------------------------------------------- resources
+def build_task_client(cfg: RunConfig, paths: RunPaths, task: Task) -> LLMClient:
+    """The range's LLM client: its response cache (a rerun re-pays nothing), its ledger
+    (what this attempt pays, kept when it is killed) and, when served, discovery."""
+    discover = None
+    if cfg.serve.enabled:  # replicas that start (or come back) later are picked up too
+        from interp.llm.replicas import discoverer, serve_id
+
+        # the scheduler check the cluster edge installed (replicas.scheduler) applies here
+        discover = discoverer(paths.root, serve_id(cfg))
+    return build_client(
+        cfg.llm, paths.llm_cache_dir() / f"r{task.index:05d}.jsonl", discover=discover,
+        ledger=Ledger(paths.llm_ledger_dir(), task.index),
+    )  # fmt: skip
+
+
 def build_resources(cfg: RunConfig, paths: RunPaths) -> ScoreResources:
     """Factories of the task-wide scorer resources; nothing loads until a scorer asks."""
     return ScoreResources(
@@ -269,7 +284,7 @@ def empty_record(latent: int, tok: np.ndarray, val: np.ndarray) -> dict[str, Any
         "scores": {},
         "control": None,
         "baseline": None,
-        "tokens": {"prompt": 0, "completion": 0, "prompt_computed": 0},
+        "tokens": {k: 0 for k in TokenUsage().as_dict() if k != "calls"},
         "retries": 0,
         "wall_s": 0.0,
         "error": None,
@@ -520,13 +535,9 @@ def _finish(w: LatentWork) -> dict[str, Any]:
         if part in w.meters:
             u = w.meters[part].usage
             total.add(u)
-            parts[part] = {k: v for k, v in u.as_dict().items() if k != "calls"}
-    record["tokens"] = {
-        "prompt": total.prompt,
-        "completion": total.completion,
-        "prompt_computed": total.prompt_computed,
-        "parts": parts,
-    }
+            parts[part] = {k: getattr(u, k) for k in ("prompt", "completion", "prompt_computed")}
+    record["tokens"] = {k: v for k, v in total.as_dict().items() if k != "calls"}
+    record["tokens"]["parts"] = parts
     record["wall_s"] = round(w.wall, 3)
     assert record["status"] != "pending", f"latent {w.latent} left pending"
     return record
@@ -573,8 +584,7 @@ def summarize(
     """The manifest's summary: counts by outcome, tokens, real vs control score means."""
     total = TokenUsage()
     for r in records:
-        t = r["tokens"]
-        total.add(TokenUsage(t["prompt"], t["completion"], t["prompt_computed"]))
+        total.add(TokenUsage(**{k: v for k, v in r["tokens"].items() if k != "parts"}))
     tokens = total.as_dict()
     tokens.pop("calls")
     counts = status_counts(records)

@@ -15,17 +15,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fake_openai import FakeOpenAI
+from interpret_point import N_LATENTS, interpret_point, write_store
 
-from interp.config import LLMConfig, RunConfig, load_run_config
+from interp.config import LLMConfig, load_run_config
 from interp.llm.http import LLMUnavailableError, OpenAIClient
 from interp.llm.replicas import discoverer, read_replicas, replicas_dir, scheduler
 from interp.plan import Task, job_pending
 from interp.runs import RunIds, RunPaths, commit_task, is_committed
 from interp.stages import interpret
-from interp.store import StoreMeta, write_slice, write_store_meta
 from slurm.slurm_executor import JobsAliveCheck
 from slurm.status import QueueEntry, SlurmUnavailable
 from slurm.submit import load_sweep, record_point, reopen_errors
@@ -110,42 +109,10 @@ def test_jobs_alive_is_running_slurm_jobs_and_fails_closed() -> None:
 
 
 # ------------------------------------------------------------------------ the stage
-CTX, N_CTX, N_LATENTS = 32, 32, 4
-
-
-def _point(tmp_path: Path, url: str) -> RunConfig:
-    return load_run_config(
-        {
-            "out_dir": str(tmp_path), "name": "outage", "model": {"name": "tiny-random-llama"},
-            "data": {"ctx_len": CTX},
-            "collect": {"num_tokens": N_CTX * CTX, "slice_tokens": N_CTX * CTX},
-            "scorer": {"names": ["detection"]},
-            "interpret": {"range_latents": N_LATENTS, "control": False, "examples": {
-                "window": 8, "n_explain": 3, "n_score_active": 2, "n_score_inactive": 2,
-                "min_examples": 2}},
-            "llm": {"backend": "http", "base_urls": [url], "served_model": "fake",
-                    "max_retries": 1, "timeout_s": 5},
-        }
-    )  # fmt: skip
-
-
-def _store(paths: RunPaths) -> None:
-    """Latent j fires on every token of contexts c with c % 4 == j (after the first)."""
-    n = N_CTX * CTX
-    t = np.arange(n)
-    write_store_meta(paths.store_dir(), StoreMeta(N_LATENTS, 1, CTX, n, 16, "layers.6", "uint16"))
-    write_slice(
-        paths.slice_group(0), token_start=0, token_stop=n,
-        latent_idx=((t // CTX) % N_LATENTS)[:, None], latent_val=np.ones((n, 1), np.float32),
-        token_ids=np.random.default_rng(0).integers(100, 2000, n), keep=t % CTX >= 1,
-        n_latents=N_LATENTS, token_dtype="uint16",
-    )  # fmt: skip
-
-
 def test_an_outage_leaves_the_range_uncommitted_and_a_rerun_redoes_it(tmp_path, llm) -> None:
-    cfg = _point(tmp_path, llm.url)
+    cfg = interpret_point(tmp_path, llm.url)
     paths = RunPaths(RunPaths.sweep_root(cfg), cfg)
-    _store(paths)
+    write_store(paths)
     task = Task(0, 0, N_LATENTS)
     llm.script = [("status", 503)] * 2 + [("status", 500)] * 100  # down for the first run
     with pytest.raises(LLMUnavailableError, match="answered 50"):

@@ -117,6 +117,8 @@ def test_cache_answers_continuations_for_free_and_meter_counts(tmp_path) -> None
         "completion": 0,
         "prompt_computed": 0,
         "calls": 1,
+        "usage_tokenizer": 0,
+        "usage_missing": 0,
     }
     # other candidates or another reply are other entries
     asyncio.run(again.continuation_logprobs(CHAT, "a b c", ["0"]))
