@@ -174,6 +174,8 @@ class OpenAIClient:
     tests (an ``httpx`` transport).
     """
 
+    one_request_per_prompt = True  # the ledger records each prompt of a batch as it returns
+
     def __init__(
         self,
         cfg: LLMConfig,

@@ -10,7 +10,10 @@ exactly the calls that reached the model, and appends each one's usage as it ret
 (flushed, not fsynced: a killed process loses nothing it wrote; a torn last line is
 skipped when read). Each attempt of range ``i`` writes its own file,
 ``<interpret dir>/llm_ledger/r{i:05d}.a{n:04d}.jsonl`` (``n`` = 1 + the attempts that
-paid before it), created on its first paid call. Lines hold the fields of
+paid before it), created on its first paid call. A call is recorded when it returns: a
+request in flight when the process dies is not (the server may have computed it), and
+a batch of log-prob prompts is recorded prompt by prompt only where the backend sends
+one request per prompt (HTTP). Lines hold the fields of
 :class:`interp.llm.base.TokenUsage` plus ``method`` and ``t`` (unix time).
 :func:`read_ledger` sums them; gather reports the sum per point beside the tokens in
 the final records.
@@ -18,6 +21,7 @@ the final records.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -119,6 +123,17 @@ class LedgerClient:
         return g
 
     async def next_token_logprobs(
+        self, prompts: list[list[Message]], candidates: list[str]
+    ) -> list[ChoiceLogprobs]:
+        """A backend that sends one request per prompt (HTTP) is asked prompt by prompt,
+        all at once, so the prompts answered before a batch fails or is killed are in
+        the ledger; one that batches prompts in one forward keeps its batch."""
+        if getattr(self.inner, "one_request_per_prompt", False) and len(prompts) > 1:
+            outs = await asyncio.gather(*(self._choices([p], candidates) for p in prompts))
+            return [c for out in outs for c in out]
+        return await self._choices(prompts, candidates)
+
+    async def _choices(
         self, prompts: list[list[Message]], candidates: list[str]
     ) -> list[ChoiceLogprobs]:
         out = await self.inner.next_token_logprobs(prompts, candidates)

@@ -147,11 +147,11 @@ def test_every_attempt_s_paid_calls_count_after_the_rerun(tmp_path: Path, llm, f
         interpret.run(cfg, paths, TASK, stop_after_two_scored)
         paid_first = len(llm.requests)
         assert paid_first > N_LATENTS  # the explanations and two latents' scoring
-    else:  # two explanations answered, then the server fails every call (and retry)
-        llm.script = ["ok", "ok"] + [("status", 500)] * 100
+    else:  # every explanation and one prompt of a scoring batch answered, then 500s
+        paid_first = N_LATENTS + 1
+        llm.script = ["ok"] * paid_first + [("status", 500)] * 100
         with pytest.raises(LLMUnavailableError):
             interpret.run(cfg, paths, TASK, lambda: False)
-        paid_first = 2
     manifest = paths.manifest_file("interpret", 0)
     assert not is_committed(manifest) and len(_ledger_lines(paths)) > 0
     llm.script, before = [], len(llm.requests)
