@@ -20,6 +20,7 @@ This is the only module that builds paths. A sweep folder looks like::
         llm_ledger/r00000.a0001.jsonl     tokens each attempt of a range paid the LLM
       <stage dir>/manifest/<task>.json    one file per committed array task
       gather/latents.parquet  summary.json
+      gather/FAILED.json                  only after a failed gather: its outputs are stale
 
 Run ids are hashes of what a stage computes (its config and its inputs' ids), so
 submitting the same thing twice resumes instead of duplicating. A task is committed
@@ -366,3 +367,9 @@ def job_log_file(root: Path, key: str, slurm_id: str) -> Path:
 def gather_manifest(root: Path) -> Path:
     """Written last by gather; holds the fingerprint of what it gathered."""
     return gather_dir(root) / "manifest.json"
+
+
+def gather_failed_file(root: Path) -> Path:
+    """Written when a gather fails (interp.report.gather_state): the outputs beside it
+    are stale; removed by the next gather that succeeds."""
+    return gather_dir(root) / "FAILED.json"

@@ -166,6 +166,9 @@ def verify_sweep(root: Path) -> SweepReport:
             f"point {paths.ids.point}: {len(done) - len(bad)} of {len(done)} committed record "
             f"files OK ({len(tasks) - len(done)} of {len(tasks)} interpret tasks not committed)"
         )
+    from interp.report.gather_state import stale_lines
+
+    report.notes += [line.strip() for line in stale_lines(root)]  # outputs, not committed work
     return report
 
 

@@ -1,6 +1,7 @@
 """Check that a sweep's committed work is intact: every point's latent store decoded chunk
 by chunk (checksums, missing shards, impossible values) and every committed interpret
-record file against its manifest (size and sha256, or parsed for older manifests).
+record file against its manifest (size and sha256, or parsed for older manifests); a
+note when the gather's outputs are stale (its last run failed or did not finish).
 
 python launch/verify.py runs/tiny
 

@@ -207,6 +207,10 @@ def job_status(
     todo = {t.index: t for t in job_pending(job, root, cfgs)}
     if job.stage == "gather" and current:
         todo = {}
+    elif job.stage == "gather":
+        from interp.report.gather_state import stale_lines
+
+        row.problems += stale_lines(root)
     tries = attempts(root, job.key, queue)
     where = f"{job.point or 'sweep'} {job.stage}"
     stuck: list[str] = []

@@ -5,6 +5,8 @@ scored (and the failures by status), the dictionary's FVU and L0, and for every 
 its headline metric (and AUROC where it has one): the median over latents with its 95%
 interval, the control's median, and the paired real - control mean difference with its
 interval, marked when the interval excludes zero. Then where the full results are.
+When the last gather failed or did not finish, that comes first: the summary shown is
+then an earlier one (:mod:`interp.report.gather_state`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from interp.report.costs import usage_warning
+from interp.report.gather_state import stale_lines
 from interp.report.summary import headline
 
 
@@ -59,9 +62,12 @@ def brief_from_folder(root: Path) -> list[str]:
     """The short summary of sweep folder ``root`` and where its results are."""
     gather = root / "gather"
     path = gather / "summary.json"
+    stale = stale_lines(root)
     if not path.is_file():
-        return [f"no summary yet: {path} is missing (has gather run?)"]
+        return [*stale, f"no summary yet: {path} is missing (has gather run?)"]
     lines = format_brief(json.loads(path.read_text()))
+    if stale:
+        lines = [*stale, "", "the last summary that was written (stale):", *lines]
     lines += ["", f"summary: {gather / 'summary.md'}", f"table:   {gather / 'latents.parquet'}"]
     report = gather / "report" / "index.html"
     if report.is_file():

@@ -6,7 +6,9 @@ of any stage of any point is not committed, it names them (stage, point, indices
 how to finish them (``launch/rerun.py`` for a SLURM sweep, the recorded ``sweep.py``
 command on this machine) or drop them (their ``points/<id>`` folder), and writes nothing.
 Otherwise it writes, each file atomically and ``manifest.json`` last (the commit: its
-fingerprint tells ``status`` the gather is current)::
+fingerprint tells ``status`` the gather is current; a gather that fails midway writes
+``FAILED.json`` instead, saying its outputs are stale, see
+:mod:`interp.report.gather_state`)::
 
     gather/latents.parquet      one row per latent of every point (interp.report.table)
     gather/summary.json|.md     per point: dictionary quality, score distributions, costs
@@ -36,6 +38,7 @@ from interp.llm.ledger import read_ledger
 from interp.models import hookpoint_width
 from interp.plan import Task, pending, plan_point
 from interp.report.export import write_exports
+from interp.report.gather_state import GatherProgress, clear_failure, record_failure
 from interp.report.summary import format_markdown, summarize
 from interp.report.table import TableWriter, read_record_file, with_point_columns
 from interp.runs import (
@@ -220,7 +223,9 @@ def gather(root: Path, *, exports: tuple[str, ...] = ("delphi", "neuronpedia")) 
     """Check, then write the table, summary and exports of sweep folder ``root``.
 
     Returns the summary. Raises :class:`IncompleteSweepError` (nothing written) when
-    any task is missing.
+    any task is missing. A step that raises leaves ``gather/FAILED.json`` (what failed,
+    which outputs are from which gather) and no manifest; a later gather that succeeds
+    removes it (:mod:`interp.report.gather_state`).
     """
     cfgs = load_points(root)
     incomplete = incomplete_points(root, cfgs, records=True)
@@ -231,20 +236,13 @@ def gather(root: Path, *, exports: tuple[str, ...] = ("delphi", "neuronpedia")) 
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(out)
     gather_manifest(root).unlink(missing_ok=True)  # not current while it is rewritten
-    t0 = time.perf_counter()
-    points = build_table(root, cfgs, out / TABLE)
-    t1 = time.perf_counter()
-    summary = summarize(out / TABLE, points)
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "summary.md", format_markdown(summary))
-    t2 = time.perf_counter()
-    if exports:
-        write_exports(out / TABLE, out / "export", points, formats=exports)
-    t3 = time.perf_counter()
-    for name in AFTER_TABLE:
-        module, func = name.split(":")
-        getattr(importlib.import_module(module), func)(root)
-    timing = {"table_s": t1 - t0, "summary_s": t2 - t1, "export_s": t3 - t2}
+    progress = GatherProgress(root)
+    try:
+        summary, timing = _write_outputs(root, cfgs, exports, progress)
+    except BaseException as err:  # a signal's exception too: the outputs are stale
+        _mark_failed(progress, err)
+        raise
+    clear_failure(root)  # before the manifest: a kill in between reads "not finished"
     atomic_write_json(
         gather_manifest(root),
         {"fingerprint": stamp, "n_rows": summary["n_latents"], "timing": timing},
@@ -255,6 +253,46 @@ def gather(root: Path, *, exports: tuple[str, ...] = ("delphi", "neuronpedia")) 
         summary["n_latents"], len(cfgs), out, *timing.values(),
     )  # fmt: skip
     return summary
+
+
+def _mark_failed(progress: GatherProgress, err: BaseException) -> None:
+    """FAILED.json, never hiding ``err`` (a failure to write it is only logged)."""
+    try:
+        path = record_failure(progress, err)
+    except Exception as e:  # e.g. the disk that failed the gather
+        log.error("gather failed in %s; could not write its failure file: %s", progress.current, e)
+        return
+    log.error("gather failed in %s: the outputs beside %s are stale", progress.current, path)
+
+
+def _write_outputs(
+    root: Path, cfgs: list[RunConfig], exports: tuple[str, ...], progress: GatherProgress
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Table, summary, exports, then the AFTER_TABLE hooks; each step noted in
+    ``progress`` as it finishes. Returns the summary and the steps' seconds."""
+    out = gather_dir(root)
+    t0 = time.perf_counter()
+    progress.start("table")
+    points = build_table(root, cfgs, out / TABLE)
+    progress.done(TABLE)
+    t1 = time.perf_counter()
+    progress.start("summary")
+    summary = summarize(out / TABLE, points)
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", format_markdown(summary))
+    progress.done("summary.json", "summary.md")
+    t2 = time.perf_counter()
+    if exports:
+        progress.start("exports")
+        write_exports(out / TABLE, out / "export", points, formats=exports)
+        progress.done("export")
+    t3 = time.perf_counter()
+    for name in AFTER_TABLE:
+        progress.start(name)
+        module, func = name.split(":")
+        getattr(importlib.import_module(module), func)(root)
+        progress.done()
+    return summary, {"table_s": t1 - t0, "summary_s": t2 - t1, "export_s": t3 - t2}
 
 
 def run(root: Path, task: Task, should_stop: Callable[[], bool]) -> None:

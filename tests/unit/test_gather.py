@@ -13,6 +13,7 @@ import pytest
 from interp.config import load_run_config, to_dict
 from interp.plan import Task, plan_point
 from interp.report import summary as summ
+from interp.report.export import write_exports
 from interp.report.table import TableWriter, read_record_file, with_point_columns
 from interp.runs import (
     RunPaths,
@@ -23,6 +24,8 @@ from interp.runs import (
 )
 from interp.stages import gather
 from interp.verify import write_records  # as the interpret stage writes them
+from slurm.status import job_status
+from slurm.submit import load_sweep
 
 
 def metrics(acc: float, n: int = 4) -> dict:
@@ -321,3 +324,69 @@ def test_after_table_hooks_get_the_sweep_root(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setattr(gather, "AFTER_TABLE", ("fake_report:build",))
     gather.gather(root, exports=())
     assert seen == [root] and gather_manifest(root).is_file()
+
+
+def _fail_exports(*args, **kwargs) -> None:
+    raise OSError("No space left on device\nwhile writing export/delphi")
+
+
+def _fail_report(root: Path) -> None:
+    raise RuntimeError("the report could not be drawn")
+
+
+@pytest.mark.parametrize("step", ["export", "hook"])
+def test_a_failed_regather_says_its_outputs_are_stale_until_one_succeeds(
+    tmp_path: Path, monkeypatch, step: str
+) -> None:
+    from interp.report.brief import brief_from_folder
+    from interp.report.gather_state import stale_lines
+
+    monkeypatch.setattr(gather, "AFTER_TABLE", ())
+    root = fake_point(tmp_path, commit_all=True)
+    gather.gather(root)
+    (root / "gather" / "report").mkdir()  # what an earlier gather's HTML report left
+    if step == "export":
+        monkeypatch.setattr(gather, "write_exports", _fail_exports)
+    else:
+        monkeypatch.setitem(sys.modules, "fake_report", types.SimpleNamespace(build=_fail_report))
+        monkeypatch.setattr(gather, "AFTER_TABLE", ("fake_report:build",))
+    with pytest.raises((OSError, RuntimeError)):
+        gather.gather(root)  # a re-gather (e.g. after a range was redone)
+    failed = json.loads((root / "gather" / "FAILED.json").read_text())
+    assert not gather_manifest(root).exists()
+    if step == "export":
+        assert failed["failed_in"] == "exports"
+        assert failed["error"] == "OSError: No space left on device"
+        assert failed["rewritten_by_the_failed_gather"] == [
+            "latents.parquet", "summary.json", "summary.md",
+        ]  # fmt: skip
+        assert failed["from_an_earlier_gather_or_partly_written"] == ["export", "report"]
+    else:
+        assert failed["failed_in"] == "fake_report:build"
+        assert failed["error"] == "RuntimeError: the report could not be drawn"
+        assert failed["from_an_earlier_gather_or_partly_written"] == ["report"]
+    brief = brief_from_folder(root)
+    assert brief[0].startswith("GATHER FAILED at ") and f"in {failed['failed_in']}: " in brief[0]
+    assert "are stale" in brief[1] and "the last summary that was written (stale):" in brief
+    assert stale_lines(root) == brief[:3]
+    plan, cfgs = load_sweep(root)  # launch/status.py: the gather row needs attention
+    (job,) = [j for j in plan.jobs if j.stage == "gather"]
+    assert job_status(root, job, cfgs, {}, {}, current=False).problems == brief[:3]
+    # the cause fixed, the next gather clears the mark and commits
+    monkeypatch.setattr(gather, "write_exports", write_exports)
+    monkeypatch.setattr(gather, "AFTER_TABLE", ())
+    gather.run(root, Task(0, 0, 1), lambda: False)
+    assert not (root / "gather" / "FAILED.json").exists() and gather_manifest(root).is_file()
+    assert stale_lines(root) == [] and not brief_from_folder(root)[0].startswith("GATHER")
+
+
+def test_outputs_without_a_manifest_read_as_an_unfinished_gather(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from interp.report.brief import brief_from_folder
+
+    monkeypatch.setattr(gather, "AFTER_TABLE", ())
+    root = fake_point(tmp_path, commit_all=True)
+    gather.gather(root)
+    gather_manifest(root).unlink()  # as a gather killed midway leaves the folder
+    assert brief_from_folder(root)[0].startswith("GATHER NOT FINISHED: ")
