@@ -26,8 +26,12 @@ from interp.plan import Task
 def fake_execute(stage: str, cfg_dict: dict[str, Any] | None, root: str, task: Task) -> float:
     import slurm.worker as worker
 
+    real = worker.run_task  # restored: in-process callers (test fixtures) run real stages after
     worker.run_task = fake_run_task
-    return worker.execute(stage, cfg_dict, root, task)
+    try:
+        return worker.execute(stage, cfg_dict, root, task)
+    finally:
+        worker.run_task = real
 
 
 def fake_run_task(

@@ -120,7 +120,9 @@ def served_points(out: Path) -> list:
 
 
 def profile() -> dict[str, Any]:
-    return cluster(worker="test_served_interpret:served_execute", stages={"serve": {"cpus_per_task": 2}})
+    return cluster(
+        worker="test_served_interpret:served_execute", stages={"serve": {"cpus_per_task": 2}}
+    )
 
 
 def serve_jobs_in_queue(root: Path) -> list[str]:

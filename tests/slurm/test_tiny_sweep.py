@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -40,10 +39,10 @@ def local_table(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 
 
 def test_tiny_sweep_through_slurm_with_a_cancelled_range(tmp_path: Path, local_table) -> None:
-    t0 = time.perf_counter()
     sweep(tmp_path, "local_slurm")
-    assert time.perf_counter() - t0 < 60, "the sweep command must return after submitting"
     root = tmp_path / "tiny"
+    state = counts(root)  # the command returned after submitting, not after the jobs ran
+    assert state["queued"] + state["running"] > 0, state
     target = slurm_id_of(root, "interpret", 1)
     wait_for(lambda: squeue_state(target) == "RUNNING", 2400, f"{target} to run", every=2)
     subprocess.run(["scancel", target], check=True)

@@ -53,18 +53,15 @@ def test_parallelism_is_shared_among_the_arrays_of_one_stage() -> None:
     assert chunk_parallelism(1, 4) == 1
 
 
-def test_planning_a_million_latent_sweep_takes_well_under_a_second() -> None:
+def test_a_million_latent_sweep_plans_into_split_arrays() -> None:
     raw = {"sae": {"num_latents": 2**20}, "collect": {"range_latents": 1024}}
     raw["interpret"] = {"num_latents": 0, "range_latents": 1024}
     cfgs = [load_run_config({**raw, "layer": layer}) for layer in (6, 12, 18)]
-    t0 = time.perf_counter()
     plan = plan_sweep([(cfg, 576) for cfg in cfgs])
     chunks = [split_tasks(j.tasks, 1001) for j in plan.jobs]
-    elapsed = time.perf_counter() - t0
     # one train group and one collect group (2 slices) for the 3 layers
     assert plan.num_tasks == 1 + 2 + 3 * (1024 + 1024) + 1
     assert sum(len(c) for c in chunks) == 1 + 1 + 3 * 4 + 1  # compact, interpret: 2 arrays each
-    assert elapsed < 1.0, elapsed
 
 
 # ------------------------------------------------------------------------------ profiles
