@@ -67,7 +67,7 @@ if ! .venv/bin/python -c "import llama_cpp, uvicorn, fastapi, sse_starlette, sta
       .venv/bin/pip wheel -q --disable-pip-version-check --no-deps \
       "llama-cpp-python==$LLAMA_CPP" -w "$WHEELS"
   fi
-  .venv/bin/pip install -q --disable-pip-version-check -c "$LOCK" --find-links "$WHEELS" \
+  .venv/bin/pip install -q --disable-pip-version-check --no-warn-conflicts -c "$LOCK" --find-links "$WHEELS" \
     --only-binary llama-cpp-python "llama-cpp-python[server]==$LLAMA_CPP"
 fi
 
