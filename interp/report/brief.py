@@ -17,7 +17,7 @@ from typing import Any
 
 from interp.report.costs import usage_warning
 from interp.report.gather_state import stale_lines
-from interp.report.summary import headline
+from interp.report.summary import fmt, fmt_ci, headline
 
 
 def format_brief(summary: dict[str, Any]) -> list[str]:
@@ -30,7 +30,7 @@ def format_brief(summary: dict[str, Any]) -> list[str]:
             f"{p['architecture']} {p['sae_id']} @ {p['hookpoint']}: "
             f"{p['n_ok']}/{p['n_latents']} latents explained and scored"
             + (f" (not: {_counts(failed)})" if failed else "")
-            + f"; FVU {_f(d.get('fvu'))}, L0 {_f(d.get('l0'), 1)}"
+            + f"; FVU {fmt(d.get('fvu'))}, L0 {fmt(d.get('l0'), 1)}"
         )
         lines += [f"  {row}" for row in _score_lines(p)]
         if warning := usage_warning(p):
@@ -45,14 +45,14 @@ def _score_lines(p: dict[str, Any]) -> list[str]:
             s = metrics.get(metric, {})
             if not s.get("n"):
                 continue
-            row = f"{scorer} {metric}: median {_f(s['median'])} {_ci(s.get('median_ci95'))}"
+            row = f"{scorer} {metric}: median {fmt(s['median'])} {fmt_ci(s.get('median_ci95'))}"
             ctrl = p["control"].get(scorer, {}).get(metric, {})
             if ctrl.get("n"):
-                row += f", control {_f(ctrl['median'])}"
+                row += f", control {fmt(ctrl['median'])}"
             diff = p["real_vs_control"].get(scorer, {}).get(metric, {})
             if diff.get("n_pairs"):
                 ci = diff.get("mean_diff_ci95")
-                row += f", real - control {_f(diff['mean_diff'], signed=True)} {_ci(ci)}"
+                row += f", real - control {fmt(diff['mean_diff'], signed=True)} {fmt_ci(ci)}"
                 row += " (interval above 0)" if ci and ci[0] > 0 else " (within noise)"
             rows.append(row)
     return rows
@@ -77,13 +77,3 @@ def brief_from_folder(root: Path) -> list[str]:
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-
-
-def _f(v: Any, digits: int = 3, signed: bool = False) -> str:
-    if not isinstance(v, int | float) or v != v:
-        return "n/a"
-    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
-
-
-def _ci(ci: Any) -> str:
-    return f"[{_f(ci[0])}, {_f(ci[1])}]" if ci else ""

@@ -324,8 +324,8 @@ def format_markdown(summary: dict[str, Any]) -> str:
         )
         d = p["dictionary"]
         lines.append(
-            f"dictionary: FVU {_f(d.get('fvu'))}, L0 {_f(d.get('l0'), 1)}, "
-            f"dead {_f(d.get('dead_pct'), 1)}%, CE-loss increase {_f(d.get('ce_increase'))}"
+            f"dictionary: FVU {fmt(d.get('fvu'))}, L0 {fmt(d.get('l0'), 1)}, "
+            f"dead {fmt(d.get('dead_pct'), 1)}%, CE-loss increase {fmt(d.get('ce_increase'))}"
         )
         rows = _score_rows(p)
         if rows:
@@ -340,11 +340,11 @@ def format_markdown(summary: dict[str, Any]) -> str:
         if "prompt_tokens" in cost:
             lines += [
                 "",
-                f"LLM per latent: {_f(cost['prompt_tokens']['per_latent_mean'], 0)} prompt tokens"
-                f" ({_f(cost.get('prompt_tokens_computed', {}).get('per_latent_mean'), 0)} computed),"
-                f" {_f(cost.get('completion_tokens', {}).get('per_latent_mean'), 0)} completion tokens,"
-                f" {_f(cost.get('wall_s', {}).get('per_latent_mean'), 2)} s"
-                f" (total {_f(cost['prompt_tokens']['total'], 0)} prompt tokens)",
+                f"LLM per latent: {fmt(cost['prompt_tokens']['per_latent_mean'], 0)} prompt tokens"
+                f" ({fmt(cost.get('prompt_tokens_computed', {}).get('per_latent_mean'), 0)} computed),"
+                f" {fmt(cost.get('completion_tokens', {}).get('per_latent_mean'), 0)} completion tokens,"
+                f" {fmt(cost.get('wall_s', {}).get('per_latent_mean'), 2)} s"
+                f" (total {fmt(cost['prompt_tokens']['total'], 0)} prompt tokens)",
             ]
         lines += cost_notes(p)
     return "\n".join(lines) + "\n"
@@ -363,19 +363,21 @@ def _score_rows(p: dict[str, Any]) -> list[str]:
             diff = p["real_vs_control"].get(scorer, {}).get(metric, {})
             base = p["baseline"].get(scorer, {}).get(metric, {})
             rows.append(
-                f"| {scorer} | {metric} | {s['n']} | {_f(s['median'])} {_ci(s['median_ci95'])} "
-                f"| {_f(s['mean'])} {_ci(s['mean_ci95'])} | {_f(ctrl.get('mean'))} "
-                f"| {_f(diff.get('mean_diff'))} {_ci(diff.get('mean_diff_ci95'))} "
-                f"| {_f(base.get('mean'))} |"
+                f"| {scorer} | {metric} | {s['n']} | {fmt(s['median'])} {fmt_ci(s['median_ci95'])} "
+                f"| {fmt(s['mean'])} {fmt_ci(s['mean_ci95'])} | {fmt(ctrl.get('mean'))} "
+                f"| {fmt(diff.get('mean_diff'))} {fmt_ci(diff.get('mean_diff_ci95'))} "
+                f"| {fmt(base.get('mean'))} |"
             )
     return rows
 
 
-def _f(v: Any, digits: int = 3) -> str:
-    return (
-        "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
-    )
+def fmt(v: Any, digits: int = 3, signed: bool = False) -> str:
+    """A figure of the summary: ``digits`` decimals (with its sign), 'n/a' when missing."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
 
-def _ci(ci: Any) -> str:
-    return "" if not ci else f"[{_f(ci[0])}, {_f(ci[1])}]"
+def fmt_ci(ci: Any) -> str:
+    """A 95% interval as '[lo, hi]' ('' when there is none)."""
+    return "" if not ci else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
