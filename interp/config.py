@@ -966,16 +966,19 @@ class LLMConfig:
                     "(e.g. http://127.0.0.1:8000/v1)"
                 )
         if self.api_key_env and not is_variable_name(self.api_key_env):
-            raise ValueError(
-                "llm.api_key_env must be the NAME of an environment variable (e.g. "
-                "OPENROUTER_API_KEY), never the key itself (the value is not shown)"
-            )
+            raise ValueError(f"{API_KEY_ENV_ERROR} (the value is not shown)")
 
 
 KEY_PREFIXES = ("sk-", "sk_", "gsk_", "hf_", "xai-", "pk_", "rk_", "ghp_", "gho_", "glpat-",
                 "github_pat_", "AIza", "nvapi-", "pplx-", "r8_", "fw_")  # fmt: skip
 """How API keys of common providers start (OpenAI, Stripe-style, Groq, Hugging Face, xAI,
 GitHub, GitLab, Google, NVIDIA, Perplexity, Replicate, Fireworks)."""
+
+
+API_KEY_ENV_ERROR = (
+    "llm.api_key_env must be the NAME of an environment variable (e.g. OPENROUTER_API_KEY), "
+    "never the key itself"
+)
 
 
 def is_variable_name(value: str) -> bool:

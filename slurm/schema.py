@@ -18,7 +18,13 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from interp.config import RunConfig, is_variable_name, load_run_config, to_dict
+from interp.config import (
+    API_KEY_ENV_ERROR,
+    RunConfig,
+    is_variable_name,
+    load_run_config,
+    to_dict,
+)
 
 SCHEMA_NAME = "interp_schema"
 
@@ -53,9 +59,5 @@ def pasted_key_error(overrides: list[str]) -> str | None:
         if sep and key == "llm.api_key_env":
             values = [v.strip().strip("'\"") for v in value.split(",")]  # a -m sweep too
             if any(v and not is_variable_name(v) for v in values):
-                return (
-                    "config error: llm.api_key_env must be the NAME of an environment variable "
-                    "(e.g. OPENROUTER_API_KEY), never the key itself (the value is not shown; "
-                    "nothing was written)"
-                )
+                return f"config error: {API_KEY_ENV_ERROR} (the value is not shown; nothing was written)"
     return None
