@@ -123,12 +123,13 @@ def store_error(paths: RunPaths, err: Any) -> ValueError:
     return StoreCorruptError(err.group, err.problem, fix=repair_hint(paths, err.group))
 
 
-def require_latents(paths: RunPaths, a: int, b: int) -> list[str]:
-    """Decode what reading latents ``[a, b)`` needs; raise naming the file and the fix
-    if anything is damaged. Returns the groups read that carry no checksums."""
-    from interp.store import StoreCorruptError, verify_latents
+def read_checked_latents(paths: RunPaths, a: int, b: int) -> tuple[Any, Any, Any, list[str]]:
+    """Read what latents ``[a, b)`` need, once, decoded and checked: ``(reader, csr, token
+    ids, groups read without checksums)``; raise naming the file and the fix on damage."""
+    from interp.store import StoreCorruptError
+    from interp.store.verify import read_latents
 
-    report = verify_latents(paths.store_dir(), a, b)
+    reader, csr, token_ids, report = read_latents(paths.store_dir(), a, b)
     if not report.ok:
         fixes = "; ".join(repair_hint(paths, g) for g in report.damaged)
         raise StoreCorruptError(
@@ -137,7 +138,7 @@ def require_latents(paths: RunPaths, a: int, b: int) -> list[str]:
             + "; ".join(report.corrupt),
             fix=fixes or None,
         )
-    return report.unchecked
+    return reader, csr, token_ids, report.unchecked
 
 
 # ---------------------------------------------------------------------------- sweep

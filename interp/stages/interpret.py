@@ -80,15 +80,12 @@ def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], b
     t0 = time.perf_counter()
     from interp.llm.ledger import read_ledger
     from interp.models.load import load_tokenizer
-    from interp.store import StoreReader
-    from interp.verify import require_latents, write_records
+    from interp.verify import read_checked_latents, write_records
 
-    unchecked = require_latents(paths, task.start, task.stop)  # raises on damage, names the fix
+    # read once, checked: raises on damage, naming the file and the fix
+    reader, csr, token_ids, unchecked = read_checked_latents(paths, task.start, task.stop)
     if unchecked:
         log.warning("interpret range %d reads groups without checksums: %s", task.index, unchecked)
-    reader = StoreReader(paths.store_dir())
-    csr = reader.latent_range(task.start, task.stop)
-    token_ids = reader.token_ids()
     tokenizer = load_tokenizer(cfg.model.name)
     render = TokenRenderer(tokenizer)
     client = build_task_client(cfg, paths, task)

@@ -250,17 +250,19 @@ def _decode_csr(group, path: Path, width: int, nnz: int) -> np.ndarray:
     return offsets
 
 
-def verify_latents(store_dir: Path, a: int, b: int) -> VerifyReport:
-    """Decode and check exactly what reading latents ``[a, b)`` and the token ids
-    needs (the interpret stage's inputs), nothing else: cheap next to the range's work."""
+def read_latents(store_dir: Path, a: int, b: int) -> tuple[Any, Any, Any, VerifyReport]:
+    """Read latents ``[a, b)``, their stats and the token ids once, each decoded and
+    checked (the interpret stage's inputs, nothing else): ``(reader, csr, token ids,
+    report)``; on damage csr/token ids are None and the report names the group."""
     from interp.store.reader import StoreReader
 
     reader = StoreReader(store_dir)
     report = VerifyReport(n_slices=len(reader.slices), n_ranges=len(reader.ranges))
+    csr = token_ids = None
     try:
-        reader.latent_range(a, b)
+        csr = reader.latent_range(a, b)
         reader.stats(a, b)
-        reader.token_ids()
+        token_ids = reader.token_ids()
     except StoreCorruptError as e:
         report.add(e.group, e.problem)
     serving = {rng.path: "range" for lo, hi, rng in reader._plan(a, b) if rng is not None}
@@ -268,7 +270,13 @@ def verify_latents(store_dir: Path, a: int, b: int) -> VerifyReport:
     report.unchecked = [
         f"{kind} {p.name}" for p, kind in serving.items() if not is_checksummed(open_group(p).attrs)
     ]
-    return report
+    return reader, csr, token_ids, report
+
+
+def verify_latents(store_dir: Path, a: int, b: int) -> VerifyReport:
+    """Decode and check exactly what reading latents ``[a, b)`` and the token ids
+    needs (the interpret stage's inputs), nothing else: cheap next to the range's work."""
+    return read_latents(store_dir, a, b)[3]
 
 
 def verify_store(store_dir: Path) -> VerifyReport:
