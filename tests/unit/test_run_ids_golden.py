@@ -1,0 +1,77 @@
+"""Run ids of the embedded default, the presets and one point per config group, pinned.
+
+A run id names a folder of committed work: if a refactor moves one, a rerun of an
+existing sweep silently redoes everything instead of resuming. These values were computed
+on main before the config was split into per-component schemas (issue 14); a change here
+needs a migration that recognises the old folders, not a new number.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conf_compose import composer
+
+from interp.runs import RunIds
+from slurm.schema import resolve
+
+pytestmark = pytest.mark.unit
+
+# name: (overrides, data id, train id, collect id, interpret id)
+GOLDEN = {
+    "default": ([], "857b6bfc7d", "9918fc6f78", "3f01146849", "55927a9051"),
+    "tiny": (["experiment=tiny"], "74a2909e87", "f7cf43e4a4", "11dd6bc8be", "5130533567"),
+    "demo": (["experiment=demo"], "857b6bfc7d", "9918fc6f78", "3f01146849", "55927a9051"),
+    "relu": (["sae=relu", "layer=3"], "857b6bfc7d", "94ff943bde", "108a4596c8", "82b646e91d"),
+    "jumprelu": (["sae=jumprelu"], "857b6bfc7d", "60e37251c7", "c85a5f7e29", "9cc5a433fa"),
+    "gated": (["sae=gated"], "857b6bfc7d", "a083529e9b", "68c1c14f9a", "d895b77adb"),
+    "batchtopk": (["sae=batchtopk"], "857b6bfc7d", "4067256497", "31bee0f72c", "baf9718088"),
+    "neurons": (["sae=neurons"], "857b6bfc7d", "b74cb6c506", "b60bd19aef", "a7936fbd3d"),
+    "neurons_rotated": (
+        ["sae=neurons_rotated"],
+        "857b6bfc7d",
+        "0847c687f0",
+        "402f4a55c7",
+        "f65198fba6",
+    ),
+    "transcoder": (
+        ["sae=topk_transcoder", "hook=layers.3.mlp:input", "target_hookpoint=layers.3.mlp"],
+        "857b6bfc7d",
+        "6c83eec43d",
+        "84f29a934d",
+        "7d8b754c8c",
+    ),
+    "scorers": (["scorer=classifiers"], "857b6bfc7d", "9918fc6f78", "3f01146849", "24baaeccf5"),
+    "intervention": (
+        ["scorer=intervention", "scorer.intervention_kl=1.0"],
+        "857b6bfc7d",
+        "9918fc6f78",
+        "3f01146849",
+        "5719be5596",
+    ),
+    "batched": (["scorer=batched"], "857b6bfc7d", "9918fc6f78", "3f01146849", "5b075a5d6e"),
+    "intruder": (
+        ["scorer.names=[intruder]", "scorer.intruder_examples=5"],
+        "857b6bfc7d",
+        "9918fc6f78",
+        "3f01146849",
+        "0e134b41e2",
+    ),
+    "http": (
+        ["llm=http", "llm.model=foo", "llm.base_urls=[http://127.0.0.1:8000/v1]"],
+        "857b6bfc7d",
+        "9918fc6f78",
+        "3f01146849",
+        "09a68b46f3",
+    ),
+    "llama": (["llm=llama_server"], "857b6bfc7d", "9918fc6f78", "3f01146849", "443abbcdba"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_run_ids_are_pinned(name: str) -> None:
+    overrides, *expected = GOLDEN[name]
+    with composer() as compose:
+        cfg, _cluster = resolve(compose(list(overrides)))
+    ids = RunIds.of(cfg)
+    assert [ids.data, ids.train, ids.collect, ids.interpret] == expected
+    assert ids.point == ids.interpret
