@@ -121,3 +121,9 @@ def describe(cls: type, prefix: str = "") -> list[str]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         lines.append(f"{key} = {default!r}: {f.metadata.get('doc', '')}")
     return lines
+
+
+def meta(doc: str, *, id: bool | Literal["when_set"] = True) -> dict[str, Any]:
+    """A config field's metadata: its ``--help-fields`` doc and whether it feeds run ids
+    (True, False for logging-only keys, "when_set" to count only when not the default)."""
+    return {"doc": doc, "id": id}

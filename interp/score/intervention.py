@@ -71,12 +71,13 @@ import numpy as np
 from interp.llm.base import ChoiceLogprobs, Message
 from interp.models.steer import Calibration, SteerableLM
 from interp.score.context import ScoreContext
+from interp.score.intervention_spec import InterventionConfig
 from interp.score.metrics import aggregate, auroc
 
 if TYPE_CHECKING:
     import torch
 
-    from interp.config import RunConfig, ScorerConfig
+    from interp.config import RunConfig
     from interp.latents.examples import Example, LatentExamples
     from interp.runs import RunPaths
 
@@ -222,26 +223,26 @@ def load_subject(cfg: RunConfig, paths: RunPaths) -> Subject:
 
 
 def choose_prompts(
-    examples: LatentExamples, cfg: ScorerConfig, subject: Subject
+    examples: LatentExamples, cfg: InterventionConfig, subject: Subject
 ) -> tuple[list[list[int]], str]:
     """Token-id prompts and where they came from ("inactive" or "neutral").
 
     Held-out non-activating contexts, random ones first (hard negatives after), one per
-    context, cut to ``intervention_prompt_tokens``; neutral prefixes when there are none.
+    context, cut to ``prompt_tokens``; neutral prefixes when there are none.
     """
     pool: list[Example] = sorted(examples.score_inactive, key=lambda e: e.kind != "random")
     prompts, seen = [], set()
     for e in pool:
-        ids = [int(t) for t in e.tokens[: cfg.intervention_prompt_tokens]]
+        ids = [int(t) for t in e.tokens[: cfg.prompt_tokens]]
         if e.context in seen or not ids:
             continue
         seen.add(e.context)
         prompts.append(ids)
-        if len(prompts) == cfg.intervention_prompts:
+        if len(prompts) == cfg.prompts:
             return prompts, "inactive"
     if prompts:
         return prompts, "inactive"
-    neutral = [subject.tokenize(t) for t in NEUTRAL_PROMPTS[: cfg.intervention_prompts]]
+    neutral = [subject.tokenize(t) for t in NEUTRAL_PROMPTS[: cfg.prompts]]
     return [p for p in neutral if p], "neutral"
 
 
@@ -336,7 +337,7 @@ async def judge(
     pairs = list(zip(steered.prompts, steered.clean, steered.steered))
     identical_P = np.array([c.strip() == s.strip() for _, c, s in pairs], dtype=bool)
     asked = [pairs[i] for i in np.flatnonzero(~identical_P)]
-    run = judge_each if ctx.cfg.intervention_judge == "each" else judge_pair
+    run = judge_each if ctx.cfg.part(InterventionConfig).judge == "each" else judge_pair
     p_asked, yes_asked = await run(ctx, explanation, asked)
     p_P, yes_P2 = np.full(len(pairs), 0.5), np.full((len(pairs), 2), math.nan)
     p_P[~identical_P], yes_P2[~identical_P] = p_asked, yes_asked
@@ -419,12 +420,12 @@ def _clip(text: str) -> str:
 async def score_intervention(ctx: ScoreContext, explanation: str) -> InterventionOutput:
     """P(the judge picks the steered continuation as the one the explanation describes)."""
     subject: Subject = ctx.resources.get("subject")
-    cfg = ctx.cfg
+    cfg = ctx.cfg.part(InterventionConfig)
     prompts, source = choose_prompts(ctx.examples, cfg, subject)
-    kw = {"n_resamples": cfg.bootstrap_resamples, "confidence": cfg.confidence}
+    kw = {"n_resamples": ctx.cfg.bootstrap_resamples, "confidence": ctx.cfg.confidence}
     if not prompts:
         return InterventionOutput(
-            "intervention", cfg.intervention_judge, np.zeros(0), np.zeros((0, 2)),
+            "intervention", cfg.judge, np.zeros(0), np.zeros((0, 2)),
             np.zeros(0, bool), None, source, **kw,
             notes=["no prompt: no non-activating context and no neutral prefix tokenised"],
         )  # fmt: skip
@@ -433,17 +434,17 @@ async def score_intervention(ctx: ScoreContext, explanation: str) -> Interventio
         subject.steer,
         ctx.latent,
         prompts,
-        cfg.intervention_kl,
-        cfg.intervention_new_tokens,
+        cfg.kl,
+        cfg.new_tokens,
     )
     notes = []
     if not steered.calibration.reached:
         notes.append(
-            f"KL target {cfg.intervention_kl} not reached: got {steered.calibration.kl:.3g} "
+            f"KL target {cfg.kl} not reached: got {steered.calibration.kl:.3g} "
             f"at alpha {steered.calibration.alpha:.3g}"
         )
     p_P, yes_P2, identical_P = await judge(ctx, explanation, steered)
     return InterventionOutput(
-        "intervention", cfg.intervention_judge, p_P, yes_P2, identical_P, steered, source,
+        "intervention", cfg.judge, p_P, yes_P2, identical_P, steered, source,
         **kw, notes=notes,
     )  # fmt: skip

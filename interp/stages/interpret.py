@@ -59,8 +59,8 @@ from interp.llm.http import LLMUnavailableError
 from interp.models.provision import ModelNotFoundError
 from interp.plan import Task
 from interp.runs import RunPaths, commit_task, is_committed
-from interp.score import run_scorers
 from interp.score.context import ScoreContext, ScoreResources
+from interp.score.run import resource_factories, run_scorers
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,10 @@ def build_task_client(cfg: RunConfig, paths: RunPaths, task: Task) -> LLMClient:
 
 
 def build_resources(cfg: RunConfig, paths: RunPaths) -> ScoreResources:
-    """Factories of the task-wide scorer resources; nothing loads until a scorer asks."""
+    """Factories of the task-wide resources the configured scorers declare (their specs)
+    and of the embedder examples.negatives='similar' uses; nothing loads until asked."""
     return ScoreResources(
-        {"embedder": _load_embedder, "subject": partial(_load_subject, cfg, paths)}
+        {"embedder": _load_embedder, **resource_factories(cfg.scorer.names, cfg, paths)}
     )
 
 
@@ -171,17 +172,6 @@ def _load_embedder() -> Any:
     from interp.models.embedder import load_embedder
 
     return load_embedder()
-
-
-def _load_subject(cfg: RunConfig, paths: RunPaths) -> Any:
-    """The subject model with this run's dictionary, for the intervention scorer.
-
-    Hook for the intervention scorer's owner: ``interp.score.intervention.load_subject``
-    builds it; imported only when a scorer asks for "subject".
-    """
-    from interp.score.intervention import load_subject
-
-    return load_subject(cfg, paths)
 
 
 # --------------------------------------------------------------------------- the range
@@ -471,7 +461,7 @@ async def _score_explanation(
 
 
 async def run_one_scorer(name: str, ctx: ScoreContext, explanation: str) -> Any:
-    """One scorer through the registry in ``interp.score``."""
+    """One scorer through the registry (:mod:`interp.score.registry`)."""
     return (await run_scorers((name,), ctx, explanation))[name]
 
 
