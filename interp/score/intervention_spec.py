@@ -80,5 +80,5 @@ INTERVENTION = ScorerSpec(
     "score",
     config=InterventionConfig,
     prefix="intervention",
-    resources={"subject": "interp.score.intervention:load_subject"},
+    resources={"subject": "interp.score.steering:load_subject"},
 )
