@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from interp.config import RunConfig, load_run_config
@@ -77,3 +78,28 @@ def test_the_stage_offers_the_resources_its_scorers_declare(tmp_path) -> None:
     cfg = _cfg(tmp_path, ["detection", "intervention"])
     assert sorted(build_resources(cfg, paths).factories) == ["embedder", "subject"]
     assert [s.name for s in scorer_specs(["intervention"])] == ["intervention"]
+
+
+def test_report_plots_each_builtin_scorer_by_its_headline_and_a_plugin_by_its_own() -> None:
+    from interp.report.sweepdata import LatentTable
+    from interp.score import register_scorer, unregister_scorer
+
+    metrics = {  # the numeric metrics each built-in scorer writes to the table
+        "detection": ["auroc", "balanced_accuracy", "f1", "n"],
+        "surprisal": ["auroc", "n", "n_failed"],
+        "simulation": ["correlation", "correlation_active", "mean_prediction_active", "n"],
+        "intervention": ["accuracy", "alpha", "kl", "score", "text_auroc", "n"],
+        "intruder": ["accuracy", "chance", "mean_p_correct", "n"],
+        "plugin": ["another", "toy_score", "n"],
+    }
+    cols = {f"scores.{s}.{m}": np.zeros(2) for s, ms in metrics.items() for m in ms}
+    table = LatentTable(cols)
+    for spec in BUILTIN:
+        if spec.name in metrics:
+            assert table.metric_of(spec.name) == spec.headline
+    assert table.metric_of("plugin") == "another"  # unknown: its first metric
+    register_scorer(ScorerSpec("plugin", "m:f", "toy_score"))
+    try:
+        assert table.metric_of("plugin") == "toy_score"
+    finally:
+        unregister_scorer("plugin")
