@@ -2,9 +2,10 @@
 
 A scorer is ``async def score_x(ctx: ScoreContext, explanation: str) -> ScorerOutput``,
 registered by name with a :class:`~interp.score.spec.ScorerSpec` in
-:mod:`interp.score.registry`. This package imports nothing heavy until a name below is
-used (the registry is light and imported here): :mod:`interp.config` imports :mod:`interp.score.config` (the ``scorer.*`` section),
-which must stay light.
+:mod:`interp.score.registry`. Only the registry (light) is imported here; every other
+name below is imported on first use, because :mod:`interp.config` imports
+:mod:`interp.score.config` (the ``scorer.*`` section) and must stay light: no numpy, no
+scorer module, no import cycle through the modules that import the config.
 """
 
 from __future__ import annotations
