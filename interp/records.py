@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -290,7 +290,7 @@ def read_records(path: Path) -> Iterator[LatentRecord]:
                 ) from err
 
 
-def records_bytes(records: list[LatentRecord]) -> bytes:
+def records_bytes(records: Sequence[LatentRecord]) -> bytes:
     """A record file's contents: one JSON line per record."""
     return "".join(r.to_json() + "\n" for r in records).encode()
 

@@ -20,6 +20,7 @@ _EXPORTS = {
     "build_examples": "interp.latents.examples",
     "top_contexts": "interp.latents.examples",
     "SimilarPool": "interp.latents.negatives",
+    "build_negative_sources": "interp.latents.sources",
 }
 __all__ = sorted(_EXPORTS)
 
