@@ -109,3 +109,22 @@ def test_a_record_built_in_code_writes_schema_1() -> None:
     ]  # fmt: skip
     assert d["tokens"] == {"prompt": 0, "completion": 0, "prompt_computed": 0,
                            "usage_tokenizer": 0, "usage_missing": 0, "parts": {}}  # fmt: skip
+
+
+def test_the_sweep_table_columns_follow_the_record_grammar() -> None:
+    """gather flattens record files into dotted columns; the score columns it makes parse
+    back (parse_score_column) to exactly the (source, scorer, metric) the records hold."""
+    from interp.report.table import read_record_file
+
+    path = FIXTURES / "stage_faults.jsonl"
+    records = list(read_records(path))
+    table = read_record_file(path, records[0].latent, records[-1].latent + 1)
+    parsed = {parse_score_column(n) for n in table.column_names} - {None}
+    held = {
+        (source, scorer, metric)
+        for r in records
+        for source in ("scores", "control", "baseline")
+        for scorer, metrics in r.source(source).items()
+        for metric in metrics
+    }
+    assert parsed == held and ("baseline", "detection", "auroc") in held
