@@ -128,3 +128,21 @@ def test_the_sweep_table_columns_follow_the_record_grammar() -> None:
         for metric in metrics
     }
     assert parsed == held and ("baseline", "detection", "auroc") in held
+
+
+def test_the_record_and_the_moved_configs_import_light() -> None:
+    """interp.config re-exports the interpret, examples and explainer configs from their
+    packages; neither that nor interp.records may pull numpy or torch in."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, interp.config as c, interp.records;"
+        "from interp.interpret.config import InterpretConfig;"
+        "assert c.InterpretConfig is InterpretConfig;"
+        "assert c.ExamplesConfig.__module__ == 'interp.latents.config';"
+        "assert c.ExplainerConfig.__module__ == 'interp.explain.config';"
+        "print(sorted(m for m in ('numpy', 'torch', 'tqdm') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
