@@ -316,13 +316,3 @@ def parse_score_column(name: str) -> tuple[str, str, str] | None:
     if m and m.group(1) not in _NOT_SCORERS:
         return "scores", m.group(1), m.group(2)
     return None
-
-
-def primary_metric(metrics: list[str] | set[str]) -> str | None:
-    """The scorer's primary metric among ``metrics`` (:data:`PRIMARY_METRICS`), else its
-    first metric by name that is not a count."""
-    for m in PRIMARY_METRICS:
-        if m in metrics:
-            return m
-    rest = sorted(m for m in metrics if m != "n")
-    return rest[0] if rest else None

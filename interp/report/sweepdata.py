@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from interp.config import RunConfig, load_run_config
-from interp.records import parse_score_column, primary_metric
+from interp.records import PRIMARY_METRICS, parse_score_column
 from interp.runs import RunIds, RunPaths, gather_dir, points_dir
 
 log = logging.getLogger(__name__)
@@ -182,10 +182,13 @@ class LatentTable:
         return sorted(out)
 
     def metric_of(self, scorer: str) -> str | None:
-        """The scorer's primary metric (``interp.records.PRIMARY_METRICS``), else its first."""
-        return primary_metric(
-            [m for (s, sc, m) in self.score_cols if s == "scores" and sc == scorer]
-        )
+        """The scorer's primary metric (see PRIMARY_METRICS), else its first metric."""
+        metrics = [m for (s, sc, m) in self.score_cols if s == "scores" and sc == scorer]
+        for m in PRIMARY_METRICS:
+            if m in metrics:
+                return m
+        rest = sorted(m for m in metrics if m != "n")
+        return rest[0] if rest else None
 
     def score(self, scorer: str, source: str = "scores", metric: str | None = None) -> np.ndarray:
         """[n] float: the scorer's (primary) metric for ``source``; NaN where missing."""
