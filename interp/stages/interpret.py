@@ -61,6 +61,7 @@ from interp.plan import Task
 from interp.runs import RunPaths, commit_task, is_committed
 from interp.score import run_scorers
 from interp.score.context import ScoreContext, ScoreResources
+from interp.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,19 @@ PARTS = ("explain", "score", "control", "baseline")
 RAW_LIMIT = 2000  # characters of an unusable LLM response kept on the record
 
 
-def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], bool]) -> None:
+def run(ctx: StageContext) -> None:
+    """Explain and score latent range ``ctx.task`` of the point; with a served LLM, its
+    replicas are waited for and watched (:func:`interp.stages.served.attend`)."""
+    from interp.stages.served import attend
+
+    with attend(ctx, "interpret") as should_stop:
+        interpret_range_task(ctx.cfg, ctx.paths, ctx.task, should_stop)
+
+
+def interpret_range_task(
+    cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], bool]
+) -> None:
+    """The work of one range: read it checked, explain and score, commit its records."""
     manifest = paths.manifest_file("interpret", task.index)
     if is_committed(manifest):
         log.info("interpret range %d [%d, %d) already committed", task.index, task.start, task.stop)
