@@ -20,17 +20,17 @@ from typing import Any
 from interp.config import RunConfig, load_run_config, to_dict
 from interp.groups import collect_group_key
 from interp.runs import RunIds, RunPaths, is_committed, short_hash
-from interp.stages.registry import STAGES, StageSpec, Task, intervals, num_latents
+from interp.stages.registry import StageSpec, Task, intervals, num_latents, stages
 from interp.stages.registry import stage as spec_of
 
 __all__ = [
-    "GROUP_KEYS", "Plan", "Stage", "StageJob", "Task", "collect_group_key", "intervals",
+    "Plan", "Stage", "StageJob", "Task", "collect_group_key", "intervals",
     "job_payload", "job_pending", "num_latents", "pending", "plan_point", "plan_sweep",
     "task_committed",
 ]  # fmt: skip
 
 Stage = str
-"""A stage name: one of :data:`interp.stages.registry.STAGES`."""
+"""A stage name: one of :func:`interp.stages.registry.stages`."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def plan_point(cfg: RunConfig, d_in: int) -> list[StageJob]:
     ids = RunIds.of(cfg)
     keys: dict[str, str] = {}  # stage name -> its job's key
     jobs = []
-    for spec in STAGES:
+    for spec in stages():
         if spec.sweep or not spec.enabled(cfg):
             continue
         run_id = spec.service_id(cfg) if spec.service_id else getattr(ids, spec.run_id)
@@ -87,12 +87,6 @@ def plan_point(cfg: RunConfig, d_in: int) -> list[StageJob]:
         jobs.append(StageJob(key, spec.name, run_id, tasks, deps, ids.point, starts_after=starts))
         keys[spec.name] = key
     return jobs
-
-
-GROUP_KEYS: dict[str, Callable[[RunConfig], str]] = {
-    s.name: s.group_key for s in STAGES if s.group_key is not None
-}
-"""Stages whose jobs merge across points that can share an LM forward."""
 
 
 def plan_sweep(points: list[tuple[RunConfig, int]], *, group: bool = True) -> Plan:
@@ -110,11 +104,12 @@ def plan_sweep(points: list[tuple[RunConfig, int]], *, group: bool = True) -> Pl
             jobs.setdefault(job.key, job)
     if group:
         cfgs = {RunIds.of(cfg).point: cfg for cfg, _ in points}
-        for stage in GROUP_KEYS:
-            jobs = _group_jobs(jobs, cfgs, stage)
+        for spec in stages():
+            if spec.group_key is not None:
+                jobs = _group_jobs(jobs, cfgs, spec.name, spec.group_key)
     point_ids = sorted({j.point for j in jobs.values()})
     sweep_jobs = []
-    for spec in (s for s in STAGES if s.sweep):
+    for spec in (s for s in stages() if s.sweep):
         finals = tuple(k for k, j in jobs.items() if j.stage in spec.after)
         run_id = "-".join(point_ids)[:64]
         tasks = spec.split(points[0][0], 0) if points else (Task(0, 0, 1),)
@@ -123,9 +118,12 @@ def plan_sweep(points: list[tuple[RunConfig, int]], *, group: bool = True) -> Pl
 
 
 def _group_jobs(
-    jobs: dict[str, StageJob], cfgs: Mapping[str, RunConfig], stage: str
+    jobs: dict[str, StageJob],
+    cfgs: Mapping[str, RunConfig],
+    stage: str,
+    key_of: Callable[[RunConfig], str],
 ) -> dict[str, StageJob]:
-    """Merge ``stage``'s jobs by :data:`GROUP_KEYS`; redirect dependants to the group.
+    """Merge ``stage``'s jobs by their points' ``key_of``; redirect dependants to the group.
 
     A group job has the members' tasks (identical intervals), waits on everything any
     member waited on, and task i is done when every member committed task i.
@@ -133,7 +131,7 @@ def _group_jobs(
     groups: dict[str, list[StageJob]] = {}
     for job in jobs.values():
         if job.stage == stage:
-            groups.setdefault(GROUP_KEYS[stage](cfgs[job.point]), []).append(job)
+            groups.setdefault(key_of(cfgs[job.point]), []).append(job)
     renamed: dict[str, str] = {}
     merged: dict[str, StageJob] = {}
     for gkey, members in groups.items():

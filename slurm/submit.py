@@ -22,7 +22,7 @@ from interp.runs import (
     read_points,
     reopen_task,
 )
-from interp.stages.registry import STAGES
+from interp.stages.registry import stages
 
 log = logging.getLogger("interp.submit")
 
@@ -52,7 +52,7 @@ def check_serving(cfgs: list[RunConfig], cluster: dict[str, Any]) -> None:
     SLURM jobs) before anything runs; the stage's spec says why."""
     executor = str(cluster.get("executor"))
     for cfg in cfgs:
-        for spec in STAGES:
+        for spec in stages():
             why = spec.refuse_executor(cfg, executor) if spec.refuse_executor else None
             if why:
                 raise ValueError(why)

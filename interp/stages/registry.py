@@ -310,23 +310,46 @@ STAGES: tuple[StageSpec, ...] = (
         report="interp.stages.gather:report",
     ),
 )
-"""Every stage, in the order a point's jobs run (a dependency comes first)."""
+"""The built-in stages, in the order a point's jobs run (a dependency comes first)."""
 
-BY_NAME: dict[str, StageSpec] = {s.name: s for s in STAGES}
+_REGISTRY: dict[str, StageSpec] = {s.name: s for s in STAGES}
+
+
+def stages() -> tuple[StageSpec, ...]:
+    """Every registered stage, in the order a point's jobs run."""
+    return tuple(_REGISTRY.values())
+
+
+def register(spec: StageSpec, *, after: str | None = None) -> None:
+    """Add stage ``spec`` (placed right after stage ``after``, else last). A stage that
+    owns a run id must name an existing :class:`interp.runs.RunIds` field; the usual
+    plugin reuses an upstream stage's folder id, as compact reuses collect's."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"stage {spec.name!r} is already registered")
+    order = list(_REGISTRY.values())
+    at = len(order) if after is None else [s.name for s in order].index(after) + 1
+    order.insert(at, spec)
+    _REGISTRY.clear()
+    _REGISTRY.update((s.name, s) for s in order)
+
+
+def unregister(name: str) -> None:
+    """Remove stage ``name`` (tests that registered one)."""
+    _REGISTRY.pop(name, None)
 
 
 def stage(name: str) -> StageSpec:
     """The spec of stage ``name``; ``ValueError`` naming the stages there are."""
     try:
-        return BY_NAME[name]
+        return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"no stage {name!r}; stages are {list(BY_NAME)}") from None
+        raise ValueError(f"no stage {name!r}; stages are {list(_REGISTRY)}") from None
 
 
 def names() -> tuple[str, ...]:
-    return tuple(BY_NAME)
+    return tuple(_REGISTRY)
 
 
 def id_stages() -> tuple[StageSpec, ...]:
     """The stages that own a run id (declare its inputs), upstream first."""
-    return tuple(s for s in STAGES if s.inputs)
+    return tuple(s for s in stages() if s.inputs)
