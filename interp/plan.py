@@ -79,7 +79,7 @@ def plan_point(cfg: RunConfig, d_in: int) -> list[StageJob]:
     for spec in stages():
         if spec.sweep or not spec.enabled(cfg):
             continue
-        run_id = spec.service_id(cfg) if spec.service_id else getattr(ids, spec.run_id)
+        run_id = spec.service_id(cfg) if spec.service_id else ids.get(spec.run_id)
         key = f"{spec.name}-{run_id}"
         deps = tuple(keys[a] for a in spec.after if a in keys)
         starts = tuple(keys[u] for u in spec.uses if u in keys)

@@ -60,16 +60,24 @@ class RunIds:
     collect: str
     interpret: str
     point: str
+    extra: tuple[tuple[str, str], ...] = ()
+    """(name, id) of the ids of stages registered beyond the built-in ones."""
 
     @classmethod
     def of(cls, cfg: RunConfig) -> RunIds:
         """Hash each id's declared inputs (:mod:`interp.stages.registry`), upstream first."""
-        from interp.stages.registry import DATA_INPUTS, id_stages
+        from interp.stages.registry import DATA_INPUTS, POINT_ID, id_stages
 
         ids = {"data": _hash_inputs(cfg, DATA_INPUTS, {})}
         for spec in id_stages():
             ids[spec.run_id] = _hash_inputs(cfg, spec.inputs, ids)
-        return cls(**ids, point=ids[id_stages()[-1].run_id])  # the last stage names the point
+        named = {k: ids.pop(k) for k in ("data", "train", "collect", "interpret")}
+        return cls(**named, point=named[POINT_ID], extra=tuple(ids.items()))
+
+    def get(self, name: str) -> str:
+        """The id called ``name`` (a built-in field or a registered stage's)."""
+        extra = dict(self.extra)
+        return extra[name] if name in extra else getattr(self, name)
 
 
 def _hash_inputs(cfg: RunConfig, inputs: tuple[Any, ...], ids: dict[str, str]) -> str:
@@ -111,7 +119,7 @@ class RunPaths:
 
         spec = spec_of(stage)
         folder = self.root / spec.folder
-        return folder / getattr(self.ids, spec.run_id) if spec.run_id else folder
+        return folder / self.ids.get(spec.run_id) if spec.run_id else folder
 
     def tokens_file(self) -> Path:
         return self.root / "data" / self.ids.data / "tokens.npy"

@@ -107,7 +107,7 @@ def signals_seen() -> Iterator[set[int]]:
 class JobsAliveCheck:
     """``JobsAlive`` over squeue: which of the given ids are SLURM jobs RUNNING as this
     user (``read_queue`` lists only this user's). A non-SLURM id is never alive. When
-    squeue cannot answer, only ids it last saw running count: a known replica survives a
+    squeue cannot answer, only ids it last saw running count: a known job survives a
     slurmctld hiccup, a file naming a job never seen running does not."""
 
     def __init__(self, read: Callable[[], Mapping[str, QueueEntry]] = read_queue) -> None:

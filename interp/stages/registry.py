@@ -96,6 +96,9 @@ def _inputs(**sources: str) -> tuple[IdInput, ...]:
 DATA_INPUTS = _inputs(tokenizer="value:model.name", data="section:data")
 """What the tokenised corpus (``data/<data id>/``) every stage reads is computed from."""
 
+POINT_ID = "interpret"
+"""The run id that names a sweep point (``points/<id>/``): its last built-in stage's."""
+
 SWEEP_KEYS = ("name",)
 """Config keys that pick the sweep folder every stage of a point writes in (not an id)."""
 
@@ -321,9 +324,9 @@ def stages() -> tuple[StageSpec, ...]:
 
 
 def register(spec: StageSpec, *, after: str | None = None) -> None:
-    """Add stage ``spec`` (placed right after stage ``after``, else last). A stage that
-    owns a run id must name an existing :class:`interp.runs.RunIds` field; the usual
-    plugin reuses an upstream stage's folder id, as compact reuses collect's."""
+    """Add stage ``spec`` (placed right after stage ``after``, else last). A stage may own
+    a new run id (``run_id`` + ``inputs``, kept in :attr:`interp.runs.RunIds.extra`) or
+    reuse an upstream stage's, as compact reuses collect's."""
     if spec.name in _REGISTRY:
         raise ValueError(f"stage {spec.name!r} is already registered")
     order = list(_REGISTRY.values())

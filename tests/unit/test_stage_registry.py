@@ -21,6 +21,7 @@ from interp.stages.context import StageContext
 from interp.stages.registry import (
     DATA_INPUTS,
     SWEEP_KEYS,
+    IdInput,
     StageSpec,
     register,
     stage,
@@ -129,9 +130,8 @@ def probe_run(ctx: StageContext) -> None:
 
 @pytest.fixture
 def probe() -> Iterator[StageSpec]:
-    spec = StageSpec(
-        "probe", f"{__name__}:probe_run", folder="probe", run_id="collect", after=("compact",)
-    )
+    inputs = (IdInput("collect", "id:collect"), IdInput("k", "value:sae.k"))
+    spec = StageSpec("probe", f"{__name__}:probe_run", "probe", "probe", inputs, after=("compact",))
     register(spec, after="compact")
     SEEN.clear()
     yield spec
@@ -146,7 +146,11 @@ def test_a_registered_stage_is_planned_placed_and_run(probe: StageSpec, tmp_path
     compact = next(j for j in plan.jobs if j.stage == "compact")
     assert job.depends_on == (compact.key,) and keys.index(compact.key) < keys.index(job.key)
     paths = RunPaths(tmp_path, cfg)
-    assert paths.stage_dir("probe") == tmp_path / "probe" / RunIds.of(cfg).collect
+    ids = RunIds.of(cfg)
+    assert paths.stage_dir("probe") == tmp_path / "probe" / ids.get("probe")
+    assert ids.get("probe") != ids.collect and ids.point == ids.interpret  # point id kept
+    other = RunIds.of(load_run_config({"sae": {"k": 16}})).get("probe")
+    assert other != ids.get("probe")
     cfgs = {job.point: cfg}
     assert job_pending(job, tmp_path, cfgs) == list(job.tasks)
     from interp.config import to_dict
