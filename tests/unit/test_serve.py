@@ -237,3 +237,21 @@ def test_a_dying_server_fails_the_replica_and_is_withdrawn(
     fake.alive = True
     out = stop(cfg, tmp_path, lambda: True, lambda: False, job="9", tick_s=0.01)
     assert out["reason"].startswith("told to stop")
+
+
+def test_status_shows_replicas_and_failed_ones_from_the_stage_report(tmp_path: Path) -> None:
+    from slurm.status import format_status, job_status
+
+    cfg = load_run_config(SERVED)
+    plan = plan_sweep([(cfg, 576)])
+    (job,) = [j for j in plan.jobs if j.spec.service]
+    Submission(job.key, job.stage, "40", (0, 1), True, "", 0.0).save(tmp_path)
+    publish(tmp_path, job.run_id, Replica("40_0", "127.0.0.1", 8100, "m", "llama_cpp", 1, 0.0))
+    queue = {"40_0": QueueEntry("RUNNING", "None")}
+    row = job_status(tmp_path, job, {job.point: cfg}, queue, {"40_1": "FAILED"}, False)
+    assert (row.counts["running"], row.counts["failed"]) == (1, 1)
+    text = format_status(tmp_path, [row])
+    assert "served LLM replicas:" in text and "http://127.0.0.1:8100/v1" in text
+    assert f"serve replica 1: job 40_1 FAILED; log {tmp_path}" in text
+    gone = job_status(tmp_path, job, {job.point: cfg}, {}, {}, False)
+    assert "job gone, file left over" in format_status(tmp_path, [gone])
