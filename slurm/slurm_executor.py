@@ -165,7 +165,8 @@ def _report(job: StageJob, uncommitted: list[Task], keep: list[Attempt], subs: l
     if subs:
         return
     if job.spec.service:
-        state = f"{len(keep)} task(s) queued or running" if keep else "not needed now"
+        noun = job.spec.task_name
+        state = f"{len(keep)} {noun}(s) queued or running" if keep else f"no {noun} needed"
         log.info("%s: %s", job.key, state)
         return
     committed = len(job.tasks) - len(uncommitted)

@@ -221,7 +221,8 @@ def reopen_errors(root: Path) -> list[tuple[str, int]]:
             if counts.get("error"):
                 reopen_task(manifest)
                 reopened.append((job.point, task.index))
-    log.info("reopened %d task(s) with error records: %s", len(reopened), reopened)
+    what = ", ".join(f"{s.name} {s.task_name}(s)" for s in stages() if s.retry_errors)
+    log.info("reopened %d %s with error records: %s", len(reopened), what, reopened)
     return reopened
 
 
