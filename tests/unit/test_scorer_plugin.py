@@ -30,6 +30,7 @@ from interp.runs import RunPaths, atomic_write_json, commit_task
 from interp.score import ScoreContext, ScorerSpec, register_scorer, unregister_scorer
 from interp.score.config import ScorerConfig
 from interp.stages import gather, interpret
+from interp.stages.context import StageContext
 
 pytestmark = pytest.mark.unit
 
@@ -143,7 +144,7 @@ def test_a_registered_scorer_runs_through_interpret_gather_and_exports(
     tmp_path: Path, llm, toy, monkeypatch
 ) -> None:
     cfg, paths = toy_point(tmp_path, llm.url)
-    interpret.run(cfg, paths, Task(0, 0, N_LATENTS), lambda: False)
+    interpret.run(StageContext.of(cfg, paths, Task(0, 0, N_LATENTS), lambda: False))
     records = [json.loads(line) for line in paths.records_file(0).read_text().splitlines()]
     ok = {r["latent"]: r for r in records if r["status"] == "ok"}
     assert sorted(ok) == sorted(PRODUCED) and len(ok) >= 2, records
@@ -154,7 +155,7 @@ def test_a_registered_scorer_runs_through_interpret_gather_and_exports(
     assert [(cfg.name, paths.ids.point)] == LOADED
 
     monkeypatch.setattr(gather, "AFTER_TABLE", ())  # no dictionary here to align or draw
-    gather.run(paths.root, Task(0, 0, 1), lambda: False)
+    gather.run(StageContext(paths.root, Task(0, 0, 1)))
     out = paths.root / "gather"
     _check_summary(out, ok)
     _check_delphi(out / "export", paths, cfg, ok)
