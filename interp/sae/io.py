@@ -20,7 +20,7 @@ expansion_factor", which :func:`load_sae` also reads.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -40,6 +40,8 @@ WEIGHTS_FILE = "sae.safetensors"
 TENSOR_NAMES = ("encoder.weight", "encoder.bias", "W_dec", "b_dec")
 # cfg.json keys of sparsify's SparseCoderConfig that are not constructor arguments here.
 _SPARSIFY_ONLY = ("activation", "expansion_factor", "skip_connection", "signed")
+# Constructor arguments every architecture takes (the others are its Config's fields).
+SHAPE_ARGS = ("d_in", "num_latents", "d_out", "transcode", "normalize_decoder", "b_dec_init")
 
 
 def sparsify_cfg(sae: SparseCoder) -> dict[str, Any]:
@@ -112,7 +114,7 @@ def _constructor_args(cls: type[SparseCoder], cfg: dict[str, Any]) -> dict[str, 
     d_in = int(cfg["d_in"])
     args = dict(cfg)
     args["num_latents"] = int(cfg.get("num_latents") or 0) or d_in * int(cfg["expansion_factor"])
-    accepted = inspect.signature(cls).parameters
+    accepted = set(SHAPE_ARGS) | {f.name for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(args) - set(accepted) - set(_SPARSIFY_ONLY))
     if unknown:
         log.warning("cfg.json keys %s are not %s arguments: ignored", unknown, cls.__name__)
