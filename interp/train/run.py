@@ -44,9 +44,6 @@ __all__ = ["train_group", "train_group_key", "train_sae"]
 
 Members = Sequence[tuple[RunConfig, RunPaths]]
 
-FIXED = frozenset({"neurons"})
-"""Architectures that are built from the model, not trained (no optimiser, no steps)."""
-
 
 def _never_stop() -> bool:
     return False
@@ -94,7 +91,7 @@ def train_group(
     dist = dist or single_process(_device_of(cfgs[0]))
     subject = _load_subject(cfgs)
     out: list[dict[str, Any] | None] = [None] * len(members)
-    trained = [i for i, c in enumerate(cfgs) if c.sae.architecture not in FIXED]
+    trained = [i for i, c in enumerate(cfgs) if c.sae.spec.trained]
     if trained:
         summaries = _train(
             [members[i] for i in trained], subject, dist, should_stop, checkpoint_every
@@ -104,7 +101,7 @@ def train_group(
         for i, summary in zip(trained, summaries):
             out[i] = summary
     for i, (cfg, paths) in enumerate(members):
-        if cfg.sae.architecture in FIXED and dist.is_main:
+        if not cfg.sae.spec.trained and dist.is_main:
             out[i] = _finish_fixed(cfg, paths, subject)
     return out
 
