@@ -1,8 +1,7 @@
 """Train stage: one task trains one point's SAE, or a group of points' SAEs from one LM
-forward (:func:`run_group`); wiring only (see :mod:`interp.train`). This is where the run
-config and the run folder become what the library takes: a
-:class:`~interp.train.job.TrainJob` per point and the group's
-:class:`~interp.train.job.GroupInputs` (:func:`job_of`, :func:`inputs_of`)."""
+forward (:func:`run_group`); wiring only. The run config and folder stop here: the
+library (:mod:`interp.train`) gets a ``TrainJob`` per point and the group's
+``GroupInputs`` (:func:`job_of`, :func:`inputs_of`)."""
 
 from __future__ import annotations
 
@@ -45,13 +44,9 @@ def run_group(members: Members, task: Task, should_stop: Callable[[], bool]) -> 
         return
     from interp.train.distributed import init_distributed  # torch: when the stage runs
 
-    cfgs = [c for c, _ in members]
-    # ranks from torchrun / srun variables; a single process gets the no-op Dist
-    dist = init_distributed(
-        cfgs[0].train.dist,
-        member_costs=[_cost(c) for c in cfgs],
-        device=cfgs[0].model.device,
-    )
+    cfg0 = members[0][0]  # ranks from torchrun / srun variables; one process: a no-op Dist
+    costs = [_cost(c) for c, _ in members]
+    dist = init_distributed(cfg0.train.dist, member_costs=costs, device=cfg0.model.device)
     try:
         summaries = train_group(members, should_stop, dist=dist)
     finally:
@@ -114,8 +109,9 @@ def train_group(
     check_group([c for c, _ in members])
     jobs = [job_of(c, p) for c, p in members]
     stop = should_stop or (lambda: False)
-    return run.train_group(jobs, inputs_of(members), stop, checkpoint_every=checkpoint_every,
-                           dist=dist)  # fmt: skip
+    return run.train_group(
+        jobs, inputs_of(members), stop, checkpoint_every=checkpoint_every, dist=dist
+    )
 
 
 def train_sae(
