@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from interp.runs import atomic_dir
 from interp.sae.base import SparseCoder
 from interp.sae.build import architecture_class
+from interp.sae.registry import spec_of
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,15 @@ def sparsify_cfg(sae: SparseCoder) -> dict[str, Any]:
         "normalize_decoder": sae.normalize_decoder,
         "num_latents": sae.num_latents,
     }
-    if sae.architecture == "topk":
+    native = spec_of(sae.architecture).sparsify_native
+    if native:
         cfg.update(k=sae.k, multi_topk=sae.multi_topk)  # type: ignore[attr-defined]
     else:
         cfg["multi_topk"] = False
     cfg.update(skip_connection=False, transcode=sae.transcode, d_in=sae.d_in)
     if sae.d_out != sae.d_in:
         cfg["d_out"] = sae.d_out
-    if sae.architecture != "topk":
+    if not native:
         extra = sae.config_dict()
         for key in (
             "architecture",

@@ -8,6 +8,8 @@ only built-ins contribute keys to ``SAEConfig``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from interp.sae.spec import ArchitectureSpec
 from interp.sae.specs import batchtopk, gated, jumprelu, neurons, relu, topk
 
@@ -55,3 +57,17 @@ def get_architecture(name: str) -> ArchitectureSpec:
             "register it with interp.sae.registry.register_architecture"
         )
     return spec
+
+
+def spec_of(architecture: str) -> ArchitectureSpec:
+    """The spec of a dictionary's ``architecture``, or a bare one (every default) for a
+    class that was never registered."""
+    spec = _REGISTRY.get(architecture)
+    if spec is None:
+        return ArchitectureSpec(architecture, _NoConfig, None, lambda cfg: ("", frozenset()))
+    return spec
+
+
+@dataclass(frozen=True)
+class _NoConfig:
+    """The config of an unregistered architecture's bare spec."""

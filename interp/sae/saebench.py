@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from interp.sae.base import SparseCoder
+from interp.sae.registry import spec_of
 
 
 # ---------------------------------------------------------------------------- SAEBench
@@ -102,7 +103,7 @@ class SAEBenchSAE(nn.Module):
     @property
     def b_mag(self) -> torch.Tensor:
         """[M] magnitude-path bias (Gated only; SAEBench reports it as the encoder bias)."""
-        if self.sae.architecture != "gated":
+        if not hasattr(self.sae, "b_mag"):
             raise AttributeError("b_mag: only Gated dictionaries have a magnitude bias")
         return self.sae.b_mag  # type: ignore[return-value]
 
@@ -139,7 +140,8 @@ def fold_decoder_norms(sae: SparseCoder) -> SparseCoder:
     norm_M = sae.W_dec.norm(dim=1)
     if torch.allclose(norm_M, torch.ones_like(norm_M), atol=1e-6):
         return sae
-    if sae.architecture in ("topk", "batchtopk"):
+    spec = spec_of(sae.architecture)
+    if spec.selects_by_rank:
         raise ValueError(
             f"{sae.architecture} dictionary has decoder rows off unit norm (max |norm-1| = "
             f"{(norm_M - 1).abs().max():.3g}): folding would change its top-k selection"
@@ -148,10 +150,8 @@ def fold_decoder_norms(sae: SparseCoder) -> SparseCoder:
     sae.encoder.weight.mul_(norm_M[:, None])
     sae.encoder.bias.mul_(norm_M)
     sae.W_dec.div_(norm_M[:, None])
-    if sae.architecture == "jumprelu":
-        sae.threshold.mul_(norm_M)  # type: ignore[operator]
-    if sae.architecture == "gated":
-        sae.b_mag.mul_(norm_M)  # type: ignore[operator]
+    for name in spec.norm_scaled:  # jumprelu threshold, gated b_mag
+        getattr(sae, name).mul_(norm_M)
     return sae
 
 

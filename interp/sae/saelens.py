@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from interp.runs import atomic_dir
 from interp.sae.base import SparseCoder
 from interp.sae.build import architecture_class
-from interp.sae.registry import architectures
+from interp.sae.registry import architectures, spec_of
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,13 @@ def load_saelens(path: str | Path, *, device: str | torch.device = "cpu") -> Spa
     tensors = {k: v.to(torch.float32) for k, v in load_file(str(folder / SAELENS_WEIGHTS)).items()}
     transcode = arch in _transcoders()
     ours = _saelens_to_ours(ours_arch, cfg, tensors, folder, transcode=transcode)
-    hyper = {"k": int(cfg["k"])} if arch == "topk" else {}
+    hyper = {name: _plain(cfg[name]) for name in spec_of(ours_arch).saelens_hyper}
     return _build(ours_arch, int(cfg["d_in"]), ours, hyper, device, transcode=transcode)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON number that is a whole float (k = 32.0) as an int."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _saelens_to_ours(
@@ -262,8 +267,9 @@ def saelens_cfg(
             "exported_by": "interp",
         },
     }
-    if arch == "topk":
-        cfg.update(k=int(sae.k), rescale_acts_by_decoder_norm=False)  # type: ignore[attr-defined]
+    spec = spec_of(sae.architecture)
+    cfg.update({name: getattr(sae, name) for name in spec.saelens_hyper})
+    cfg.update(spec.saelens_cfg)
     if sae.transcode:
         cfg["d_out"] = sae.d_out
     return cfg
@@ -276,12 +282,9 @@ def _ours_to_saelens(sae: SparseCoder) -> dict[str, torch.Tensor]:
         "W_dec": state.pop("W_dec").contiguous(),
         "b_dec": state.pop("b_dec"),
     }
-    bias = state.pop("encoder.bias")
-    if sae.architecture == "gated":
-        out.update(b_gate=bias, b_mag=state.pop("b_mag"), r_mag=state.pop("r_mag"))
-    else:
-        out["b_enc"] = bias
-    if sae.architecture == "jumprelu":
-        out["threshold"] = state.pop("threshold").expand(sae.num_latents).contiguous()
+    spec = spec_of(sae.architecture)
+    out[spec.saelens_bias] = state.pop("encoder.bias")
+    for name in spec.saelens_tensors:  # [M] each (a scalar threshold is expanded)
+        out[name] = state.pop(name).expand(sae.num_latents).contiguous()
     assert not state, f"unexported tensors {sorted(state)}"
     return out

@@ -61,14 +61,29 @@ class ArchitectureSpec:
     build: Callable[..., SparseCoder] | None = None
     """Custom builder ``(cfg, d_in, d_out, *, generator, device, backend)`` replacing
     ``cls(...)`` (neurons); None = construct ``cls`` from the config."""
+    sparsify_native: bool = False
+    """Its cfg.json is exactly sparsify's ``SparseCoderConfig`` (TopK): no extra keys."""
     saelens: str | None = None
     """SAELens architecture name of its inference form; None = not exportable."""
+    saelens_bias: str = "b_enc"
+    """SAELens' name of ``encoder.bias`` (Gated: ``b_gate``)."""
+    saelens_tensors: tuple[str, ...] = ()
+    """Its own [M] tensors, under the same names in SAELens (jumprelu ``threshold``)."""
+    saelens_hyper: tuple[str, ...] = ()
+    """Hyperparameters SAELens' cfg.json carries under the same names (topk ``k``)."""
+    saelens_cfg: tuple[tuple[str, Any], ...] = ()
+    """Fixed (key, value) pairs of the SAELens cfg.json it exports."""
     saelens_transcoder: str | None = None
     """SAELens name of its transcoder form; None = no SAELens transcoder."""
     saelens_aliases: tuple[str, ...] = ()
     """Other SAELens architecture names that load as this one (batchtopk -> jumprelu)."""
     fixed_width: bool = False
     """True when ``k`` must stay below the width (TopK family)."""
+    norm_scaled: tuple[str, ...] = ()
+    """Per-latent tensors that scale with the encoder output, so folding decoder norms
+    into the encoder scales them too (jumprelu ``threshold``, gated ``b_mag``)."""
+    selects_by_rank: bool = False
+    """Latents are chosen by rank (top-k): folding decoder norms would change the code."""
 
     def load(self) -> type[SparseCoder]:
         """The SparseCoder subclass (ValueError when the architecture has none)."""

@@ -47,4 +47,5 @@ SPEC = ArchitectureSpec(
     exclusive=("auxk_alpha",),
     check=check_k_below_width,
     fixed_width=True,
+    selects_by_rank=True,
 )

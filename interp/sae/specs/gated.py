@@ -13,4 +13,7 @@ SPEC = ArchitectureSpec(
     cls="interp.sae.gated:GatedSAE",
     sparsity_tag=l1_tag,
     saelens="gated",
+    saelens_bias="b_gate",
+    saelens_tensors=("b_mag", "r_mag"),
+    norm_scaled=("b_mag",),
 )

@@ -83,4 +83,6 @@ SPEC = ArchitectureSpec(
     saelens="jumprelu",
     saelens_transcoder="jumprelu_transcoder",
     saelens_aliases=("batchtopk",),
+    saelens_tensors=("threshold",),
+    norm_scaled=("threshold",),
 )

@@ -41,6 +41,10 @@ SPEC = ArchitectureSpec(
     id_flags=(IdFlag("multi_topk", lambda v: "mtopk"), IdFlag("auxk_alpha", auxk_flag_format)),
     exclusive=("multi_topk", "auxk_alpha"),
     check=check_k_below_width,
+    sparsify_native=True,
     saelens="topk",
+    saelens_hyper=("k",),
+    saelens_cfg=(("rescale_acts_by_decoder_norm", False),),
     fixed_width=True,
+    selects_by_rank=True,
 )
