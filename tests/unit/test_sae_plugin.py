@@ -121,3 +121,30 @@ def test_a_registered_architecture_trains_saves_and_exports(plugin, tmp_path):
     x = torch.randn(5, 256)
     code = sae.encode(x)
     torch.testing.assert_close(sae.decode(*code), sae.decode_dense(sae._acts(x)))
+
+
+def test_registry_refuses_a_second_spec_under_a_taken_name_and_keeps_builtins(plugin):
+    from interp.sae.registry import BUILTIN, get_architecture
+
+    register_architecture(SPEC)  # the same spec again: a no-op
+    clone = ArchitectureSpec("scaled_relu", ScaledReLUConfig, ScaledReLUSAE, SPEC.sparsity_tag)
+    with pytest.raises(ValueError, match="'scaled_relu' is already registered"):
+        register_architecture(clone)
+    with pytest.raises(ValueError, match="built in"):
+        unregister_architecture("topk")
+    for spec in BUILTIN:  # a class and its spec agree on the hyperparameters
+        assert spec.cls is None or spec.load().Config is spec.config
+        assert get_architecture(spec.name) is spec
+
+
+def test_builtin_sae_config_keys_come_from_the_specs_parts():
+    from interp.config import SAEConfig
+    from interp.sae.specs.jumprelu import JumpReLUConfig
+    from interp.sae.specs.topk import TopKConfig
+
+    cfg = load_run_config({"sae": {"architecture": "jumprelu", "target_l0": 8, "k": 4}}).sae
+    assert cfg.params == JumpReLUConfig(target_l0=8.0)
+    assert cfg.part(TopKConfig) == TopKConfig(k=4)
+    assert cfg.sae_id == "jumprelu-x8-t8"
+    with pytest.raises(ValueError, match=r"sae.rotate=true needs sae.architecture=neurons"):
+        SAEConfig(rotate=True)
