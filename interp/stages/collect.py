@@ -23,7 +23,7 @@ import numpy as np
 from interp.config import RunConfig
 from interp.plan import Task
 from interp.runs import RunPaths, commit_task, is_committed
-from interp.sae.encode import EncodeRange
+from interp.sae.encode import EncodeRange, encode_windows
 from interp.store import (
     StoreMeta,
     check_store_meta,
@@ -52,14 +52,36 @@ def run_group(members: Members, task: Task, should_stop: Callable[[], bool]) -> 
     t0 = time.perf_counter()
     from interp.data import load_windows
     from interp.models import resolve_device
-    from interp.sae import load_sae
 
     cfg0, paths0 = todo[0]
     windows = load_windows(paths0, "collect")  # members share the data id: same windows
     _check_windows(cfg0, windows, task)
     device = resolve_device(cfg0.model.device)
     token_dtype = token_dtype_for(int(windows.max()))  # same for every slice of a store
-    encode: list[tuple[RunConfig, RunPaths, Any]] = []
+    encode = _pending(todo, task, device, token_dtype)
+    if encode:
+        data = cfg0.data
+        span = EncodeRange(data.ctx_len, data.exclude_first, cfg0.collect.lm_batch_size,
+                           task.start, task.stop, f"collect s{task.index}")  # fmt: skip
+        dictionaries = [(c.hookpoint, sae) for c, _, sae in encode]
+        codes = encode_windows(cfg0.model, windows, dictionaries, span, device, should_stop)
+        gc.collect()  # HF models hold reference cycles: free the LM before writing
+        if codes is None:
+            log.info("collect slice %d stopped before the end; nothing committed", task.index)
+            return
+        for (_, paths, sae), acts in zip(encode, codes):
+            write_slice(paths.slice_group(task.index), token_start=task.start,
+                        token_stop=task.stop, n_latents=sae.num_latents,
+                        token_dtype=token_dtype, **acts._asdict())  # fmt: skip
+    _commit_all(todo, task, time.perf_counter() - t0)
+
+
+def _pending(todo: Members, task: Task, device: Any, token_dtype: str) -> list[tuple]:
+    """(cfg, paths, dictionary) of the members whose slice group is still to write; the
+    store's meta written (task 0) or checked against theirs."""
+    from interp.sae import load_sae
+
+    encode = []
     for cfg, paths in todo:
         sae = load_sae(paths.sae_dir(), device=device)  # beside the LM: no host round trip
         _check_sae(cfg, sae)
@@ -75,32 +97,10 @@ def run_group(members: Members, task: Task, should_stop: Callable[[], bool]) -> 
         else:
             name = paths.slice_group(task.index).name
             log.info("slice group %s was committed by an earlier attempt; recording it", name)
-    if encode:
-        from interp.sae.encode import encode_windows  # torch: when the stage runs
+    return encode
 
-        codes = encode_windows(
-            cfg0.model,
-            windows,
-            [(c.hookpoint, sae) for c, _, sae in encode],
-            EncodeRange(cfg0.data.ctx_len, cfg0.data.exclude_first, cfg0.collect.lm_batch_size,
-                        task.start, task.stop, f"collect s{task.index}"),
-            device,
-            should_stop,
-        )  # fmt: skip
-        gc.collect()  # HF models hold reference cycles: free the LM before writing
-        if codes is None:
-            log.info("collect slice %d stopped before the end; nothing committed", task.index)
-            return
-        for (_, paths, sae), acts in zip(encode, codes):
-            write_slice(
-                paths.slice_group(task.index),
-                token_start=task.start,
-                token_stop=task.stop,
-                n_latents=sae.num_latents,
-                token_dtype=token_dtype,
-                **acts._asdict(),
-            )
-    wall = time.perf_counter() - t0
+
+def _commit_all(todo: Members, task: Task, wall: float) -> None:
     for _, paths in todo:
         info = read_slice_info(paths.slice_group(task.index))
         assert info is not None, f"{paths.slice_group(task.index)} missing after write"
