@@ -30,7 +30,6 @@ _EXPORTS = {
     "JumpReLUSAE": "interp.sae.jumprelu",
     "ReLUSAE": "interp.sae.relu",
     "GatedSAE": "interp.sae.gated",
-    "ARCHITECTURES": "interp.sae.build",
     "ArchitectureSpec": "interp.sae.spec",
     "architectures": "interp.sae.registry",
     "get_architecture": "interp.sae.registry",

@@ -15,20 +15,6 @@ if TYPE_CHECKING:
     from interp.sae.config import SAEConfig
 
 
-def __getattr__(name: str) -> object:
-    # ARCHITECTURES (name -> (module, class)) was the closed table before the registry;
-    # kept as a view for importers: every registered architecture with a class.
-    if name == "ARCHITECTURES":
-        return {
-            n: tuple(s.cls.split(":"))
-            if isinstance(s.cls, str)
-            else (s.cls.__module__, s.cls.__name__)
-            for n, s in architectures().items()
-            if s.cls is not None
-        }
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def architecture_class(architecture: str) -> type[SparseCoder]:
     """The SparseCoder subclass of ``architecture`` (ValueError naming the valid ones)."""
     spec = architectures().get(architecture)
