@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from interp.compose import Part, compose_section
 from interp.sae.registry import BUILTIN, architectures, get_architecture
-from interp.sae.spec import ArchitectureSpec, meta
+from interp.sae.spec import ArchitectureSpec
+from interp.typed import meta
 
 __all__ = ["SAECommon", "SAEConfig"]
 

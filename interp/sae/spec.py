@@ -14,16 +14,12 @@ import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
+
+from interp.typed import meta
 
 if TYPE_CHECKING:
     from interp.sae.base import SparseCoder
-
-
-def meta(doc: str, *, id: bool | Literal["when_set"] = True) -> dict[str, Any]:
-    """Field metadata: its documentation (``--help-fields``) and whether it feeds run ids
-    (same shape as :func:`interp.config._meta`)."""
-    return {"doc": doc, "id": id}
 
 
 @dataclass(frozen=True)

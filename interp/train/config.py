@@ -7,21 +7,12 @@ Light to import (no torch): ``interp.config`` re-exports both.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
+
+from interp.typed import meta as _meta
+from interp.typed import positive as _positive
 
 __all__ = ["DistBackend", "DistConfig", "DistStrategy", "TrainConfig"]
-
-
-def _meta(doc: str, *, id: bool | Literal["when_set"] = True) -> dict[str, Any]:
-    return {"doc": doc, "id": id}
-
-
-def _positive(obj: Any, *names: str) -> None:
-    section = type(obj).__name__.removesuffix("Config").lower()
-    for name in names:
-        value = getattr(obj, name)
-        if value <= 0:
-            raise ValueError(f"{section}.{name}={value} must be > 0")
 
 
 DistStrategy = Literal["ddp", "shard_hookpoints", "fsdp", "deepspeed"]

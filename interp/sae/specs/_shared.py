@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from interp.sae.spec import shared_field
+from interp.typed import positive
 
 
 def k_field() -> Any:
@@ -36,10 +37,7 @@ def warmup_field() -> Any:
 
 def check_positive(obj: Any, *names: str) -> None:
     """``sae.<name>=<value> must be > 0`` for the first non-positive field."""
-    for name in names:
-        value = getattr(obj, name)
-        if value <= 0:
-            raise ValueError(f"sae.{name}={value} must be > 0")
+    positive(obj, *names, section="sae")
 
 
 def check_non_negative(obj: Any, *names: str) -> None:

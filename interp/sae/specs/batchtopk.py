@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from interp.sae.spec import ArchitectureSpec, IdFlag, meta
+from interp.sae.spec import ArchitectureSpec, IdFlag
 from interp.sae.specs._shared import (
     auxk_field,
     auxk_flag_format,
@@ -15,6 +15,7 @@ from interp.sae.specs._shared import (
     k_field,
     k_tag,
 )
+from interp.typed import meta
 
 
 @dataclass(frozen=True)

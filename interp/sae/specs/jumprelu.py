@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from interp.sae.spec import ArchitectureSpec, meta
+from interp.sae.spec import ArchitectureSpec
 from interp.sae.specs._shared import check_non_negative, check_positive, check_warmup, warmup_field
+from interp.typed import meta
 
 SparsityLoss = Literal["l0", "target_l0"]
 

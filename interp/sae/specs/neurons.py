@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from interp.sae.spec import ArchitectureSpec, IdFlag, meta
+from interp.sae.spec import ArchitectureSpec, IdFlag
 from interp.sae.specs._shared import check_positive, k_field, k_tag
+from interp.typed import meta
 
 
 @dataclass(frozen=True)
