@@ -35,8 +35,8 @@ from interp.interpret.work import FATAL, LatentWork, fail, prepare, scorer_error
 from interp.latents import CooccurrenceIndex, SimilarPool
 from interp.llm import LLMClient
 from interp.records import Alternative, LatentRecord
-from interp.score import run_scorers
 from interp.score.context import ScoreContext, ScoreResources
+from interp.score.run import run_scorers
 
 
 @dataclass(frozen=True)
@@ -279,7 +279,7 @@ async def _score_explanation(
 
 
 async def run_one_scorer(name: str, ctx: ScoreContext, explanation: str) -> Any:
-    """One scorer through the registry in ``interp.score``."""
+    """One scorer through the registry (:mod:`interp.score.registry`)."""
     return (await run_scorers((name,), ctx, explanation))[name]
 
 

@@ -13,8 +13,9 @@ delphi (EleutherAI/delphi ``main`` @ 3c2e139, v0.1.1; ``delphi/__main__.py`` and
         example: str_tokens, activations, distance, activating, prediction, probability,
         correct (delphi's ClassifierOutput)
 
-  Only the classifier scorers (detection, fuzzing, active fuzzing) have delphi score
-  files; their folders use delphi's names (``fuzz`` for fuzzing). interp's records keep
+  Only the scorers whose spec names a delphi folder (``ScorerSpec.delphi``: the classifier
+  scorers detection, fuzzing, active fuzzing) have delphi score files, in delphi's folder
+  names (``fuzz`` for fuzzing whatever its fuzz_type). interp's records keep
   per-quantile counts, not per-example outcomes, so score files are rebuilt from
   ``per_quantile``: one object per scored example with its quantile as ``distance``
   (-1 = non-activating), ``activating``, ``prediction`` and ``correct`` exact as counts;
@@ -33,7 +34,7 @@ written by ``utils/neuronpedia-utils/export-data.py`` and read by
 
   1024 rows per batch ordered by feature index; ``sourceId`` is ``<layer>-<sae_id>``
   (Neuronpedia's "layer" of a feature). One explanation per latent whose status is ok;
-  one score row per scorer with its headline value (``interp.report.summary.HEADLINE``)
+  one score row per scorer with its headline value (``interp.report.summary.headline``)
   and the full metrics as ``jsonDetails``.
 """
 
@@ -51,10 +52,8 @@ from interp.records import score_column
 from interp.report.summary import headline
 from interp.report.table import iter_batches
 from interp.runs import tmp_name
+from interp.score.registry import delphi_folders
 
-DELPHI_SCORER_NAMES = {"detection": "detection", "fuzzing": "fuzz", "fuzzing_active": "fuzz_active"}
-"""interp's classifier scorers -> delphi's score folder; only these have delphi score files
-(delphi's fuzzing folder is ``fuzz`` whatever its fuzz_type; active fuzzing gets its own)."""
 NEURONPEDIA_BATCH = 1024
 AUTHOR_ID = "interp"
 """Neuronpedia ``authorId`` / ``creatorId`` placeholder: replace with the importing user's
@@ -148,7 +147,8 @@ def delphi_examples(per_quantile: list[dict[str, Any]] | None) -> list[dict[str,
 
 def export_delphi(table: Path, out: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
     """One delphi run folder per point; returns {point: folder and counts}."""
-    scorers = [s for s in _scorers(table) if s in DELPHI_SCORER_NAMES]
+    folders = delphi_folders()  # scorer -> delphi's folder, from each scorer's spec
+    scorers = [s for s in _scorers(table) if s in folders]
     cols = ["point", "latent", "hookpoint", "explanation"]
     cols += [score_column("scores", s, "per_quantile") for s in scorers]
     by_id = {p["point"]: p for p in points}
@@ -157,13 +157,13 @@ def export_delphi(table: Path, out: Path, points: list[dict[str, Any]]) -> dict[
         run = out / p["point"]
         (run / "explanations").mkdir(parents=True)
         for s in scorers:
-            (run / "scores" / DELPHI_SCORER_NAMES[s]).mkdir(parents=True)
+            (run / "scores" / folders[s]).mkdir(parents=True)
         config = {
             "model": p["model"],
             "sparse_model": p["sae_id"],
             "hookpoints": [p["hookpoint"]],
             "explainer_model": p["explainer_model"],
-            "scorers": [DELPHI_SCORER_NAMES[s] for s in scorers],
+            "scorers": [folders[s] for s in scorers],
             "name": p["point"],
             "constructor_cfg": {},
             "interp": {k: p.get(k) for k in ("architecture", "layer", "sae_id", "point")},
@@ -182,7 +182,7 @@ def export_delphi(table: Path, out: Path, points: list[dict[str, Any]]) -> dict[
         for s in scorers:
             pq_ = row.get(score_column("scores", s, "per_quantile"))
             if pq_:
-                folder = DELPHI_SCORER_NAMES[s]
+                folder = folders[s]
                 (run / "scores" / folder / f"{name}.txt").write_bytes(
                     _orjson_like(delphi_examples(pq_))
                 )

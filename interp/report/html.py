@@ -42,6 +42,7 @@ from interp.report.sweepdata import (
     read_table,
 )
 from interp.runs import gather_dir, tmp_name
+from interp.score.registry import reference_scorer
 
 log = logging.getLogger(__name__)
 
@@ -408,14 +409,15 @@ def _correlations(table: LatentTable | None, img: _Images) -> str:
     rows = [[a, table.metric_of(a) or ""] + [f"{_f(corr[i, j])} (n={count[i, j]})"
             for j in range(len(names))] for i, a in enumerate(names)]  # fmt: skip
     body += table_html(head, rows)
-    if "simulation" in names:
-        k = names.index("simulation")
+    ref = reference_scorer()  # simulation: the paper's Table 1 correlates against it
+    if ref in names:
+        k = names.index(ref)
         rows = [[a, _f(corr[i, k]), str(count[i, k])] for i, a in enumerate(names) if i != k]
-        body += "<h3>Against simulation (as in the paper's Table 1)</h3>"
-        body += table_html(["scorer", "Spearman vs simulation", "latents"], rows)
-    else:
-        body += _missing("simulation was not run: the table against simulation (the paper's "
-                         "Table 1) needs scorer.names to include simulation")  # fmt: skip
+        body += f"<h3>Against {ref} (as in the paper's Table 1)</h3>"
+        body += table_html(["scorer", f"Spearman vs {ref}", "latents"], rows)
+    elif ref is not None:
+        body += _missing(f"{ref} was not run: the table against {ref} (the paper's "
+                         f"Table 1) needs scorer.names to include {ref}")  # fmt: skip
     return body
 
 

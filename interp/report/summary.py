@@ -33,6 +33,7 @@ import numpy as np
 
 from interp.records import SOURCES, score_column
 from interp.report.costs import cost_notes
+from interp.score.registry import headline_metric
 
 EXACT_N = 2000
 """Above this many values, intervals use the bootstrap's large-sample limit."""
@@ -41,23 +42,14 @@ COSTS = ("prompt_tokens", "completion_tokens", "prompt_tokens_computed", "wall_s
 COSTS += ("llm_calls_usage_tokenizer", "llm_calls_usage_missing")
 FIRING = ("n_active_tokens", "n_active_contexts", "max_act")
 TRAIN_KEYS = ("fvu", "l0", "dead_pct", "ce_increase")
-HEADLINE = {
-    "detection": "balanced_accuracy",
-    "fuzzing": "balanced_accuracy",
-    "fuzzing_active": "balanced_accuracy",
-    "intruder": "accuracy",
-    "surprisal": "auroc",
-    "embedding": "auroc",
-    "simulation": "correlation",
-    "intervention": "score",
-}
-"""Each scorer's headline metric (the paper's); unknown scorers: the first of FALLBACK."""
 FALLBACK = ("balanced_accuracy", "auroc", "correlation", "accuracy", "score")
+"""Headline of a scorer the registry does not know (an older table): the first of these."""
 
 
 def headline(scorer: str, metrics: dict[str, Any]) -> str | None:
-    """The name of ``scorer``'s headline metric among ``metrics`` (None: none of them)."""
-    for name in (HEADLINE.get(scorer), *FALLBACK):
+    """The name of ``scorer``'s headline metric among ``metrics`` (its spec's, see
+    :mod:`interp.score.registry`, else the first of FALLBACK; None: none of them)."""
+    for name in (headline_metric(scorer), *FALLBACK):
         if name in metrics:
             return name
     return None

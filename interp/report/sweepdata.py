@@ -26,6 +26,7 @@ import numpy as np
 from interp.config import RunConfig, load_run_config
 from interp.records import PRIMARY_METRICS, parse_score_column
 from interp.runs import RunIds, RunPaths, gather_dir, points_dir
+from interp.score.registry import headline_metric
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +183,10 @@ class LatentTable:
         return sorted(out)
 
     def metric_of(self, scorer: str) -> str | None:
-        """The scorer's primary metric (see PRIMARY_METRICS), else its first metric."""
+        """The scorer's headline metric (its spec's, :mod:`interp.score.registry`), else
+        the first of PRIMARY_METRICS it has, else its first metric."""
         metrics = [m for (s, sc, m) in self.score_cols if s == "scores" and sc == scorer]
-        for m in PRIMARY_METRICS:
+        for m in (headline_metric(scorer), *PRIMARY_METRICS):
             if m in metrics:
                 return m
         rest = sorted(m for m in metrics if m != "n")

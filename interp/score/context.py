@@ -1,7 +1,7 @@
 """What every scorer receives: one latent's examples, the LLM, and shared resources.
 
 A scorer is ``async def score_x(ctx: ScoreContext, explanation: str) -> ScorerOutput``
-registered by name in ``interp.score.SCORERS``. Heavy things a few scorers need (the
+registered by name in :mod:`interp.score.registry`. Heavy things a few scorers need (the
 sentence embedder, the subject model with the dictionary for steering) live on
 ``ctx.resources``: loaded lazily, once per interpret task, shared by every latent.
 """
@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from interp.config import ScorerConfig
 from interp.explain.prompts import TokenRenderer
 from interp.latents.examples import LatentExamples
 from interp.llm.base import LLMClient
+from interp.score.config import ScorerConfig
 
 
 class ScorerOutput(Protocol):

@@ -12,6 +12,7 @@ takes plain text on both sides. An embedder that needs a query prompt exposes
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 
@@ -30,3 +31,11 @@ async def score_embedding(ctx: ScoreContext, explanation: str) -> RankingOutput:
     d_ND = await asyncio.to_thread(embedder.encode, docs)
     sim_N = np.asarray(d_ND, np.float64) @ np.asarray(q_1D, np.float64)[0] if docs else []
     return ranking_output(ctx, "embedding", "similarity", pool, sim_N)
+
+
+def load_embedder(cfg: Any = None, paths: Any = None) -> Any:
+    """The ``embedder`` resource (the offline sentence embedder); the run is not needed."""
+    del cfg, paths
+    from interp.models.embedder import load_embedder as load
+
+    return load()

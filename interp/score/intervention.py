@@ -53,34 +53,39 @@ each; the steering: ``alpha``, ``steer_norm`` (the added vector's L2 norm), ``kl
 (prompt, clean, steered) triples for dashboards. The random-explanation control is
 the same computation with another latent's explanation (the steering is reused).
 
-Legend: P pairs (prompts), M latents, D hookpoint width.
+Legend: P pairs (prompts). The subject model and its steering: :mod:`interp.score.steering`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from interp.llm.base import ChoiceLogprobs, Message
-from interp.models.steer import Calibration, SteerableLM
 from interp.score.context import ScoreContext
+from interp.score.intervention_spec import InterventionConfig
 from interp.score.metrics import aggregate, auroc
+from interp.score.steering import Steered, Subject, load_subject
 
 if TYPE_CHECKING:
-    import torch
-
-    from interp.config import RunConfig, ScorerConfig
     from interp.latents.examples import Example, LatentExamples
-    from interp.runs import RunPaths
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "InterventionConfig",
+    "InterventionOutput",
+    "Steered",
+    "Subject",
+    "choose_prompts",
+    "each_messages",
+    "judge",
+    "load_subject",
+    "pair_messages",
+    "score_intervention",
+]
 
 LABELS = ["A", "B"]  # judge="pair"
 YES_NO = ["Yes", "No"]  # judge="each"
@@ -109,139 +114,32 @@ NEUTRAL_PROMPTS = (
 )
 EXAMPLES_KEPT = 2  # (prompt, clean, steered) triples kept on the record
 TEXT_CHARS = 120  # per kept text
-CACHE_LATENTS = 256  # steering results kept per task (an explanation + its controls reuse one)
-
-
-# --------------------------------------------------------------------------- subject
-
-
-@dataclass(frozen=True)
-class Steered:
-    """One latent steered on a set of prompts (independent of any explanation)."""
-
-    calibration: Calibration
-    steer_norm: float  # L2 norm of the vector added
-    prompts: list[str]  # [P] decoded prompts (BOS dropped)
-    clean: list[str]  # [P] greedy continuations
-    steered: list[str]  # [P] greedy continuations with the latent turned up
-
-
-class Subject:
-    """The subject LM plus the decoder rows of the run's dictionary, for steering.
-
-    ``W_dec_MD`` (float32, on the LM's device) holds one direction per latent in the
-    width of ``lm.hookpoint``. ``steer`` is thread-safe (one forward at a time) and
-    memoises its result per (latent, prompts, settings).
-    """
-
-    def __init__(self, lm: SteerableLM, tokenizer: Any, W_dec_MD: torch.Tensor) -> None:
-        width = lm.width()
-        if W_dec_MD.shape[-1] != width:
-            raise ValueError(
-                f"the dictionary writes vectors of width {W_dec_MD.shape[-1]} but hookpoint "
-                f"{lm.hookpoint!r} has width {width}: steer at the dictionary's output "
-                "hookpoint (cfg.target)"
-            )
-        self.lm = lm
-        self.tokenizer = tokenizer
-        self.W_dec_MD = W_dec_MD.float().to(lm.device)
-        self._lock = threading.Lock()
-        self._memo: OrderedDict[tuple, Steered] = OrderedDict()
-
-    @property
-    def num_latents(self) -> int:
-        return int(self.W_dec_MD.shape[0])
-
-    def tokenize(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def steer(self, latent: int, prompts: list[list[int]], kl: float, new_tokens: int) -> Steered:
-        """Calibrate ``latent`` to ``kl`` on ``prompts`` and generate clean and steered."""
-        if not 0 <= latent < self.num_latents:
-            raise ValueError(
-                f"latent {latent} is outside the dictionary's 0..{self.num_latents - 1}"
-            )
-        key = (latent, tuple(map(tuple, prompts)), kl, new_tokens)
-        with self._lock:
-            if key in self._memo:
-                self._memo.move_to_end(key)
-                return self._memo[key]
-            row_D = self.W_dec_MD[latent]
-            if not float(row_D.norm()) > 0:
-                raise ValueError(f"latent {latent} has a zero decoder row: nothing to steer")
-            cal, vector_D = self.lm.calibrate(prompts, row_D, kl)
-            clean = self.lm.generate(prompts, new_tokens)
-            steered = self.lm.generate(prompts, new_tokens, vector_D)
-            out = Steered(
-                cal,
-                float(vector_D.norm()),
-                [self.decode(list(p)) for p in prompts],
-                [self.decode(c) for c in clean],
-                [self.decode(s) for s in steered],
-            )
-            self._memo[key] = out
-            while len(self._memo) > CACHE_LATENTS:
-                self._memo.popitem(last=False)
-        log.debug("latent %d steered: alpha %.3g, KL %.3g", latent, cal.alpha, cal.kl)
-        return out
-
-    def close(self) -> None:
-        """Drop the LM and the decoder (the interpret task's resources close this)."""
-        self._memo.clear()
-        self.lm = None  # type: ignore[assignment]
-        self.W_dec_MD = None  # type: ignore[assignment]
-
-
-def load_subject(cfg: RunConfig, paths: RunPaths) -> Subject:
-    """The run's subject model (whole LM, ``cfg.model``) and its trained dictionary's
-    decoder (``paths.sae_dir()``), steering at the dictionary's output hookpoint."""
-    from interp.models import load_causal_lm, load_tokenizer
-    from interp.sae import load_sae
-
-    model = load_causal_lm(cfg.model.name, cfg.model.dtype, cfg.model.device)
-    tokenizer = load_tokenizer(cfg.model.name)
-    sae = load_sae(paths.sae_dir(), device="cpu")
-    W_dec_MD = sae.W_dec.detach().float()
-    del sae  # the encoder is not needed
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    lm = SteerableLM(
-        model, cfg.target, bos_id=bos if cfg.data.prepend_bos else None, pad_id=int(pad or 0)
-    )
-    log.info(
-        "intervention subject: %s (%s) steering %d latents at %s",
-        cfg.model.name, cfg.model.dtype, W_dec_MD.shape[0], cfg.target,
-    )  # fmt: skip
-    return Subject(lm, tokenizer, W_dec_MD)
 
 
 # --------------------------------------------------------------------------- prompts
 
 
 def choose_prompts(
-    examples: LatentExamples, cfg: ScorerConfig, subject: Subject
+    examples: LatentExamples, cfg: InterventionConfig, subject: Subject
 ) -> tuple[list[list[int]], str]:
     """Token-id prompts and where they came from ("inactive" or "neutral").
 
     Held-out non-activating contexts, random ones first (hard negatives after), one per
-    context, cut to ``intervention_prompt_tokens``; neutral prefixes when there are none.
+    context, cut to ``prompt_tokens``; neutral prefixes when there are none.
     """
     pool: list[Example] = sorted(examples.score_inactive, key=lambda e: e.kind != "random")
     prompts, seen = [], set()
     for e in pool:
-        ids = [int(t) for t in e.tokens[: cfg.intervention_prompt_tokens]]
+        ids = [int(t) for t in e.tokens[: cfg.prompt_tokens]]
         if e.context in seen or not ids:
             continue
         seen.add(e.context)
         prompts.append(ids)
-        if len(prompts) == cfg.intervention_prompts:
+        if len(prompts) == cfg.prompts:
             return prompts, "inactive"
     if prompts:
         return prompts, "inactive"
-    neutral = [subject.tokenize(t) for t in NEUTRAL_PROMPTS[: cfg.intervention_prompts]]
+    neutral = [subject.tokenize(t) for t in NEUTRAL_PROMPTS[: cfg.prompts]]
     return [p for p in neutral if p], "neutral"
 
 
@@ -336,7 +234,7 @@ async def judge(
     pairs = list(zip(steered.prompts, steered.clean, steered.steered))
     identical_P = np.array([c.strip() == s.strip() for _, c, s in pairs], dtype=bool)
     asked = [pairs[i] for i in np.flatnonzero(~identical_P)]
-    run = judge_each if ctx.cfg.intervention_judge == "each" else judge_pair
+    run = judge_each if ctx.cfg.part(InterventionConfig).judge == "each" else judge_pair
     p_asked, yes_asked = await run(ctx, explanation, asked)
     p_P, yes_P2 = np.full(len(pairs), 0.5), np.full((len(pairs), 2), math.nan)
     p_P[~identical_P], yes_P2[~identical_P] = p_asked, yes_asked
@@ -419,12 +317,12 @@ def _clip(text: str) -> str:
 async def score_intervention(ctx: ScoreContext, explanation: str) -> InterventionOutput:
     """P(the judge picks the steered continuation as the one the explanation describes)."""
     subject: Subject = ctx.resources.get("subject")
-    cfg = ctx.cfg
+    cfg = ctx.cfg.part(InterventionConfig)
     prompts, source = choose_prompts(ctx.examples, cfg, subject)
-    kw = {"n_resamples": cfg.bootstrap_resamples, "confidence": cfg.confidence}
+    kw = {"n_resamples": ctx.cfg.bootstrap_resamples, "confidence": ctx.cfg.confidence}
     if not prompts:
         return InterventionOutput(
-            "intervention", cfg.intervention_judge, np.zeros(0), np.zeros((0, 2)),
+            "intervention", cfg.judge, np.zeros(0), np.zeros((0, 2)),
             np.zeros(0, bool), None, source, **kw,
             notes=["no prompt: no non-activating context and no neutral prefix tokenised"],
         )  # fmt: skip
@@ -433,17 +331,17 @@ async def score_intervention(ctx: ScoreContext, explanation: str) -> Interventio
         subject.steer,
         ctx.latent,
         prompts,
-        cfg.intervention_kl,
-        cfg.intervention_new_tokens,
+        cfg.kl,
+        cfg.new_tokens,
     )
     notes = []
     if not steered.calibration.reached:
         notes.append(
-            f"KL target {cfg.intervention_kl} not reached: got {steered.calibration.kl:.3g} "
+            f"KL target {cfg.kl} not reached: got {steered.calibration.kl:.3g} "
             f"at alpha {steered.calibration.alpha:.3g}"
         )
     p_P, yes_P2, identical_P = await judge(ctx, explanation, steered)
     return InterventionOutput(
-        "intervention", cfg.intervention_judge, p_P, yes_P2, identical_P, steered, source,
+        "intervention", cfg.judge, p_P, yes_P2, identical_P, steered, source,
         **kw, notes=notes,
     )  # fmt: skip

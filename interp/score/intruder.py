@@ -28,6 +28,7 @@ from interp.latents.examples import Example
 from interp.llm.base import ChoiceLogprobs, Message
 from interp.score.classifier import random_mask, visible_positions
 from interp.score.context import ScoreContext
+from interp.score.intruder_spec import IntruderConfig
 from interp.score.metrics import aggregate
 
 SYSTEM = (
@@ -114,13 +115,14 @@ class Round:
 
 def build_rounds(ctx: ScoreContext) -> tuple[list[Round], list[str]]:
     """The prompts' examples: quantiles in turn, each example used at most once per role."""
-    k, t, rng = ctx.cfg.intruder_examples, ctx.highlight_threshold, ctx.rng
+    icfg = ctx.cfg.part(IntruderConfig)
+    k, t, rng = icfg.examples, ctx.highlight_threshold, ctx.rng
     active = [e for e in ctx.examples.score_active if highlight_mask(e.acts, t).any()]
     by_q: dict[int, list[Example]] = {}
     for e in active:
         by_q.setdefault(e.quantile, []).append(e)
     pools = {q: list(rng.permutation(len(es))) for q, es in by_q.items()}
-    if ctx.cfg.intruder_source == "inactive":
+    if icfg.source == "inactive":
         outsiders = [
             ctx.examples.score_inactive[i]
             for i in rng.permutation(len(ctx.examples.score_inactive))
@@ -134,9 +136,9 @@ def build_rounds(ctx: ScoreContext) -> tuple[list[Round], list[str]]:
     )
     rounds, skipped = [], []
     quantiles = sorted(by_q)
-    while len(rounds) < ctx.cfg.intruder_prompts and quantiles:
+    while len(rounds) < icfg.prompts and quantiles:
         for q in list(quantiles):
-            if len(rounds) >= ctx.cfg.intruder_prompts:
+            if len(rounds) >= icfg.prompts:
                 break
             if len(pools[q]) < k:
                 quantiles.remove(q)
@@ -158,9 +160,9 @@ def build_rounds(ctx: ScoreContext) -> tuple[list[Round], list[str]]:
             chosen.insert(at, intruder)
             masks.insert(at, imask)
             rounds.append(Round(chosen, masks, at, q))
-    if len(rounds) < ctx.cfg.intruder_prompts:
+    if len(rounds) < icfg.prompts:
         skipped.append(
-            f"{len(rounds)} of {ctx.cfg.intruder_prompts} prompts: too few held-out examples "
+            f"{len(rounds)} of {icfg.prompts} prompts: too few held-out examples "
             f"(need {k} per quantile per prompt)"
         )
     return rounds, skipped
@@ -173,7 +175,7 @@ def _pick_intruder(
     outsiders: list[Example],
     rng: np.random.Generator,
 ) -> Example | None:
-    if ctx.cfg.intruder_source == "inactive":
+    if ctx.cfg.part(IntruderConfig).source == "inactive":
         return outsiders.pop() if outsiders else None
     others = [e for p, es in by_q.items() if p != q for e in es]
     return others[int(rng.integers(len(others)))] if others else None
@@ -182,7 +184,7 @@ def _pick_intruder(
 async def score_intruder(ctx: ScoreContext, explanation: str) -> IntruderOutput:
     """Odd-one-out accuracy of the latent's held-out examples (``explanation`` unused)."""
     del explanation
-    labels = choice_labels(ctx.cfg.intruder_examples + 1)
+    labels = choice_labels(ctx.cfg.part(IntruderConfig).examples + 1)
     rounds, skipped = build_rounds(ctx)
     prompts = [
         intruder_messages([render_example(e, ctx.render, m) for e, m in zip(r.examples, r.masks)])

@@ -29,6 +29,7 @@ from interp.llm.http import LLMUnavailableError
 from interp.plan import Task
 from interp.runs import RunPaths, commit_task, is_committed
 from interp.score.context import ScoreResources
+from interp.score.run import resource_factories
 from interp.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -123,9 +124,10 @@ def build_task_client(cfg: RunConfig, paths: RunPaths, task: Task) -> LLMClient:
 
 
 def build_resources(cfg: RunConfig, paths: RunPaths) -> ScoreResources:
-    """Factories of the task-wide scorer resources; nothing loads until a scorer asks."""
+    """Factories of the task-wide resources the configured scorers declare (their specs)
+    and of the embedder examples.negatives='similar' uses; nothing loads until asked."""
     return ScoreResources(
-        {"embedder": _load_embedder, "subject": partial(_load_subject, cfg, paths)}
+        {"embedder": _load_embedder, **resource_factories(cfg.scorer.names, cfg, paths)}
     )
 
 
@@ -133,14 +135,3 @@ def _load_embedder() -> Any:
     from interp.models.embedder import load_embedder
 
     return load_embedder()
-
-
-def _load_subject(cfg: RunConfig, paths: RunPaths) -> Any:
-    """The subject model with this run's dictionary, for the intervention scorer.
-
-    Hook for the intervention scorer's owner: ``interp.score.intervention.load_subject``
-    builds it; imported only when a scorer asks for "subject".
-    """
-    from interp.score.intervention import load_subject
-
-    return load_subject(cfg, paths)

@@ -35,6 +35,7 @@ from interp.score.intervention import (
     each_messages,
     pair_messages,
 )
+from interp.score.intervention_spec import InterventionConfig
 from interp.stages.interpret import build_resources
 
 pytestmark = pytest.mark.unit
@@ -72,10 +73,11 @@ def one_thread():
 def subject(tmp_path_factory, one_thread) -> Subject:
     from interp.sae import build_sae, save_sae
 
-    cfg = run_config(tmp_path_factory.mktemp("run"))
+    cfg = run_config(tmp_path_factory.mktemp("run"), scorer={"names": ["intervention"]})
     paths = RunPaths(RunPaths.sweep_root(cfg), cfg)
     save_sae(build_sae(cfg.sae, 256, generator=torch.Generator().manual_seed(0)), paths.sae_dir())
-    subject = build_resources(cfg, paths).get("subject")  # the interpret stage's factory
+    # the interpret stage's factory, from the intervention scorer's spec
+    subject = build_resources(cfg, paths).get("subject")
     assert isinstance(subject, Subject) and subject.lm.hookpoint == "layers.1"
     assert subject.num_latents == 512 and subject.lm.bos_id == subject.tokenizer.bos_token_id
     return subject
@@ -283,6 +285,8 @@ def test_steer_is_memoised_per_latent(subject: Subject) -> None:
 
 def test_prompts_are_inactive_contexts_else_neutral(subject: Subject) -> None:
     cfg = ScorerConfig(intervention_prompts=3, intervention_prompt_tokens=7)
+    assert cfg.part(InterventionConfig) == InterventionConfig(prompts=3, prompt_tokens=7)
+    cfg = cfg.part(InterventionConfig)
     prompts, source = choose_prompts(examples(5), cfg, subject)
     assert source == "inactive" and len(prompts) == 3 and all(len(p) == 7 for p in prompts)
     prompts, source = choose_prompts(LatentExamples([], [], [], 0, "ok"), cfg, subject)
@@ -296,7 +300,7 @@ def test_judge_that_prefers_one_side_scores_one_or_zero(
 ) -> None:
     ex = examples()
     ctx = context(subject, None, ex, intervention_judge=mode)
-    prompts, _ = choose_prompts(ex, ctx.cfg, subject)
+    prompts, _ = choose_prompts(ex, ctx.cfg.part(InterventionConfig), subject)
     steered = subject.steer(ctx.latent, prompts, KL, ctx.cfg.intervention_new_tokens)
     assert all(c != s for c, s in zip(steered.clean, steered.steered)), steered
     judge = Judge(steered.steered, prefer)
@@ -315,7 +319,7 @@ def test_judge_that_prefers_one_side_scores_one_or_zero(
 
 def test_failed_and_identical_pairs_are_counted(subject: Subject) -> None:
     ctx = context(subject, None, examples())
-    prompts, _ = choose_prompts(ctx.examples, ctx.cfg, subject)
+    prompts, _ = choose_prompts(ctx.examples, ctx.cfg.part(InterventionConfig), subject)
     steered = subject.steer(ctx.latent, prompts, KL, ctx.cfg.intervention_new_tokens)
     ctx.client = Judge(steered.steered, fail=True)
     m = asyncio.run(get_scorer("intervention")(ctx, "x")).metrics()

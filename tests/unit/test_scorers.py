@@ -20,7 +20,15 @@ from interp.explain.prompts import highlight_mask
 from interp.latents import build_examples
 from interp.latents.examples import Example, LatentExamples
 from interp.llm.base import ChoiceLogprobs, Generation, TextLogprobs
-from interp.score import SCORERS, ScoreContext, get_scorer, run_scorers
+from interp.score import (
+    ScoreContext,
+    ScorerSpec,
+    get_scorer,
+    register_scorer,
+    run_scorers,
+    scorer_names,
+    unregister_scorer,
+)
 from interp.score import classifier as clf
 from interp.score.intruder import build_rounds, choice_labels, choice_probs
 
@@ -128,7 +136,9 @@ def _ctx(client, examples=None, **cfg) -> ScoreContext:
 
 # --------------------------------------------------------------------------- registry
 def test_registry_names_every_scorer_and_refuses_unknown_ones() -> None:
-    assert {"detection", "fuzzing", "fuzzing_active", "intruder", "surprisal"} <= set(SCORERS)
+    assert {"detection", "fuzzing", "fuzzing_active", "intruder", "surprisal"} <= set(
+        scorer_names()
+    )
     assert get_scorer("detection") is clf.score_detection
     with pytest.raises(ValueError, match=r"unknown scorer\(s\) \['detect'\].*'detection'"):
         asyncio.run(run_scorers(("detect",), _ctx(Oracle()), "cat"))
@@ -138,17 +148,23 @@ def test_registry_names_every_scorer_and_refuses_unknown_ones() -> None:
         get_scorer("nope")
 
 
-def test_registered_module_that_cannot_load_says_what_to_do(monkeypatch) -> None:
-    monkeypatch.setitem(SCORERS, "embedding", "interp.score.no_such_module:score_x")
-    with pytest.raises(ImportError, match="drop it from scorer.names"):
-        get_scorer("embedding")
+def test_registered_module_that_cannot_load_says_what_to_do() -> None:
+    register_scorer(ScorerSpec("broken", "interp.score.no_such_module:score_x", "auroc"))
+    try:
+        with pytest.raises(ImportError, match="scorer 'broken'.*drop it from scorer.names"):
+            get_scorer("broken")
+    finally:
+        unregister_scorer("broken")
+    assert "broken" not in scorer_names()
 
 
 def test_config_validates_scorer_settings() -> None:
     with pytest.raises(ValueError, match="examples_per_prompt"):
         ScorerConfig(examples_per_prompt=0)
-    with pytest.raises(ValueError, match="intruder_examples"):
+    with pytest.raises(ValueError, match=r"scorer.intruder_examples=9 must be in 1\.\.8"):
         ScorerConfig(intruder_examples=9)
+    with pytest.raises(ValueError, match=r"scorer.intervention_prompts=0 must be in 1\.\.256"):
+        ScorerConfig(intervention_prompts=0)
     with pytest.raises(ValueError, match="repeats"):
         ScorerConfig(names=("detection", "detection"))
 
