@@ -13,6 +13,22 @@ import typing
 from typing import Any, Literal
 
 
+def meta(doc: str, *, id: bool | Literal["when_set"] = True) -> dict[str, Any]:
+    """A config field's metadata: its documentation (``--help-fields``) and whether it
+    enters run ids (True; False = logging only; "when_set" = only when not the default)."""
+    return {"doc": doc, "id": id}
+
+
+def positive(obj: Any, *names: str, section: str = "") -> None:
+    """Raise ``ValueError`` naming ``<section>.<name>`` for each field of ``obj`` that is not
+    > 0; ``section`` defaults to the class name without ``Config`` (``DataConfig`` -> data)."""
+    section = section or type(obj).__name__.removesuffix("Config").lower()
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            raise ValueError(f"{section}.{name}={value} must be > 0")
+
+
 def build(cls: type, raw: Any, path: str) -> Any:
     """Recursively build dataclass ``cls`` from ``raw``, checking keys and types."""
     if isinstance(raw, cls):
