@@ -17,6 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from interp.data.config import DataConfig
+from interp.llm.config import (
+    API_KEY_ENV_ERROR,
+    KEY_PREFIXES,
+    LLMConfig,
+    ServeConfig,
+    is_variable_name,
+)
 from interp.models.config import Dtype, ModelConfig
 from interp.store.config import CollectConfig
 from interp.typed import build, describe, id_dict, to_dict
@@ -24,6 +31,11 @@ from interp.typed import meta as _meta
 from interp.typed import positive as _positive
 
 __all__ = [
+    "API_KEY_ENV_ERROR",
+    "KEY_PREFIXES",
+    "LLMConfig",
+    "ServeConfig",
+    "is_variable_name",
     "CollectConfig",
     "DataConfig",
     "Dtype",
@@ -703,231 +715,6 @@ class ScorerConfig:
             raise ValueError("scorer.bootstrap_resamples must be >= 0 (0 = no intervals)")
         if not 0.0 < self.confidence < 1.0:
             raise ValueError(f"scorer.confidence={self.confidence} must be in (0, 1), e.g. 0.95")
-
-
-@dataclass(frozen=True)
-class LLMConfig:
-    """The explainer/scorer language model and how it is reached."""
-
-    backend: Literal["transformers", "http", "vllm"] = field(
-        default="transformers",
-        metadata=_meta(
-            "transformers: in-process (CPU or GPU). http: an OpenAI-compatible server "
-            "(vLLM, llama.cpp's server, OpenRouter) at `base_urls`. vllm: vLLM's offline "
-            "engine in this process (GPU nodes; `pip install vllm`)."
-        ),
-    )
-    model: str = field(
-        default="qwen2.5-coder-1.5b-instruct",
-        metadata=_meta("Bundled offline name, local HF folder, or hub id."),
-    )
-    dtype: Dtype = field(default="bfloat16", metadata=_meta("Weights dtype."))
-    device: str = field(default="auto", metadata=_meta("'auto', 'cpu', 'cuda', ..."))
-    temperature: float = field(default=0.0, metadata=_meta("0 = greedy decoding."))
-    score_batch_size: int = field(
-        default=8, metadata=_meta("Scored examples per forward over a shared prompt prefix.")
-    )
-    cache: bool = field(
-        default=True,
-        metadata=_meta("Content-addressed response cache in the run folder.", id=False),
-    )
-    base_urls: tuple[str, ...] = field(
-        default=(),
-        metadata=_meta(
-            "backend=http: server base URLs ending in /v1 (e.g. http://127.0.0.1:8000/v1, "
-            "https://openrouter.ai/api/v1). Several = replicas; requests go to the one with "
-            "the fewest in flight and fail over when one refuses connections.",
-            id=False,
-        ),
-    )
-    served_model: str = field(
-        default="",
-        metadata=_meta(
-            "backend=http: the model name sent in requests (the server's alias, e.g. "
-            "'smollm2' or 'qwen/qwen-2.5-coder-32b-instruct'). Empty = `model`.",
-            id="when_set",
-        ),
-    )
-    tokenizer: str = field(
-        default="",
-        metadata=_meta(
-            "backend=http: a tokenizer of the served model (bundled name, local HF folder "
-            "or hub id) to render its chat template client-side. Needed for "
-            "continuation_logprobs and assistant prefills over HTTP; without it those calls "
-            "raise. Empty = none.",
-            id="when_set",
-        ),
-    )
-    api_key_env: str = field(
-        default="",
-        metadata=_meta(
-            "backend=http: name of the environment variable holding the API key (e.g. "
-            "OPENROUTER_API_KEY). The key itself is never put in a config. Empty = no key.",
-            id=False,
-        ),
-    )
-    max_concurrency: int = field(
-        default=8,
-        metadata=_meta(
-            "backend=http/vllm: requests in flight at once from this process (keep a "
-            "server's continuous batching full).",
-            id=False,
-        ),
-    )
-    timeout_s: float = field(
-        default=120.0,
-        metadata=_meta(
-            "backend=http: wall-clock seconds per request attempt, reply body included (a "
-            "server that trickles bytes or never ends its reply is cut there, then retried).",
-            id=False,
-        ),
-    )
-    max_retries: int = field(
-        default=4,
-        metadata=_meta(
-            "backend=http: retries after a timeout, dropped connection, 429, 5xx or garbage "
-            "body (exponential backoff with jitter; Retry-After honoured).",
-            id=False,
-        ),
-    )
-    top_logprobs: int = field(
-        default=20,
-        metadata=_meta(
-            "backend=http/vllm: top-k log-probs requested per position; a candidate outside "
-            "the top k reads as -inf. OpenAI caps it at 20, vLLM at its max_logprobs.",
-            id="when_set",
-        ),
-    )
-
-    def __post_init__(self) -> None:
-        _positive(self, "score_batch_size", "max_concurrency", "timeout_s", "top_logprobs")
-        if self.temperature < 0:
-            raise ValueError("llm.temperature must be >= 0")
-        if self.max_retries < 0:
-            raise ValueError(f"llm.max_retries={self.max_retries} must be >= 0 (0 = no retry)")
-        for url in self.base_urls:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(
-                    f"llm.base_urls entry {url!r} must start with http:// or https:// "
-                    "(e.g. http://127.0.0.1:8000/v1)"
-                )
-        if self.api_key_env and not is_variable_name(self.api_key_env):
-            raise ValueError(f"{API_KEY_ENV_ERROR} (the value is not shown)")
-
-
-KEY_PREFIXES = ("sk-", "sk_", "gsk_", "hf_", "xai-", "pk_", "rk_", "ghp_", "gho_", "glpat-",
-                "github_pat_", "AIza", "nvapi-", "pplx-", "r8_", "fw_")  # fmt: skip
-"""How API keys of common providers start (OpenAI, Stripe-style, Groq, Hugging Face, xAI,
-GitHub, GitLab, Google, NVIDIA, Perplexity, Replicate, Fireworks)."""
-
-
-API_KEY_ENV_ERROR = (
-    "llm.api_key_env must be the NAME of an environment variable (e.g. OPENROUTER_API_KEY), "
-    "never the key itself"
-)
-
-
-def is_variable_name(value: str) -> bool:
-    """Whether ``value`` can be an environment variable's name and does not look like a
-    pasted key: an identifier, no provider key prefix, and not a long mix of lower-case
-    letters and digits (names are conventionally UPPER_CASE)."""
-    if not value.isidentifier() or value.startswith(KEY_PREFIXES):
-        return False
-    mixed = any(c.islower() for c in value) and sum(c.isdigit() for c in value) >= 4
-    return not (mixed and len(value) >= 20)
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """Served LLM mode: replicas of an OpenAI-compatible server as SLURM jobs that the
-    interpret array talks to (``llm.backend=http``). Nothing here changes results (the
-    model that answers is named by ``llm``), so no field enters a run id."""
-
-    enabled: bool = field(
-        default=False,
-        metadata=_meta(
-            "Start server jobs before the interpret array (SLURM profiles only); interpret "
-            "tasks find them in <sweep>/serve/<id>/replicas/ and need llm.backend=http.",
-            id=False,
-        ),
-    )
-    engine: Literal["llama_cpp", "vllm"] = field(
-        default="llama_cpp",
-        metadata=_meta(
-            "llama_cpp: llama-cpp-python's server on CPU (tests, small runs). vllm: `vllm "
-            "serve` on the replica's GPUs.",
-            id=False,
-        ),
-    )
-    model: str = field(
-        default="",
-        metadata=_meta(
-            "What the server loads: llama_cpp a bundled GGUF name or .gguf path, vllm a hub "
-            "id or local folder. Empty = llm.model. Served under the name llm.served_model.",
-            id=False,
-        ),
-    )
-    replicas: int = field(default=1, metadata=_meta("Server jobs (replicas).", id=False))
-    gpus_per_replica: int = field(
-        default=0,
-        metadata=_meta("GPUs per replica job; 0 = the cluster profile's serve stage.", id=False),
-    )
-    tensor_parallel: int = field(
-        default=1,
-        metadata=_meta("vllm: tensor-parallel size (<= gpus_per_replica).", id=False),
-    )
-    time_min: int = field(
-        default=0,
-        metadata=_meta(
-            "Wall-clock limit of a replica job in minutes; 0 = the cluster profile's serve "
-            "stage. Servers also stop as soon as the interpret array is finished.",
-            id=False,
-        ),
-    )
-    port_range: tuple[int, ...] = field(
-        default=(8100, 8199),
-        metadata=_meta("[first, last] port a replica may listen on (first free one).", id=False),
-    )
-    n_ctx: int = field(default=4096, metadata=_meta("llama_cpp: context size.", id=False))
-    extra_args: tuple[str, ...] = field(
-        default=(),
-        metadata=_meta("More command-line arguments for the server.", id=False),
-    )
-    startup_timeout_s: float = field(
-        default=900.0,
-        metadata=_meta(
-            "How long a replica may take to answer its health check, and how long an "
-            "interpret task waits for a first live replica before failing.",
-            id=False,
-        ),
-    )
-    poll_s: float = field(
-        default=5.0,
-        metadata=_meta(
-            "Seconds between checks: a replica's watcher (is the interpret array finished?) "
-            "and an interpret task's watchdog (is any replica still alive?).",
-            id=False,
-        ),
-    )
-
-    def __post_init__(self) -> None:
-        _positive(self, "replicas", "tensor_parallel", "n_ctx", "startup_timeout_s", "poll_s")
-        if self.gpus_per_replica < 0 or self.time_min < 0:
-            raise ValueError("serve.gpus_per_replica and serve.time_min must be >= 0")
-        if len(self.port_range) != 2 or not 0 < self.port_range[0] <= self.port_range[1] < 65536:
-            raise ValueError(
-                f"serve.port_range={list(self.port_range)} must be [first, last] with "
-                "0 < first <= last < 65536, e.g. [8100, 8199]"
-            )
-        if (
-            self.engine == "vllm"
-            and self.gpus_per_replica
-            and (self.tensor_parallel > self.gpus_per_replica)
-        ):
-            raise ValueError(
-                f"serve.tensor_parallel={self.tensor_parallel} exceeds serve.gpus_per_replica="
-                f"{self.gpus_per_replica}: raise gpus_per_replica or lower tensor_parallel"
-            )
 
 
 @dataclass(frozen=True)

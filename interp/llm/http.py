@@ -54,8 +54,8 @@ from typing import Any
 
 import httpx
 
-from interp.config import LLMConfig
 from interp.llm.base import ChoiceLogprobs, Generation, Message, TextLogprobs, check_messages
+from interp.llm.config import LLMConfig
 from interp.llm.usage import UsageCounter, usage_source
 
 log = logging.getLogger(__name__)
