@@ -180,3 +180,31 @@ def test_llm_keys_stay_flat_and_each_backend_reads_its_part() -> None:
         load_run_config({"llm": {"score_batch_size": 0}})
     with pytest.raises(ValueError, match=r"llm.timeout_s=0.0 must be > 0"):
         load_run_config({"llm": {"timeout_s": 0}})
+
+
+def test_preflight_asks_the_spec_what_a_backend_needs(tmp_path: Path) -> None:
+    """A served backend's llm.model is only a name; a missing module is named with the fix."""
+    from interp.preflight import point_problems
+
+    remote = dataclasses.replace(
+        WORD,
+        name="remote_toy",
+        loads_model=False,
+        requires=("no_such_module_for_interp_tests",),
+        install_hint="the toy SDK: pip install toy-sdk",
+    )
+    register_backend(remote)
+    try:
+        cfg = load_run_config(
+            {
+                "out_dir": str(tmp_path),
+                "model": {"name": "tiny-random-llama"},
+                "layer": 2,
+                "llm": {"backend": "remote_toy", "model": "nobody/not-resolvable"},
+            }
+        )
+        assert point_problems(cfg, {}) == [
+            "llm.backend=remote_toy needs the toy SDK: pip install toy-sdk"
+        ]
+    finally:
+        unregister_backend(remote.name)

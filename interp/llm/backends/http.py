@@ -5,7 +5,7 @@ at ``llm.base_urls`` or at replicas discovered at run time; client in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from interp.llm.keys import API_KEY_ENV_ERROR, is_variable_name
 from interp.llm.spec import BackendSpec, Discover
@@ -14,6 +14,7 @@ from interp.typed import positive as _positive
 
 if TYPE_CHECKING:
     from interp.llm.base import LLMClient
+    from interp.llm.config import LLMConfig
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class HTTPConfig:
             raise ValueError(f"{API_KEY_ENV_ERROR} (the value is not shown)")
 
 
-def build(cfg: Any, discover: Discover | None) -> LLMClient:
+def build(cfg: LLMConfig, discover: Discover | None) -> LLMClient:
     from interp.llm.http import OpenAIClient
 
     return OpenAIClient(cfg, discover=discover)

@@ -4,7 +4,7 @@ client in :mod:`interp.llm.transformers_backend`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from interp.llm.spec import BackendSpec, Discover
 from interp.typed import meta as _meta
@@ -12,6 +12,7 @@ from interp.typed import positive as _positive
 
 if TYPE_CHECKING:
     from interp.llm.base import LLMClient
+    from interp.llm.config import LLMConfig
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class TransformersConfig:
         _positive(self, "score_batch_size", section="llm")
 
 
-def build(cfg: Any, discover: Discover | None) -> LLMClient:
+def build(cfg: LLMConfig, discover: Discover | None) -> LLMClient:
     from interp.llm.transformers_backend import TransformersClient
 
     return TransformersClient(cfg)

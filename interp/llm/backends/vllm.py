@@ -4,15 +4,16 @@ tokenizer, max_concurrency, top_logprobs), so it declares no config part."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from interp.llm.spec import BackendSpec, Discover
 
 if TYPE_CHECKING:
     from interp.llm.base import LLMClient
+    from interp.llm.config import LLMConfig
 
 
-def build(cfg: Any, discover: Discover | None) -> LLMClient:
+def build(cfg: LLMConfig, discover: Discover | None) -> LLMClient:
     from interp.llm.vllm_backend import VLLMClient
 
     return VLLMClient(cfg)
