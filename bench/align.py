@@ -25,9 +25,10 @@ import time
 import numpy as np
 import torch
 
-from interp.align.align import AlignConfig, align, random_baseline, summarize
+from interp.align.align import AlignConfig, align, random_baseline
 from interp.align.candidates import dense_similarity
 from interp.align.match import dense_match
+from interp.align.report import summarize
 
 
 def planted(

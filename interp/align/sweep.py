@@ -26,7 +26,7 @@ Output, under the sweep's gather folder (``<root>/gather/align/``)::
                                explanation_similarity_mean, explanation_similarity_shuffled
     pairs/<name>/              one folder per aligned pair, renamed into place when done
                                (a rerun reuses it); <name> = <point a>_<point b>_<config hash>
-      summary.json             interp.align.align.summarize() + a, b, kind, explanation stats
+      summary.json             interp.align.report.summarize() + a, b, kind, explanation stats
       matches.parquet          one row per matched pair: a, b (latent ids), similarity,
                                in_graph (False = paired by the leftover dense fill),
                                explanation_similarity (NaN unless both were explained)
@@ -52,18 +52,16 @@ from typing import Any
 
 import numpy as np
 
-from interp.align.align import (
-    AlignConfig,
+from interp.align.align import AlignConfig, align, random_baseline
+from interp.align.match import Matching
+from interp.align.report import (
     Embedder,
-    align,
     cross_score_pairs,
     explanation_similarity,
     matches_table,
     matching_config,
-    random_baseline,
     summarize,
 )
-from interp.align.match import Matching
 from interp.config import RunConfig, id_dict
 from interp.runs import (
     RunIds,

@@ -16,10 +16,7 @@ from scipy.optimize import linear_sum_assignment
 from interp.align.align import (
     AlignConfig,
     align,
-    cross_score_pairs,
-    explanation_similarity,
     random_baseline,
-    summarize,
 )
 from interp.align.candidates import (
     CandidateGraph,
@@ -29,6 +26,11 @@ from interp.align.candidates import (
     dense_similarity,
 )
 from interp.align.match import dense_match, fill_unmatched, sparse_match
+from interp.align.report import (
+    cross_score_pairs,
+    explanation_similarity,
+    summarize,
+)
 from interp.align.sweep import align_dir, align_sweep, plan_pairs
 from interp.config import load_run_config, to_dict
 from interp.runs import RunPaths, atomic_write_json
