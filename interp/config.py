@@ -16,6 +16,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from interp.collect_config import CollectConfig
 from interp.data.config import DataConfig
 from interp.llm.config import (
     API_KEY_ENV_ERROR,
@@ -25,7 +26,6 @@ from interp.llm.config import (
     is_variable_name,
 )
 from interp.models.config import Dtype, ModelConfig
-from interp.store.config import CollectConfig
 from interp.typed import build, describe, id_dict, to_dict
 from interp.typed import meta as _meta
 from interp.typed import positive as _positive

@@ -2,48 +2,51 @@
 
 See :mod:`interp.store.format` for the on-disk layout and shared/reference/zarr-store.md
 for the measurements behind it.
-
-Names resolve lazily (PEP 562): importing the package (as the light config
-module does for its ``config`` submodule) imports none of its heavy modules.
 """
 
-from __future__ import annotations
+from interp.store.compact import compact_range
+from interp.store.csr import LatentActs, LatentCSR, LatentStats, compute_stats, sort_by_latent
+from interp.store.format import (
+    RangeInfo,
+    SliceInfo,
+    StoreMeta,
+    check_store_meta,
+    committed_ranges,
+    committed_slices,
+    read_range_info,
+    read_slice_info,
+    read_store_meta,
+    write_store_meta,
+)
+from interp.store.integrity import StoreCorruptError
+from interp.store.reader import StoreReader
+from interp.store.verify import VerifyReport, match_tasks, verify, verify_latents, verify_store
+from interp.store.writer import token_dtype_for, write_slice
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "compact_range": "interp.store.compact",
-    "CollectConfig": "interp.store.config",
-    "LatentActs": "interp.store.csr",
-    "LatentCSR": "interp.store.csr",
-    "LatentStats": "interp.store.csr",
-    "compute_stats": "interp.store.csr",
-    "sort_by_latent": "interp.store.csr",
-    "RangeInfo": "interp.store.format",
-    "SliceInfo": "interp.store.format",
-    "StoreMeta": "interp.store.format",
-    "check_store_meta": "interp.store.format",
-    "committed_ranges": "interp.store.format",
-    "committed_slices": "interp.store.format",
-    "read_range_info": "interp.store.format",
-    "read_slice_info": "interp.store.format",
-    "read_store_meta": "interp.store.format",
-    "write_store_meta": "interp.store.format",
-    "StoreCorruptError": "interp.store.integrity",
-    "StoreReader": "interp.store.reader",
-    "VerifyReport": "interp.store.verify",
-    "match_tasks": "interp.store.verify",
-    "verify": "interp.store.verify",
-    "verify_latents": "interp.store.verify",
-    "verify_store": "interp.store.verify",
-    "token_dtype_for": "interp.store.writer",
-    "write_slice": "interp.store.writer",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'interp.store' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__all__ = [
+    "LatentActs",
+    "LatentCSR",
+    "LatentStats",
+    "RangeInfo",
+    "SliceInfo",
+    "StoreMeta",
+    "StoreCorruptError",
+    "StoreReader",
+    "VerifyReport",
+    "committed_ranges",
+    "committed_slices",
+    "compact_range",
+    "compute_stats",
+    "match_tasks",
+    "read_range_info",
+    "read_slice_info",
+    "check_store_meta",
+    "read_store_meta",
+    "sort_by_latent",
+    "token_dtype_for",
+    "verify",
+    "verify_latents",
+    "verify_store",
+    "write_slice",
+    "write_store_meta",
+]

@@ -69,7 +69,7 @@ def test_every_field_is_documented() -> None:
 MOVED = {
     "ModelConfig": "interp.models.config",
     "DataConfig": "interp.data.config",
-    "CollectConfig": "interp.store.config",
+    "CollectConfig": "interp.collect_config",
     "LLMConfig": "interp.llm.config",
     "ServeConfig": "interp.llm.config",
     "API_KEY_ENV_ERROR": "interp.llm.keys",
@@ -87,7 +87,7 @@ def test_moved_names_are_still_exported_by_interp_config(name: str) -> None:
 def test_component_config_modules_import_nothing_heavy() -> None:
     code = (
         "import sys, interp.llm.config, interp.data.config, interp.models.config, "
-        "interp.store.config;"
+        "interp.collect_config;"
         "heavy = {'torch', 'transformers', 'zarr', 'numpy', 'httpx'} & set(sys.modules);"
         "print(sorted(heavy))"
     )

@@ -1,5 +1,10 @@
 """The collection config (``collect.*`` keys of the run config): how latents are
-collected into the store (token-slice array) and compacted (latent-range array)."""
+collected into the store (token-slice array) and compacted (latent-range array).
+
+It sits beside the store package rather than in it: importing ``interp.store.<module>``
+runs ``interp/store/__init__.py``, which loads zarr and the run layout, and the config
+must stay light to import.
+"""
 
 from __future__ import annotations
 
