@@ -21,6 +21,7 @@ from interp.llm.base import (
 )
 from interp.llm.cache import CachedClient, ResponseCache, cache_key
 from interp.llm.config import LLMConfig
+from interp.llm.errors import LLMHTTPError, LLMResponseError, LLMUnavailableError
 from interp.llm.ledger import Ledger, LedgerClient
 from interp.llm.registry import backend_names, backend_spec, register_backend
 from interp.llm.spec import BackendSpec, Discover
@@ -31,6 +32,9 @@ __all__ = [
     "ChoiceLogprobs",
     "Generation",
     "LLMClient",
+    "LLMHTTPError",
+    "LLMResponseError",
+    "LLMUnavailableError",
     "Ledger",
     "LedgerClient",
     "Message",

@@ -32,7 +32,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LLMCommon:
-    """The explainer/scorer language model and how it is reached."""
+    """The explainer/scorer language model and how it is reached.
+
+    Here: the keys more than one backend reads (dtype, tokenizer, max_concurrency,
+    top_logprobs) or that the callers read (model names the records, temperature, cache).
+    A key only one backend reads is declared in that backend's config part.
+    """
 
     backend: str = field(
         default="transformers",

@@ -5,7 +5,8 @@ model. Three modules, one responsibility each:
 
 * :mod:`interp.llm.http_transport`: reaching the server (spreading over replicas and
   failover, retries with backoff, the per-attempt deadline, the concurrency bound, and
-  the API key, sent only to ``llm.base_urls``); its errors are re-exported here.
+  the API key, sent only to ``llm.base_urls``); the errors it raises
+  (:mod:`interp.llm.errors`) are re-exported here.
 * :mod:`interp.llm.http_wire`: reading the OpenAI wire format (texts, ``usage``, top
   log-prob lists, the echoed prompt of ``/completions``).
 * here: the three protocol calls built from those, client-side chat templates, and
@@ -30,12 +31,8 @@ from typing import Any
 
 from interp.llm.base import ChoiceLogprobs, Generation, Message, TextLogprobs, check_messages
 from interp.llm.config import LLMConfig
-from interp.llm.http_transport import (
-    HTTPTransport,
-    LLMHTTPError,
-    LLMResponseError,
-    LLMUnavailableError,
-)
+from interp.llm.errors import LLMHTTPError, LLMResponseError, LLMUnavailableError
+from interp.llm.http_transport import HTTPTransport
 from interp.llm.http_wire import (
     NEG_INF,
     _chat_top,

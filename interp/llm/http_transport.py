@@ -49,37 +49,11 @@ from typing import Any
 
 import httpx
 
+from interp.llm.errors import LLMHTTPError, LLMResponseError, LLMUnavailableError
 from interp.llm.http_wire import _Garbage
 from interp.llm.usage import usage_source
 
 log = logging.getLogger("interp.llm.http")  # one logger for the whole backend
-
-
-class LLMHTTPError(RuntimeError):
-    """The server refused the request for a reason retrying cannot fix (4xx, not 429)."""
-
-    def __init__(self, message: str, status: int, raw: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.raw = raw
-
-
-class LLMResponseError(RuntimeError):
-    """The server kept answering with something unusable; ``raw`` is its last body."""
-
-    def __init__(self, message: str, raw: str) -> None:
-        super().__init__(message)
-        self.raw = raw
-
-
-class LLMUnavailableError(RuntimeError):
-    """No replica answered usably (timeouts, refused connections, 429/5xx) within the
-    retries: transient, so the work is redone later, never recorded as the latent's
-    result. ``raw`` is the last error body a server sent ("" if none)."""
-
-    def __init__(self, message: str, raw: str = "") -> None:
-        super().__init__(message)
-        self.raw = raw
 
 
 _FIX_4XX = {

@@ -18,7 +18,14 @@ import pytest
 from word_tokens import CAT, RENDER
 
 from interp.config import LLMConfig, load_run_config
-from interp.llm import BackendSpec, CachedClient, Ledger, LedgerClient, build_client
+from interp.llm import (
+    BackendSpec,
+    CachedClient,
+    Ledger,
+    LedgerClient,
+    LLMUnavailableError,
+    build_client,
+)
 from interp.llm.backends.http import HTTPConfig
 from interp.llm.backends.transformers import TransformersConfig
 from interp.llm.base import ChoiceLogprobs, Generation
@@ -208,3 +215,22 @@ def test_preflight_asks_the_spec_what_a_backend_needs(tmp_path: Path) -> None:
         ]
     finally:
         unregister_backend(remote.name)
+
+
+def test_any_backend_can_say_the_llm_is_unavailable(word_backend) -> None:
+    """interp.llm.LLMUnavailableError from a registered backend stops the range (a rerun
+    redoes it) instead of being recorded as the latent's error."""
+
+    class Down(WordClient):
+        async def generate(self, messages, *, max_new_tokens, temperature=0.0):
+            raise LLMUnavailableError("the toy server is down")
+
+    cfg = load_run_config(
+        {
+            "data": {"ctx_len": 16},
+            "collect": {"num_tokens": 1600, "slice_tokens": 1600},
+            "interpret": {"examples": {"window": 8, "min_examples": 4}},
+        }
+    )
+    with pytest.raises(LLMUnavailableError, match="toy server is down"):
+        _interpret(cfg, Down(cfg.llm))
