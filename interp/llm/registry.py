@@ -25,7 +25,9 @@ def register_backend(spec: BackendSpec, *, replace: bool = False) -> BackendSpec
     """Make ``llm.backend=<spec.name>`` select ``spec`` in this process; returns it.
 
     A name already taken raises ``ValueError`` unless ``replace`` (a built-in name never
-    can be replaced: its keys are part of the config).
+    can be replaced: its keys are part of the config). Register before the config is
+    loaded, in every process that loads it: a cluster task re-reads the config, so the
+    module that registers must be imported there too.
     """
     builtin = {s.name for s in BUILTIN_BACKENDS}
     if spec.name in builtin or (spec.name in _REGISTERED and not replace):
