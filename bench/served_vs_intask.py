@@ -68,6 +68,7 @@ def link_store(root: Path, raw: dict[str, Any], store: Path) -> None:
 
 
 def run_mode(root: Path, raw: dict[str, Any], task: Task) -> dict[str, Any]:
+    from interp.records import read_records
     from interp.stages import interpret
 
     cfg = load_run_config(raw)
@@ -76,9 +77,9 @@ def run_mode(root: Path, raw: dict[str, Any], task: Task) -> dict[str, Any]:
     interpret.run(cfg, paths, task, lambda: False)
     wall = time.perf_counter() - t0
     manifest = read_manifest(paths.manifest_file("interpret", task.index)) or {}
-    records = [json.loads(line) for line in paths.records_file(task.index).read_text().splitlines()]
-    prompt = sum(r["tokens"]["prompt"] for r in records)
-    completion = sum(r["tokens"]["completion"] for r in records)
+    records = list(read_records(paths.records_file(task.index)))
+    prompt = sum(r.tokens.prompt for r in records)
+    completion = sum(r.tokens.completion for r in records)
     n = len(records)
     return {
         "latents": n,

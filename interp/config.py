@@ -12,12 +12,14 @@ whose metadata says ``{"id": False}`` change logging only and are left out of ru
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from interp.collect_config import CollectConfig
 from interp.data.config import DataConfig
+from interp.explain.config import ExplainerConfig  # noqa: F401  (re-exported)
+from interp.interpret.config import InterpretConfig
+from interp.latents.config import ExamplesConfig  # noqa: F401  (re-exported)
 from interp.llm.config import (
     API_KEY_ENV_ERROR,
     KEY_PREFIXES,
@@ -33,17 +35,17 @@ from interp.typed import positive as _positive
 __all__ = [
     "API_KEY_ENV_ERROR",
     "KEY_PREFIXES",
-    "LLMConfig",
-    "ServeConfig",
-    "is_variable_name",
     "CollectConfig",
     "DataConfig",
     "Dtype",
+    "LLMConfig",
     "ModelConfig",
     "RunConfig",
+    "ServeConfig",
     "build",
     "describe",
     "id_dict",
+    "is_variable_name",
     "load_run_config",
     "to_dict",
 ]
@@ -430,146 +432,6 @@ class TrainConfig:
             raise ValueError("train.lr must be >= 0 (0 picks the 1/sqrt(width) rule)")
 
 
-@dataclass(frozen=True)
-class ExamplesConfig:
-    """How activating and non-activating contexts are chosen for a latent."""
-
-    window: int = field(default=24, metadata=_meta("Tokens per example shown to the LLM."))
-    n_quantiles: int = field(default=4, metadata=_meta("Equal-count activation quantiles."))
-    n_explain: int = field(default=12, metadata=_meta("Activating examples for the explainer."))
-    n_score_active: int = field(
-        default=8, metadata=_meta("Activating examples per scorer (held out from explain).")
-    )
-    n_score_inactive: int = field(default=8, metadata=_meta("Non-activating examples per scorer."))
-    min_examples: int = field(
-        default=12,
-        metadata=_meta(
-            "Latents with fewer activating windows get a 'too_rare' record, never dropped."
-        ),
-    )
-    seed: int = field(default=0, metadata=_meta("Sampling seed (per latent: seed + latent)."))
-    sampling: Literal["quantile", "top", "random", "mixed"] = field(
-        default="quantile",
-        metadata=_meta(
-            "Explainer's activating contexts: 'quantile' (spread over n_quantiles), 'top' "
-            "(strongest), 'random' (uniform), 'mixed' (mixed_top_fraction strongest, the "
-            "rest quantile-spread)."
-        ),
-    )
-    mixed_top_fraction: float = field(
-        default=0.5, metadata=_meta("Share of the explainer's examples 'mixed' takes from the top.")
-    )
-    score_sampling: Literal["quantile", "random"] = field(
-        default="quantile",
-        metadata=_meta(
-            "Scorers' held-out activating contexts: 'quantile' (per-quantile metrics need it) "
-            "or 'random'."
-        ),
-    )
-    center: float = field(
-        default=0.75,
-        metadata=_meta("Fraction of an example window before its strongest token (0 to 1)."),
-    )
-    negatives: Literal["random", "neighbours", "similar"] = field(
-        default="random",
-        metadata=_meta(
-            "Non-activating contexts: 'random', 'neighbours' (where co-firing latents fire), "
-            "'similar' (MiniLM-nearest to the activating examples); shortfalls filled from random."
-        ),
-    )
-    n_explain_inactive: int = field(
-        default=0,
-        metadata=_meta(
-            "Non-activating examples for the contrastive explainer (disjoint from score)."
-        ),
-    )
-    n_neighbours: int = field(
-        default=8, metadata=_meta("Co-firing latents whose contexts give 'neighbours' negatives.")
-    )
-    neighbour_tokens: int = field(
-        default=256,
-        metadata=_meta("Active tokens per latent (evenly spaced) counted for co-occurrence."),
-    )
-    similar_pool: int = field(
-        default=1024,
-        metadata=_meta("Random candidate windows embedded once per task for 'similar' negatives."),
-    )
-
-    def __post_init__(self) -> None:
-        _positive(self, "window", "n_quantiles", "n_explain", "n_score_active", "min_examples")
-        _positive(self, "n_neighbours", "neighbour_tokens", "similar_pool")
-        if self.n_score_inactive < 0:
-            raise ValueError("interpret.examples.n_score_inactive must be >= 0")
-        if self.n_explain_inactive < 0:
-            raise ValueError("interpret.examples.n_explain_inactive must be >= 0")
-        if self.seed < 0:
-            raise ValueError(f"interpret.examples.seed={self.seed} must be >= 0")
-        for name in ("center", "mixed_top_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(
-                    f"interpret.examples.{name}={getattr(self, name)} must be within [0, 1]"
-                )
-        for name, choices in (
-            ("sampling", ("quantile", "top", "random", "mixed")),
-            ("score_sampling", ("quantile", "random")),
-            ("negatives", ("random", "neighbours", "similar")),
-        ):
-            if getattr(self, name) not in choices:
-                raise ValueError(
-                    f"interpret.examples.{name}={getattr(self, name)!r} is not one of "
-                    f"{list(choices)}"
-                )
-
-
-@dataclass(frozen=True)
-class ExplainerConfig:
-    """The explainer: which kind, its prompt, and how hard to try for a parseable reply."""
-
-    kind: Literal["default", "contrastive", "single_token"] = field(
-        default="default",
-        metadata=_meta(
-            "default: highlighted activating examples; contrastive: also non-activating ones "
-            "(interpret.examples.n_explain_inactive); single_token: no LLM, the most frequent "
-            "strongly activating token(s) (a baseline)."
-        ),
-    )
-    highlight_threshold: float = field(
-        default=0.3, metadata=_meta("Highlight tokens with act >= this x the example's max.")
-    )
-    show_activations: bool = field(
-        default=False, metadata=_meta("List highlighted tokens with 0-10 activation values.")
-    )
-    max_new_tokens: int = field(default=48, metadata=_meta("Explanation length cap."))
-    cot: bool = field(
-        default=False,
-        metadata=_meta("Chain of thought: brief reasoning first, then the Explanation: line."),
-    )
-    cot_max_new_tokens: int = field(
-        default=256, metadata=_meta("Length cap of a chain-of-thought reply (cot=true).")
-    )
-    max_retries: int = field(
-        default=1,
-        metadata=_meta(
-            "Re-asks after an unparseable or truncated reply; then the latent is explain_failed."
-        ),
-    )
-    n_single_tokens: int = field(
-        default=3, metadata=_meta("single_token: at most this many tokens in the explanation.")
-    )
-
-    def __post_init__(self) -> None:
-        _positive(self, "max_new_tokens", "cot_max_new_tokens", "n_single_tokens")
-        if not 0.0 < self.highlight_threshold <= 1.0:
-            raise ValueError("interpret.explainer.highlight_threshold must be in (0, 1]")
-        if self.max_retries < 0:
-            raise ValueError("interpret.explainer.max_retries must be >= 0 (0 = ask once)")
-        if self.cot and self.kind == "single_token":
-            warnings.warn(
-                "interpret.explainer.cot has no effect with kind=single_token (no LLM)",
-                stacklevel=2,
-            )
-
-
 ScorerName = Literal[
     "detection",
     "fuzzing",
@@ -715,70 +577,6 @@ class ScorerConfig:
             raise ValueError("scorer.bootstrap_resamples must be >= 0 (0 = no intervals)")
         if not 0.0 < self.confidence < 1.0:
             raise ValueError(f"scorer.confidence={self.confidence} must be in (0, 1), e.g. 0.95")
-
-
-@dataclass(frozen=True)
-class InterpretConfig:
-    """Explain and score latents (latent-range array)."""
-
-    num_latents: int = field(
-        default=0, metadata=_meta("Interpret latents [0, num_latents); 0 = every latent.")
-    )
-    range_latents: int = field(default=256, metadata=_meta("Latents per interpret array task."))
-    examples: ExamplesConfig = field(default_factory=ExamplesConfig)
-    explainer: ExplainerConfig = field(default_factory=ExplainerConfig)
-    control: bool = field(
-        default=True,
-        metadata=_meta(
-            "Random-explanation control: score another latent's explanation (same range, "
-            "a fixed derangement) exactly like the real one."
-        ),
-    )
-    baseline: bool = field(
-        default=False,
-        metadata=_meta("Also score the single-token baseline explanation of every latent."),
-    )
-    max_concurrent_latents: int = field(
-        default=1,
-        metadata=_meta(
-            "Latents in flight at once. Raise it for served/HTTP backends (the server batches "
-            "across latents); the in-process backend runs one model call at a time anyway.",
-            id=False,
-        ),
-    )
-    latent_timeout_s: float = field(
-        default=1800.0,
-        metadata=_meta(
-            "Wall-clock limit per latent and pass (explain, score); over it the latent is "
-            "recorded as an error (`rerun --retry-errors` redoes it). The default is ~30x "
-            "the 55 s a latent's two passes took in-process on CPU (Qwen2.5-Coder-1.5B, "
-            "bench/RESULTS.md) and above one HTTP request's worst case at the llm defaults "
-            "(5 attempts x 120 s + backoff): a wedged latent costs 30 min of the "
-            "allocation, not all of it. 0 = none.",
-            id=False,
-        ),
-    )
-
-    def __post_init__(self) -> None:
-        _positive(self, "range_latents", "max_concurrent_latents")
-        if self.num_latents < 0:
-            raise ValueError("interpret.num_latents must be >= 0 (0 = all)")
-        if self.latent_timeout_s < 0:
-            raise ValueError("interpret.latent_timeout_s must be >= 0 (0 = no limit)")
-        if self.baseline and self.explainer.kind == "single_token":
-            warnings.warn(
-                "interpret.baseline=true has no effect with explainer.kind=single_token "
-                "(the explanation already is the single-token baseline)",
-                stacklevel=2,
-            )
-        if self.explainer.kind == "contrastive" and not getattr(
-            self.examples, "n_explain_inactive", 0
-        ):
-            warnings.warn(
-                "interpret.explainer.kind=contrastive without non-activating explain examples: "
-                "set interpret.examples.n_explain_inactive > 0, or the prompt has no negatives",
-                stacklevel=2,
-            )
 
 
 @dataclass(frozen=True)

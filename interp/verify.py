@@ -13,13 +13,14 @@ stages and gather call the pieces on their own inputs.
 from __future__ import annotations
 
 import hashlib
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from interp.config import RunConfig
 from interp.plan import StageJob, Task, plan_point
+from interp.records import LatentRecord, records_bytes
 from interp.runs import RunPaths, atomic_write_bytes, read_manifest, read_points
 
 READ_BLOCK = 1 << 22
@@ -41,9 +42,9 @@ class SweepReport:
 # ------------------------------------------------------------------------- records
 
 
-def write_records(path: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+def write_records(path: Path, records: Sequence[LatentRecord]) -> dict[str, Any]:
     """Write one range's records (JSON lines) atomically; what its manifest must hold."""
-    data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    data = records_bytes(records)
     atomic_write_bytes(path, data)
     return records_digest(data, len(records))
 

@@ -63,6 +63,7 @@ from interp.align.report import (
     summarize,
 )
 from interp.config import RunConfig, id_dict
+from interp.records import read_records
 from interp.runs import (
     RunIds,
     RunPaths,
@@ -171,12 +172,9 @@ def read_explanations(paths: RunPaths) -> dict[int, str]:
     """latent -> explanation of every explained latent of a point (empty when none)."""
     out: dict[int, str] = {}
     for file in sorted((paths.stage_dir("interpret") / "records").glob("r*.jsonl")):
-        for line in file.read_text().splitlines():
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            if rec.get("status") == "ok" and rec.get("explanation"):
-                out[int(rec["latent"])] = str(rec["explanation"])
+        for rec in read_records(file):
+            if rec.status == "ok" and rec.explanation:
+                out[rec.latent] = rec.explanation
     return out
 
 

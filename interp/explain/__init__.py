@@ -1,28 +1,34 @@
 """Explainers: prompts that show highlighted examples, robust parsing of the reply, the
-single-token baseline and the random-explanation control."""
+single-token baseline and the random-explanation control.
 
-from interp.explain.control import derangement
-from interp.explain.explainer import ExplainResult, check_reply, explain, parse_explanation
-from interp.explain.prompts import (
-    TokenRenderer,
-    escape_markers,
-    explain_messages,
-    highlight,
-    highlight_mask,
-)
-from interp.explain.single_token import single_token_explanation, top_marked_tokens
+Names resolve lazily (PEP 562): importing the package (as the light config module does
+for its ``config`` submodule) imports none of its heavy modules.
+"""
 
-__all__ = [
-    "ExplainResult",
-    "TokenRenderer",
-    "check_reply",
-    "derangement",
-    "escape_markers",
-    "explain",
-    "explain_messages",
-    "highlight",
-    "highlight_mask",
-    "parse_explanation",
-    "single_token_explanation",
-    "top_marked_tokens",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ExplainerConfig": "interp.explain.config",
+    "derangement": "interp.explain.control",
+    "ExplainResult": "interp.explain.explainer",
+    "check_reply": "interp.explain.explainer",
+    "explain": "interp.explain.explainer",
+    "parse_explanation": "interp.explain.explainer",
+    "TokenRenderer": "interp.explain.prompts",
+    "escape_markers": "interp.explain.prompts",
+    "explain_messages": "interp.explain.prompts",
+    "highlight": "interp.explain.prompts",
+    "highlight_mask": "interp.explain.prompts",
+    "single_token_explanation": "interp.explain.single_token",
+    "top_marked_tokens": "interp.explain.single_token",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'interp.explain' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

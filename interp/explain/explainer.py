@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from interp.config import ExplainerConfig
+from interp.explain.config import ExplainerConfig
 from interp.explain.prompts import REMINDER, TokenRenderer, explain_messages
 from interp.latents.examples import Example
 from interp.llm.base import LLMClient

@@ -27,7 +27,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from interp.config import ExamplesConfig
+from interp.latents.config import ExamplesConfig
 from interp.latents.cooccurrence import CooccurrenceIndex
 from interp.latents.negatives import SimilarPool, check_resources, choose_negatives, kind_counts
 from interp.latents.sampling import quantile_of_rank, split_active, split_counts, spread

@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from interp.config import ExamplesConfig
+from interp.latents.config import ExamplesConfig
 from interp.latents.cooccurrence import CooccurrenceIndex
 from interp.latents.windows import ActiveContexts, Cutter, Example
 

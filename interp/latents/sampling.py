@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from interp.config import ExamplesConfig
+from interp.latents.config import ExamplesConfig
 from interp.latents.windows import ActiveContexts, strength_order
 
 

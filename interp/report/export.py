@@ -47,6 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from interp.records import score_column
 from interp.report.summary import headline
 from interp.report.table import iter_batches
 from interp.runs import tmp_name
@@ -109,7 +110,7 @@ def _scorers(table: Path, kind: str = "scores") -> list[str]:
 
 
 def _metrics(row: dict[str, Any], scorer: str) -> dict[str, Any]:
-    prefix = f"scores.{scorer}."
+    prefix = score_column("scores", scorer, "")
     return {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
 
 
@@ -149,7 +150,7 @@ def export_delphi(table: Path, out: Path, points: list[dict[str, Any]]) -> dict[
     """One delphi run folder per point; returns {point: folder and counts}."""
     scorers = [s for s in _scorers(table) if s in DELPHI_SCORER_NAMES]
     cols = ["point", "latent", "hookpoint", "explanation"]
-    cols += [f"scores.{s}.per_quantile" for s in scorers]
+    cols += [score_column("scores", s, "per_quantile") for s in scorers]
     by_id = {p["point"]: p for p in points}
     index: dict[str, Any] = {}
     for p in points:
@@ -179,7 +180,7 @@ def export_delphi(table: Path, out: Path, points: list[dict[str, Any]]) -> dict[
             (run / "explanations" / f"{name}.txt").write_bytes(_orjson_like(row["explanation"]))
             entry["explanations"] += 1
         for s in scorers:
-            pq_ = row.get(f"scores.{s}.per_quantile")
+            pq_ = row.get(score_column("scores", s, "per_quantile"))
             if pq_:
                 folder = DELPHI_SCORER_NAMES[s]
                 (run / "scores" / folder / f"{name}.txt").write_bytes(
@@ -227,7 +228,7 @@ def export_neuronpedia(table: Path, out: Path, points: list[dict[str, Any]]) -> 
     by_id = {p["point"]: p for p in points}
     _write_neuronpedia_config(out / "config", scorers, points)
     cols = ["point", "latent", "status", "explanation"]
-    cols += [f"scores.{s}.{m}" for s in scorers for m in _metric_names(table, s)]
+    cols += [score_column("scores", s, m) for s in scorers for m in _metric_names(table, s)]
     index = {
         p["point"]: {"modelId": p["model"], "sourceId": sources[p["point"]], "explanations": 0}
         for p in points
@@ -288,7 +289,7 @@ def neuronpedia_score(
 def _metric_names(table: Path, scorer: str) -> list[str]:
     import pyarrow.parquet as pq
 
-    prefix = f"scores.{scorer}."
+    prefix = score_column("scores", scorer, "")
     return [
         n[len(prefix) :] for n in pq.ParquetFile(table).schema_arrow.names if n.startswith(prefix)
     ]

@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from interp.records import SOURCES, score_column
 from interp.report.costs import cost_notes
 
 EXACT_N = 2000
 """Above this many values, intervals use the bootstrap's large-sample limit."""
 N_BOOT = 1000
-KINDS = ("scores", "control", "baseline")
 COSTS = ("prompt_tokens", "completion_tokens", "prompt_tokens_computed", "wall_s", "retries")
 COSTS += ("llm_calls_usage_tokenizer", "llm_calls_usage_missing")
 FIRING = ("n_active_tokens", "n_active_contexts", "max_act")
@@ -183,14 +183,14 @@ def summarize(table: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
                 "n_latents": len(idx),
                 "n_ok": int(np.sum(st == "ok")),
                 "status_counts": _counts(st),
-                **{kind: {} for kind in KINDS},
+                **{kind: {} for kind in SOURCES},
                 "real_vs_control": {},
                 "cost": {},
                 "llm_paid": meta.get("llm_paid"),
                 "firing": {},
             }
         )
-    for kind in KINDS:
+    for kind in SOURCES:
         for name in _numeric(pf, f"{kind}."):
             col = _floats(table, name)
             scorer, metric = name[len(kind) + 1 :].split(".", 1)
@@ -227,8 +227,8 @@ def _real_vs_control(
     """Paired (same latent) difference of each score metric, real minus control."""
     names = set(pf.schema_arrow.names)
     for name in _numeric(pf, "scores."):
-        other = "control." + name[len("scores.") :]
         scorer, metric = name[len("scores.") :].split(".", 1)
+        other = score_column("control", scorer, metric)
         if other not in names or metric in COUNTS:
             continue
         real, ctrl = _floats(table, name), _floats(table, other)

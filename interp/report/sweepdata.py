@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,21 +24,10 @@ from typing import Any
 import numpy as np
 
 from interp.config import RunConfig, load_run_config
+from interp.records import PRIMARY_METRICS, parse_score_column
 from interp.runs import RunIds, RunPaths, gather_dir, points_dir
 
 log = logging.getLogger(__name__)
-
-SOURCES = ("scores", "control", "baseline")
-"""Which explanation a score belongs to: the latent's own, the random-explanation control
-(another latent's explanation), or the single-token baseline."""
-
-PRIMARY_METRICS = ("balanced_accuracy", "auroc", "correlation", "ev_correlation", "score")
-"""Per scorer, the first of these it reports is the one plots and rankings use."""
-
-_OLD_METRICS = ("balanced_accuracy", "auroc", "f1", "precision", "recall", "n")
-_NEW_COL = re.compile(r"^(scores|control|baseline)\.(?:scores\.)?([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)$")
-_OLD_COL = re.compile(r"^([a-z0-9]+(?:_[a-z0-9]+)*?)_(" + "|".join(_OLD_METRICS) + r")$")
-_NOT_SCORERS = {"prompt", "completion", "n_active", "max", "wall", "dead", "ce"}
 
 
 @dataclass
@@ -225,17 +213,6 @@ class LatentTable:
             return pid == point.point_id
         sae, layer = self.text("sae_id"), self.number("layer")
         return (sae == point.cfg.sae.sae_id) & (layer == point.layer)
-
-
-def parse_score_column(name: str) -> tuple[str, str, str] | None:
-    """(source, scorer, metric) of a score column name, None for other columns."""
-    m = _NEW_COL.match(name)
-    if m:
-        return m.group(1), m.group(2), m.group(3)
-    m = _OLD_COL.match(name)
-    if m and m.group(1) not in _NOT_SCORERS:
-        return "scores", m.group(1), m.group(2)
-    return None
 
 
 def read_table(root: Path) -> LatentTable | None:

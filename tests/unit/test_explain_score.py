@@ -25,11 +25,11 @@ from interp.explain import (
     top_marked_tokens,
 )
 from interp.explain.prompts import highlight_mask, render_example
+from interp.interpret.pipeline import LatentRange, interpret_range
 from interp.latents.examples import Example
 from interp.llm.base import ChoiceLogprobs, Generation
-from interp.plan import Task
 from interp.score.classifier import as_clause
-from interp.stages.interpret import interpret_range
+from interp.stages.interpret import range_config
 
 pytestmark = pytest.mark.unit
 
@@ -170,19 +170,22 @@ def test_interpret_range_gives_one_record_per_latent() -> None:
     cfg = _cfg(ctx)
     client = ScriptedClient(["Explanation: the word cat"])
     stops = iter([False] * 10)
+    task = LatentRange(0, 10, 14)
     records = asyncio.run(
-        interpret_range(cfg, Task(0, 10, 14), csr, ids, RENDER, client, lambda: next(stops))
+        interpret_range(range_config(cfg), task, csr, ids, RENDER, client, lambda: next(stops))
     )
-    assert [r["latent"] for r in records] == [10, 11, 12, 13]
-    assert [r["status"] for r in records] == ["ok", "too_rare", "ok", "error"]
+    assert [r.latent for r in records] == [10, 11, 12, 13]
+    assert [r.status for r in records] == ["ok", "too_rare", "ok", "error"]
     ok = records[0]
-    assert ok["explanation"] == "the word cat" and ok["n_active_contexts"] == 30
-    assert set(ok["scores"]) == {"detection", "fuzzing"}
-    assert ok["tokens"]["prompt"] > ok["tokens"]["prompt_computed"] > 0
-    assert "ascending" in records[3]["error"]
+    assert ok.explanation == "the word cat" and ok.n_active_contexts == 30
+    assert set(ok.scores) == {"detection", "fuzzing"}
+    assert ok.tokens.prompt > ok.tokens.prompt_computed > 0
+    assert "ascending" in records[3].error
     # asked to stop: nothing is returned (the task stays uncommitted)
     assert (
-        asyncio.run(interpret_range(cfg, Task(0, 10, 14), csr, ids, RENDER, client, lambda: True))
+        asyncio.run(
+            interpret_range(range_config(cfg), task, csr, ids, RENDER, client, lambda: True)
+        )
         is None
     )
 

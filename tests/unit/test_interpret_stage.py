@@ -12,21 +12,17 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
 
 from interp.config import RunConfig, ScorerConfig, load_run_config
 from interp.explain import TokenRenderer
+from interp.interpret.pipeline import LatentRange, interpret_range
+from interp.interpret.summary import check_not_all_errors, client_stats, summarize
 from interp.llm.base import ChoiceLogprobs, Generation
-from interp.plan import Task
-from interp.stages.interpret import (
-    check_not_all_errors,
-    client_stats,
-    interpret_range,
-    summarize,
-)
+from interp.stages.interpret import range_config
 
 pytestmark = pytest.mark.unit
 
@@ -162,7 +158,8 @@ def _run(cfg: RunConfig, words: list[str], client=None, stop=lambda: False, rare
     csr, ids = _data(words, rare)
     n = len(words) + rare
     client = client or FaultyClient()
-    return asyncio.run(interpret_range(cfg, Task(0, 100, 100 + n), csr, ids, RENDER, client, stop))
+    task = LatentRange(0, 100, 100 + n)
+    return asyncio.run(interpret_range(range_config(cfg), task, csr, ids, RENDER, client, stop))
 
 
 def test_every_fault_is_recorded_counted_and_never_scored() -> None:
@@ -170,34 +167,34 @@ def test_every_fault_is_recorded_counted_and_never_scored() -> None:
     client = FaultyClient()
     records = _run(_cfg(), words, client)
     by_word = dict(zip([*words, "rare"], records))
-    assert [r["latent"] for r in records] == list(range(100, 100 + len(words) + 1))
-    status = {w: r["status"] for w, r in by_word.items()}
+    assert [r.latent for r in records] == list(range(100, 100 + len(words) + 1))
+    status = {w: r.status for w, r in by_word.items()}
     assert status == {
         "cat": "ok", "dog": "ok", "mat": "explain_failed", "ran": "explain_failed",
         "sat": "explain_failed", "big": "error", "boom": "error",
         "rare": "too_rare",
     }  # fmt: skip
     # explained: parsed text only; the re-ask is counted
-    assert by_word["cat"]["explanation"] == "the word cat" and by_word["cat"]["retries"] == 0
-    assert by_word["dog"]["explanation"] == "the word dog" and by_word["dog"]["retries"] == 1
+    assert by_word["cat"].explanation == "the word cat" and by_word["cat"].retries == 0
+    assert by_word["dog"].explanation == "the word dog" and by_word["dog"].retries == 1
     # failures keep every raw reply and say why; nothing of theirs is scored
     mat = by_word["mat"]
-    assert mat["raw_explanation"].count("%%%% ???") == 2 and mat["retries"] == 1
-    assert "no 'Explanation:' line" in mat["error"]
-    assert "empty reply" in by_word["ran"]["error"]
-    assert "truncated at the token cap" in by_word["sat"]["error"]
-    assert "Explanation: the word" in by_word["sat"]["raw_explanation"]
+    assert mat.raw_explanation.count("%%%% ???") == 2 and mat.retries == 1
+    assert "no 'Explanation:' line" in mat.error
+    assert "empty reply" in by_word["ran"].error
+    assert "truncated at the token cap" in by_word["sat"].error
+    assert "Explanation: the word" in by_word["sat"].raw_explanation
     big = by_word["big"]
-    assert "<html>500 oops</html>" in big["raw_explanation"] and "LLMError" in big["error"]
-    assert "scorer detection failed" in by_word["boom"]["error"]
-    assert "boom body" in by_word["boom"]["error"] and by_word["boom"]["scores"] == {}
-    assert "too_rare" not in by_word["rare"]["error"] and "min_examples" in by_word["rare"]["error"]
+    assert "<html>500 oops</html>" in big.raw_explanation and "LLMError" in big.error
+    assert "scorer detection failed" in by_word["boom"].error
+    assert "boom body" in by_word["boom"].error and by_word["boom"].scores == {}
+    assert "too_rare" not in by_word["rare"].error and "min_examples" in by_word["rare"].error
     for w in ("mat", "ran", "sat", "big", "rare"):
         r = by_word[w]
-        assert r["explanation"] is None and r["scores"] == {} and r["control"] is None
+        assert r.explanation is None and r.scores == {} and r.control is None
     assert not {"mat", "ran", "sat", "big"} & set(client.scored)
     # token costs are kept for failed latents too
-    assert by_word["mat"]["tokens"]["prompt"] == 240 and by_word["rare"]["tokens"]["prompt"] == 0
+    assert by_word["mat"].tokens.prompt == 240 and by_word["rare"].tokens.prompt == 0
     # the summary counts every outcome
     s = summarize(records, 1.0)
     assert s["n_latents"] == 8 and s["n_ok"] == 2 and s["n_scored"] == 2
@@ -210,25 +207,25 @@ def test_every_fault_is_recorded_counted_and_never_scored() -> None:
 def test_control_is_another_latents_explanation_scored_like_the_real_one() -> None:
     words = ["cat", "dog", "boom"]
     records = _run(_cfg(), words, rare=False)
-    explained = {r["latent"]: r["explanation"] for r in records}
-    sources = {r["latent"]: r["control"]["source_latent"] for r in records}
+    explained = {r.latent: r.explanation for r in records}
+    sources = {r.latent: r.control.source_latent for r in records}
     assert sorted(sources.values()) == sorted(sources)  # a permutation of the explained
     assert all(src != latent for latent, src in sources.items())  # never its own
     for r in records:
-        c = r["control"]
-        assert c["explanation"] == explained[c["source_latent"]]
-        if explained[c["source_latent"]] == "the word boom":
-            assert "scorer" in c["error"] and c["scores"] == {}
-        elif r["status"] == "ok":
+        c = r.control
+        assert c.explanation == explained[c.source_latent]
+        if explained[c.source_latent] == "the word boom":
+            assert "scorer" in c.error and c.scores == {}
+        elif r.status == "ok":
             for name in ("detection", "fuzzing"):
-                real, ctrl = r["scores"][name], c["scores"][name]
+                real, ctrl = r.scores[name], c.scores[name]
                 assert real["n"] == ctrl["n"]  # same examples
                 assert real["auroc"] == 1.0 and ctrl["auroc"] < 0.8
-    scored = [r for r in records if r["control"]["error"] is None]
-    assert scored and all(r["tokens"]["parts"]["control"]["prompt"] > 0 for r in scored)
+    scored = [r for r in records if r.control.error is None]
+    assert scored and all(r.tokens.parts["control"].prompt > 0 for r in scored)
     # deterministic: the same pairs on a rerun
     again = _run(_cfg(), words, rare=False)
-    assert [r["control"]["source_latent"] for r in again] == [sources[r["latent"]] for r in again]
+    assert [r.control.source_latent for r in again] == [sources[r.latent] for r in again]
     s = summarize(records, 1.0)["scores"]["detection"]["auroc"]
     assert s["real"] == 1.0 and s["control"] < 0.8 and s["n_real"] == 2
 
@@ -236,8 +233,8 @@ def test_control_is_another_latents_explanation_scored_like_the_real_one() -> No
 def test_single_token_baseline_and_kind() -> None:
     records = _run(_cfg(baseline=True), ["cat", "dog"], rare=False)
     cat = records[0]
-    assert cat["baseline"]["explanation"] == 'the token "cat"'
-    assert cat["baseline"]["scores"]["detection"]["auroc"] == 1.0
+    assert cat.baseline.explanation == 'the token "cat"'
+    assert cat.baseline.scores["detection"]["auroc"] == 1.0
     assert "baseline" in summarize(records, 1.0)["scores"]["detection"]["auroc"]
     # kind=single_token: no generation at all, the baseline is the explanation
     client = FaultyClient()
@@ -247,15 +244,15 @@ def test_single_token_baseline_and_kind() -> None:
 
     client.generate = no_generation
     records = _run(_cfg(explainer={"kind": "single_token"}), ["cat", "dog"], client, rare=False)
-    assert [r["explanation"] for r in records] == ['the token "cat"', 'the token "dog"']
-    assert all(r["status"] == "ok" and r["baseline"] is None for r in records)
+    assert [r.explanation for r in records] == ['the token "cat"', 'the token "dog"']
+    assert all(r.status == "ok" and r.baseline is None for r in records)
 
 
 def test_concurrent_latents_give_the_same_records() -> None:
     words = ["cat", "dog", "mat", "big"]
 
     def strip(records):
-        return [{k: v for k, v in r.items() if k != "wall_s"} for r in records]
+        return [replace(r, wall_s=0.0) for r in records]
 
     one = _run(_cfg(), words)
     many = _run(_cfg(max_concurrent_latents=4), words)
@@ -266,11 +263,11 @@ def test_hang_times_out_and_all_errors_fail_the_task() -> None:
     # 'hot' never answers: a latent that hangs forever, cut by latent_timeout_s (only the
     # explain pass runs here, so the limit never races real work)
     records = _run(_cfg(latent_timeout_s=0.2), ["big", "hot"])
-    assert [r["status"] for r in records] == ["error", "error", "too_rare"]
-    assert "interpret.latent_timeout_s=0.2" in records[1]["error"]
+    assert [r.status for r in records] == ["error", "error", "too_rare"]
+    assert "interpret.latent_timeout_s=0.2" in records[1].error
     with pytest.raises(RuntimeError, match="all 2 latents failed"):
-        check_not_all_errors(records, Task(0, 100, 103))
-    check_not_all_errors(_run(_cfg(), ["big", "cat"]), Task(0, 100, 103))  # one ok: fine
+        check_not_all_errors(records, 0)
+    check_not_all_errors(_run(_cfg(), ["big", "cat"]), 0)  # one ok: fine
 
 
 def test_stop_request_returns_nothing() -> None:
@@ -283,8 +280,8 @@ def test_contrastive_explainer_gets_the_latents_inactive_examples() -> None:
     client = FaultyClient()
     cfg = _cfg({"n_explain_inactive": 3}, explainer={"kind": "contrastive"})
     records = _run(cfg, ["cat"], client, rare=False)
-    assert records[0]["status"] == "ok"
-    assert records[0]["negatives"]["explain"] == {"random": 3}
+    assert records[0].status == "ok"
+    assert records[0].negatives["explain"] == {"random": 3}
     prompt = client.explain_prompts[0]
     inactive = prompt.split("Excerpts where it is inactive (nothing marked):\n")[1]
     assert [line[:3] for line in inactive.split("\n")[:3]] == ["1. ", "2. ", "3. "]
@@ -321,6 +318,6 @@ def test_unusable_scorer_answers_are_counted_in_the_summary() -> None:
     records = _run(_cfg(), ["cat", "dog"], NoAnswerSometimes(), rare=False)
     failed = summarize(records, 1.0)["scorer_failed_examples"]
     for name in ("detection", "fuzzing"):
-        real = sum(r["scores"][name]["n_failed"] for r in records)
+        real = sum(r.scores[name]["n_failed"] for r in records)
         assert failed[name]["real"] == real > 0
         assert failed[name]["control"] > 0

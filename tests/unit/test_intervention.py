@@ -369,8 +369,9 @@ def test_interpret_stage_scores_real_and_control_with_one_steering(subject: Subj
     steering), JSON-serialisable, and the summary averages the score."""
     import json
 
-    from interp.plan import Task
-    from interp.stages.interpret import interpret_range, score_means
+    from interp.interpret.pipeline import LatentRange, interpret_range
+    from interp.interpret.summary import score_means
+    from interp.stages.interpret import range_config
 
     ctx_len, n_ctx = 16, 40
     rng = np.random.default_rng(0)
@@ -394,17 +395,18 @@ def test_interpret_stage_scores_real_and_control_with_one_steering(subject: Subj
     )  # fmt: skip
     records = asyncio.run(
         interpret_range(
-            cfg, Task(0, 0, 2), _CSR(parts), token_ids, TokenRenderer(subject.tokenizer),
+            range_config(cfg), LatentRange(0, 0, 2), _CSR(parts), token_ids,
+            TokenRenderer(subject.tokenizer),
             ConstantClient(), lambda: False, ScoreResources({"subject": lambda: subject}),
         )
     )  # fmt: skip
-    assert [r["status"] for r in records] == ["ok", "ok"], records
+    assert [r.status for r in records] == ["ok", "ok"], records
     for r in records:
-        real, control = r["scores"]["intervention"], r["control"]["scores"]["intervention"]
+        real, control = r.scores["intervention"], r.control.scores["intervention"]
         assert real["n"] == 3 and real["kl_reached"] and real["prompt_source"] == "inactive"
         assert real["score"] == pytest.approx(0.5)  # the same P(Yes) for both texts
         assert control["examples"] == real["examples"] and control["alpha"] == real["alpha"]
-        json.dumps(r, allow_nan=False)
+        json.dumps(r.to_dict(), allow_nan=False)
     assert score_means(records)["intervention"]["score"]["n_real"] == 2
 
 

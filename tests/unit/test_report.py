@@ -316,7 +316,8 @@ def test_hydra_multirun_folder_is_an_input(tmp_path: Path) -> None:
 
 
 def test_score_columns_of_both_gather_layouts() -> None:
-    from interp.report.sweepdata import LatentTable, parse_score_column
+    from interp.records import parse_score_column
+    from interp.report.sweepdata import LatentTable
 
     assert parse_score_column("scores.detection.auroc") == ("scores", "detection", "auroc")
     assert parse_score_column("control.fuzzing.balanced_accuracy") == (

@@ -28,6 +28,7 @@ from test_store import (
 
 from interp.config import load_run_config, to_dict
 from interp.plan import Task, plan_point
+from interp.records import LatentRecord
 from interp.runs import RunPaths, atomic_write_json, commit_task, is_committed
 from interp.store import StoreCorruptError, StoreReader, compact_range, verify_latents
 from interp.store.verify import main as verify_main
@@ -195,7 +196,7 @@ def sweep(monkeypatch, tmp_path):
         for t in jobs[stage.__name__.rsplit(".")[-1]].tasks:
             stage.run(cfg, paths, t, lambda: False)
     for t in jobs["interpret"].tasks:
-        recs = [{"latent": i, "status": "ok", "scores": {}} for i in range(t.start, t.stop)]
+        recs = [LatentRecord(i, "ok") for i in range(t.start, t.stop)]
         info = write_records(paths.records_file(t.index), recs)
         commit_task(paths.manifest_file("interpret", t.index), {"records": info})
     return cfg, paths

@@ -1,0 +1,76 @@
+"""The interpret stage's section (``interpret``): which latents, how they are split into
+ranges, the control and baseline, concurrency and time limits; its ``examples`` and
+``explainer`` parts are owned by :mod:`interp.latents` and :mod:`interp.explain`."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+from interp.explain.config import ExplainerConfig
+from interp.latents.config import ExamplesConfig
+from interp.typed import meta, positive
+
+
+@dataclass(frozen=True)
+class InterpretConfig:
+    """Explain and score latents (latent-range array)."""
+
+    num_latents: int = field(
+        default=0, metadata=meta("Interpret latents [0, num_latents); 0 = every latent.")
+    )
+    range_latents: int = field(default=256, metadata=meta("Latents per interpret array task."))
+    examples: ExamplesConfig = field(default_factory=ExamplesConfig)
+    explainer: ExplainerConfig = field(default_factory=ExplainerConfig)
+    control: bool = field(
+        default=True,
+        metadata=meta(
+            "Random-explanation control: score another latent's explanation (same range, "
+            "a fixed derangement) exactly like the real one."
+        ),
+    )
+    baseline: bool = field(
+        default=False,
+        metadata=meta("Also score the single-token baseline explanation of every latent."),
+    )
+    max_concurrent_latents: int = field(
+        default=1,
+        metadata=meta(
+            "Latents in flight at once. Raise it for served/HTTP backends (the server batches "
+            "across latents); the in-process backend runs one model call at a time anyway.",
+            id=False,
+        ),
+    )
+    latent_timeout_s: float = field(
+        default=1800.0,
+        metadata=meta(
+            "Wall-clock limit per latent and pass (explain, score); over it the latent is "
+            "recorded as an error (`rerun --retry-errors` redoes it). The default is ~30x "
+            "the 55 s a latent's two passes took in-process on CPU (Qwen2.5-Coder-1.5B, "
+            "bench/RESULTS.md) and above one HTTP request's worst case at the llm defaults "
+            "(5 attempts x 120 s + backoff): a wedged latent costs 30 min of the "
+            "allocation, not all of it. 0 = none.",
+            id=False,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        positive(self, "range_latents", "max_concurrent_latents")
+        if self.num_latents < 0:
+            raise ValueError("interpret.num_latents must be >= 0 (0 = all)")
+        if self.latent_timeout_s < 0:
+            raise ValueError("interpret.latent_timeout_s must be >= 0 (0 = no limit)")
+        if self.baseline and self.explainer.kind == "single_token":
+            warnings.warn(
+                "interpret.baseline=true has no effect with explainer.kind=single_token "
+                "(the explanation already is the single-token baseline)",
+                stacklevel=2,
+            )
+        if self.explainer.kind == "contrastive" and not getattr(
+            self.examples, "n_explain_inactive", 0
+        ):
+            warnings.warn(
+                "interpret.explainer.kind=contrastive without non-activating explain examples: "
+                "set interpret.examples.n_explain_inactive > 0, or the prompt has no negatives",
+                stacklevel=2,
+            )
