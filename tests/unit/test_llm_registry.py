@@ -18,6 +18,7 @@ import pytest
 from word_tokens import CAT, RENDER
 
 from interp.config import LLMConfig, load_run_config
+from interp.interpret.pipeline import LatentRange, interpret_range
 from interp.llm import (
     BackendSpec,
     CachedClient,
@@ -31,8 +32,7 @@ from interp.llm.backends.transformers import TransformersConfig
 from interp.llm.base import ChoiceLogprobs, Generation
 from interp.llm.ledger import read_ledger
 from interp.llm.registry import backend_names, backend_spec, register_backend, unregister_backend
-from interp.plan import Task
-from interp.stages.interpret import interpret_range
+from interp.stages.interpret import range_config
 
 pytestmark = pytest.mark.unit
 
@@ -112,9 +112,13 @@ def _latent_on_cat(ctx: int = 16) -> tuple[_CSR, np.ndarray]:
     return _CSR([(cat_pos.astype(np.uint32), np.ones(30, np.float16))]), ids
 
 
-def _interpret(cfg: Any, client: Any) -> list[dict[str, Any]]:
+def _interpret(cfg: Any, client: Any) -> list[Any]:
+    """The records of one latent through the interpret pipeline (explain, then score)."""
     csr, ids = _latent_on_cat()
-    return asyncio.run(interpret_range(cfg, Task(0, 0, 1), csr, ids, RENDER, client, lambda: False))
+    task = LatentRange(0, 0, 1)
+    return asyncio.run(
+        interpret_range(range_config(cfg), task, csr, ids, RENDER, client, lambda: False)
+    )
 
 
 def test_a_registered_backend_explains_and_scores_a_latent(word_backend, tmp_path: Path) -> None:
@@ -136,15 +140,15 @@ def test_a_registered_backend_explains_and_scores_a_latent(word_backend, tmp_pat
 
     (record,) = _interpret(cfg, client)
     ledger.close()
-    assert record["status"] == "ok" and record["explanation"] == "the word cat"
-    assert set(record["scores"]) == {"detection", "fuzzing"}
-    assert record["scores"]["detection"]["balanced_accuracy"] == 1.0  # Yes on cats only
+    assert record.status == "ok" and record.explanation == "the word cat"
+    assert set(record.scores) == {"detection", "fuzzing"}
+    assert record.scores["detection"]["balanced_accuracy"] == 1.0  # Yes on cats only
     assert toy.calls > 0 and read_ledger(tmp_path / "ledger", 0)["calls"] == toy.calls
 
     # a rerun is answered from the response cache: the backend is never called
     again = build_client(cfg.llm, tmp_path / "cache")
     (cached,) = _interpret(cfg, again)
-    assert BUILT[-1].calls == 0 and cached["scores"] == record["scores"]
+    assert BUILT[-1].calls == 0 and cached.scores == record.scores
 
 
 def test_backend_choice_is_checked_against_the_registry(word_backend) -> None:
