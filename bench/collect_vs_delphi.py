@@ -79,6 +79,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.anchors import DELPHI, Anchor, AnchorWorker, cache_root, ensure_venv, read_stamp  # noqa: E402
 from interp.runs import atomic_write_text  # noqa: E402
+from interp.stages.context import StageContext  # noqa: E402
 
 log = logging.getLogger("bench.collect_vs_delphi")
 
@@ -281,14 +282,14 @@ class OurSide:
         cpu0 = cpu_seconds()
         t0 = time.perf_counter()
         for task in intervals(cfg.collect.num_tokens, cfg.collect.slice_tokens):
-            collect.run(cfg, paths, task, _never_stop)
+            collect.run(StageContext.of(cfg, paths, task, _never_stop))
             # Each array task is its own process on a cluster. Here they share one, and
             # the subject model of a finished task sits in a reference cycle (its hook
             # closures) until the cyclic GC runs: free it, as the task's exit would.
             gc.collect()
         t1 = time.perf_counter()
         for task in intervals(N_LATENTS, cfg.collect.range_latents):
-            compact.run(cfg, paths, task, _never_stop)
+            compact.run(StageContext.of(cfg, paths, task, _never_stop))
         t2 = time.perf_counter()
         cpu = cpu_seconds() - cpu0
         if prof:

@@ -35,6 +35,7 @@ from typing import Any
 from interp.config import load_run_config, to_dict
 from interp.plan import Task
 from interp.runs import RunPaths, read_manifest
+from interp.stages.context import StageContext
 
 MODEL = "smollm2-135m-instruct"
 
@@ -74,7 +75,7 @@ def run_mode(root: Path, raw: dict[str, Any], task: Task) -> dict[str, Any]:
     cfg = load_run_config(raw)
     paths = RunPaths(root, cfg)
     t0 = time.perf_counter()
-    interpret.run(cfg, paths, task, lambda: False)
+    interpret.run(StageContext.of(cfg, paths, task, lambda: False))
     wall = time.perf_counter() - t0
     manifest = read_manifest(paths.manifest_file("interpret", task.index)) or {}
     records = list(read_records(paths.records_file(task.index)))

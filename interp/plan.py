@@ -15,27 +15,27 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from interp.config import RunConfig, id_dict, load_run_config, to_dict
+from interp.config import RunConfig, load_run_config, to_dict
+from interp.groups import collect_group_key
 from interp.runs import RunIds, RunPaths, is_committed, short_hash
-from interp.train.group import train_group_key
+from interp.stages.registry import StageSpec, Task, intervals, num_latents, stages
+from interp.stages.registry import stage as spec_of
 
-Stage = Literal["serve", "train", "collect", "compact", "interpret", "gather"]
+__all__ = [
+    "Plan", "Stage", "StageJob", "Task", "collect_group_key", "intervals",
+    "job_payload", "job_pending", "num_latents", "pending", "plan_point", "plan_sweep",
+    "task_committed",
+]  # fmt: skip
 
-
-@dataclass(frozen=True)
-class Task:
-    """One array task: index within its job, and the interval it owns."""
-
-    index: int
-    start: int
-    stop: int
+Stage = str
+"""A stage name: one of :func:`interp.stages.registry.stages`."""
 
 
 @dataclass(frozen=True)
 class StageJob:
-    """One stage of one sweep point (or the sweep's gather), with its array tasks."""
+    """One stage of one sweep point (or a sweep-level stage), with its array tasks."""
 
     key: str  # unique within a plan, e.g. "collect-3f9a2c1b7e"
     stage: Stage
@@ -46,7 +46,11 @@ class StageJob:
     members: tuple[str, ...] = ()
     """Point ids served by one LM forward (a train or collect group job); () otherwise."""
     starts_after: tuple[str, ...] = ()
-    """Keys of jobs that must have started (SLURM ``after:``): the LLM servers."""
+    """Keys of jobs that must have started (SLURM ``after:``): the services it uses."""
+
+    @property
+    def spec(self) -> StageSpec:
+        return spec_of(self.stage)
 
 
 @dataclass(frozen=True)
@@ -66,88 +70,28 @@ class Plan:
         return sum(len(j.tasks) for j in self.jobs)
 
 
-def num_latents(cfg: RunConfig, d_in: int) -> int:
-    return cfg.sae.num_latents or d_in * cfg.sae.expansion_factor
-
-
-def intervals(total: int, size: int) -> tuple[Task, ...]:
-    """Tile ``[0, total)`` with consecutive intervals of ``size`` (the last may be short)."""
-    return tuple(
-        Task(i, start, min(start + size, total)) for i, start in enumerate(range(0, total, size))
-    )
-
-
 def plan_point(cfg: RunConfig, d_in: int) -> list[StageJob]:
-    """train -> collect (token slices) -> compact (latent ranges) -> interpret (ranges)."""
+    """One job per enabled point-level stage, in registry order: train -> collect (token
+    slices) -> compact (latent ranges) -> [serve replicas] -> interpret (ranges)."""
     ids = RunIds.of(cfg)
-    width = num_latents(cfg, d_in)
-    n_interp = min(cfg.interpret.num_latents or width, width)
-    train = StageJob(f"train-{ids.train}", "train", ids.train, (Task(0, 0, 1),), (), ids.point)
-    collect = StageJob(
-        f"collect-{ids.collect}",
-        "collect",
-        ids.collect,
-        intervals(cfg.collect.num_tokens, cfg.collect.slice_tokens),
-        (train.key,),
-        ids.point,
-    )
-    compact = StageJob(
-        f"compact-{ids.collect}",
-        "compact",
-        ids.collect,
-        intervals(width, cfg.collect.range_latents),
-        (collect.key,),
-        ids.point,
-    )
-    serve = serve_job(cfg, compact.key)
-    interpret = StageJob(
-        f"interpret-{ids.interpret}",
-        "interpret",
-        ids.interpret,
-        intervals(n_interp, cfg.interpret.range_latents),
-        (compact.key,),
-        ids.point,
-        starts_after=(serve.key,) if serve else (),
-    )
-    return [j for j in (train, collect, compact, serve, interpret) if j is not None]
-
-
-def serve_job(cfg: RunConfig, after: str) -> StageJob | None:
-    """The LLM server replicas of a point (``serve.enabled``), shared by every point that
-    talks to the same served model (same :func:`interp.llm.replicas.serve_id`). They start
-    once ``after`` (the point's compact job) succeeded, so no GPU idles during training."""
-    if not cfg.serve.enabled:
-        return None
-    if cfg.llm.backend != "http":
-        raise ValueError(
-            f"serve.enabled=true needs llm.backend=http (got {cfg.llm.backend!r}): the "
-            "interpret tasks talk to the served replicas over HTTP; set llm=http or "
-            "llm=llama_server, or serve=in_task for an in-task LLM"
-        )
-    from interp.llm.replicas import serve_id
-
-    sid = serve_id(cfg)
-    tasks = intervals(cfg.serve.replicas, 1)
-    return StageJob(f"serve-{sid}", "serve", sid, tasks, (after,), RunIds.of(cfg).point)
-
-
-def collect_group_key(cfg: RunConfig) -> str:
-    """Points with equal keys can collect from one LM forward per slice: the same model,
-    data and token slices; their dictionaries (and hookpoints) may differ."""
-    c = cfg.collect
-    slices = {"num_tokens": c.num_tokens, "slice_tokens": c.slice_tokens, "lm": c.lm_batch_size}
-    return short_hash({"data": RunIds.of(cfg).data, "model": id_dict(cfg.model), "slices": slices})
-
-
-GROUP_KEYS: dict[str, Callable[[RunConfig], str]] = {
-    "train": train_group_key,
-    "collect": collect_group_key,
-}
-"""Stages whose jobs merge across points that can share an LM forward."""
+    keys: dict[str, str] = {}  # stage name -> its job's key
+    jobs = []
+    for spec in stages():
+        if spec.sweep or not spec.enabled(cfg):
+            continue
+        run_id = spec.service_id(cfg) if spec.service_id else ids.get(spec.run_id)
+        key = f"{spec.name}-{run_id}"
+        deps = tuple(keys[a] for a in spec.after if a in keys)
+        starts = tuple(keys[u] for u in spec.uses if u in keys)
+        tasks = spec.split(cfg, d_in)
+        jobs.append(StageJob(key, spec.name, run_id, tasks, deps, ids.point, starts_after=starts))
+        keys[spec.name] = key
+    return jobs
 
 
 def plan_sweep(points: list[tuple[RunConfig, int]], *, group: bool = True) -> Plan:
-    """Plan every point (deduplicating shared stages), then one gather over all points.
+    """Plan every point (deduplicating shared stages), then the sweep-level stages (one
+    gather over all points).
 
     With ``group``, the train jobs of points that share a ``train_group_key`` (and
     differ in what they train) become one train-group job - one task, one LM forward
@@ -160,19 +104,26 @@ def plan_sweep(points: list[tuple[RunConfig, int]], *, group: bool = True) -> Pl
             jobs.setdefault(job.key, job)
     if group:
         cfgs = {RunIds.of(cfg).point: cfg for cfg, _ in points}
-        for stage in GROUP_KEYS:
-            jobs = _group_jobs(jobs, cfgs, stage)
-    finals = tuple(k for k, j in jobs.items() if j.stage == "interpret")
+        for spec in stages():
+            if spec.group_key is not None:
+                jobs = _group_jobs(jobs, cfgs, spec.name, spec.group_key)
     point_ids = sorted({j.point for j in jobs.values()})
-    gather_id = "-".join(point_ids)[:64]
-    gather = StageJob("gather", "gather", gather_id, (Task(0, 0, 1),), finals, "")
-    return Plan(tuple(jobs.values()) + (gather,))
+    sweep_jobs = []
+    for spec in (s for s in stages() if s.sweep):
+        finals = tuple(k for k, j in jobs.items() if j.stage in spec.after)
+        run_id = "-".join(point_ids)[:64]
+        tasks = spec.split(points[0][0], 0) if points else (Task(0, 0, 1),)
+        sweep_jobs.append(StageJob(spec.name, spec.name, run_id, tasks, finals, ""))
+    return Plan(tuple(jobs.values()) + tuple(sweep_jobs))
 
 
 def _group_jobs(
-    jobs: dict[str, StageJob], cfgs: Mapping[str, RunConfig], stage: str
+    jobs: dict[str, StageJob],
+    cfgs: Mapping[str, RunConfig],
+    stage: str,
+    key_of: Callable[[RunConfig], str],
 ) -> dict[str, StageJob]:
-    """Merge ``stage``'s jobs by :data:`GROUP_KEYS`; redirect dependants to the group.
+    """Merge ``stage``'s jobs by their points' ``key_of``; redirect dependants to the group.
 
     A group job has the members' tasks (identical intervals), waits on everything any
     member waited on, and task i is done when every member committed task i.
@@ -180,7 +131,7 @@ def _group_jobs(
     groups: dict[str, list[StageJob]] = {}
     for job in jobs.values():
         if job.stage == stage:
-            groups.setdefault(GROUP_KEYS[stage](cfgs[job.point]), []).append(job)
+            groups.setdefault(key_of(cfgs[job.point]), []).append(job)
     renamed: dict[str, str] = {}
     merged: dict[str, StageJob] = {}
     for gkey, members in groups.items():
@@ -231,15 +182,15 @@ def _with_deps(job: StageJob, deps: tuple[str, ...]) -> StageJob:
 def pending(
     job: StageJob, paths: RunPaths | None, members: list[RunPaths] | None = None
 ) -> list[Task]:
-    """Tasks of ``job`` not yet committed (the gather job is always redone; a serve job
-    commits nothing: whether a server is needed is the executor's call).
+    """Tasks of ``job`` not yet committed (a ``redo`` stage such as gather is always
+    redone; a service commits nothing: whether it is needed is the executor's call).
 
     A group's task is pending while any member has not committed it; ``members`` are
     the members' paths (see :func:`job_pending`).
     """
-    if job.stage == "gather":
+    if job.spec.redo:
         return list(job.tasks)
-    if job.stage == "serve":
+    if job.spec.service:
         return []
     if job.members:
         assert members is not None, f"{job.key} is a group: pass its members' paths"
@@ -261,7 +212,7 @@ def job_pending(job: StageJob, root: Path, cfgs: Mapping[str, RunConfig]) -> lis
 
 def job_payload(job: StageJob, cfgs: Mapping[str, RunConfig]) -> dict[str, Any] | None:
     """What the worker gets for ``job``: the point's config as a plain dict, the
-    members' configs (``{"members": [...]}``) for a group, ``None`` for gather."""
+    members' configs (``{"members": [...]}``) for a group, ``None`` for a sweep-level job."""
     if job.members:
         return {"members": [to_dict(cfgs[p]) for p in job.members]}
     cfg = cfgs.get(job.point)
@@ -271,9 +222,10 @@ def job_payload(job: StageJob, cfgs: Mapping[str, RunConfig]) -> dict[str, Any] 
 def task_committed(stage: str, payload: dict[str, Any] | None, root: Path, task: Task) -> bool:
     """Whether the task a worker got (:func:`job_payload`) has committed its work.
 
-    The gather commits no manifest (it is redone whole), so it counts as committed.
+    A ``redo`` stage (gather) or a service commits no manifest, so it counts as committed.
     """
-    if stage in ("gather", "serve"):
+    spec = spec_of(stage)
+    if spec.redo or spec.service:
         return True
     assert payload is not None
     if "members" in payload:

@@ -42,9 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interp.config import RunConfig, id_dict
-
-STAGES = ("train", "collect", "compact", "interpret", "gather")
+from interp.config import RunConfig
 
 
 def short_hash(obj: Any, n: int = 10) -> str:
@@ -62,31 +60,29 @@ class RunIds:
     collect: str
     interpret: str
     point: str
+    extra: tuple[tuple[str, str], ...] = ()
+    """(name, id) of the ids of stages registered beyond the built-in ones."""
 
     @classmethod
     def of(cls, cfg: RunConfig) -> RunIds:
-        data = short_hash({"tokenizer": cfg.model.name, "data": id_dict(cfg.data)})
-        train = short_hash(
-            {
-                "data": data,
-                "model": id_dict(cfg.model),
-                "layer": cfg.layer,
-                # only when set, so the ids of residual-stream SAEs stay what they were
-                **{k: v for k in ("hook", "target_hookpoint") if (v := getattr(cfg, k))},
-                "sae": id_dict(cfg.sae),
-                "train": id_dict(cfg.train),
-            }
-        )
-        collect = short_hash({"train": train, "collect": id_dict(cfg.collect)})
-        interpret = short_hash(
-            {
-                "collect": collect,
-                "interpret": id_dict(cfg.interpret),
-                "llm": id_dict(cfg.llm),
-                "scorer": id_dict(cfg.scorer),
-            }
-        )
-        return cls(data=data, train=train, collect=collect, interpret=interpret, point=interpret)
+        """Hash each id's declared inputs (:mod:`interp.stages.registry`), upstream first."""
+        from interp.stages.registry import DATA_INPUTS, POINT_ID, id_stages
+
+        ids = {"data": _hash_inputs(cfg, DATA_INPUTS, {})}
+        for spec in id_stages():
+            ids[spec.run_id] = _hash_inputs(cfg, spec.inputs, ids)
+        named = {k: ids.pop(k) for k in ("data", "train", "collect", "interpret")}
+        return cls(**named, point=named[POINT_ID], extra=tuple(ids.items()))
+
+    def get(self, name: str) -> str:
+        """The id called ``name`` (a built-in field or a registered stage's)."""
+        extra = dict(self.extra)
+        return extra[name] if name in extra else getattr(self, name)
+
+
+def _hash_inputs(cfg: RunConfig, inputs: tuple[Any, ...], ids: dict[str, str]) -> str:
+    entries = {i.key: value for i in inputs for present, value in [i.entry(cfg, ids)] if present}
+    return short_hash(entries)
 
 
 @dataclass(frozen=True)
@@ -118,14 +114,12 @@ class RunPaths:
 
     # stages --------------------------------------------------------------------------
     def stage_dir(self, stage: str) -> Path:
-        ids = self.ids
-        return {
-            "train": self.root / "train" / ids.train,
-            "collect": self.root / "store" / ids.collect,
-            "compact": self.root / "store" / ids.collect,
-            "interpret": self.root / "interpret" / ids.interpret,
-            "gather": self.root / "gather",
-        }[stage]
+        """The folder stage ``stage`` writes (its spec's folder, then its run id if any)."""
+        from interp.stages.registry import stage as spec_of
+
+        spec = spec_of(stage)
+        folder = self.root / spec.folder
+        return folder / self.ids.get(spec.run_id) if spec.run_id else folder
 
     def tokens_file(self) -> Path:
         return self.root / "data" / self.ids.data / "tokens.npy"

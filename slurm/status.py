@@ -25,12 +25,11 @@ from interp.plan import Plan, StageJob, job_pending
 from interp.runs import (
     RunIds,
     atomic_write_json,
-    gather_manifest,
     job_log_file,
-    read_manifest,
     submission_file,
     submissions_dir,
 )
+from interp.stages.registry import call
 
 RUNNING = frozenset({"RUNNING", "CONFIGURING", "COMPLETING", "SIGNALING", "STAGE_OUT"})
 """squeue states of a task that is executing (or just ending)."""
@@ -80,6 +79,13 @@ class Submission:
             raw = json.loads(f.read_text())
             subs.append(cls(**{**raw, "tasks": tuple(raw["tasks"])}))
         return sorted(subs, key=lambda s: (s.submitted_at, s.job_id))
+
+
+def waits_on(sub: Submission) -> set[str]:
+    """Job ids (array ids for array tasks) in a submission's dependency (every clause:
+    ``afterok:1:2,after:3`` -> {1, 2, 3})."""
+    ids = [i for clause in sub.dependency.split(",") for i in clause.split(":")[1:]]
+    return {i.split("_")[0] for i in ids if i}
 
 
 @dataclass(frozen=True)
@@ -179,17 +185,14 @@ class StageStatus:
     total: int
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
     problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # e.g. the live replicas of a serve job
+    notes: list[str] = field(default_factory=list)  # e.g. a service's live endpoints
+    notes_title: str = ""
 
 
-def gather_is_current(root: Path) -> bool:
-    """True when gather's table was built from exactly what is committed now."""
-    from interp.stages.gather import fingerprint, load_points
-
-    done = read_manifest(gather_manifest(root))
-    if not done:
-        return False
-    return done.get("fingerprint") == fingerprint(root, load_points(root))
+def is_current(root: Path, job: StageJob) -> bool:
+    """True when ``job``'s stage says its output reflects what is committed now (its
+    ``current`` hook: gather's table was built from exactly the committed work)."""
+    return bool(job.spec.current) and bool(call(job.spec.current)(root))
 
 
 def job_status(
@@ -200,17 +203,19 @@ def job_status(
     accounting: dict[str, str],
     current: bool,
 ) -> StageStatus:
-    """Classify every task of ``job`` (``current``: gather is up to date)."""
-    if job.stage == "serve":
-        return serve_status(root, job, queue, accounting)
+    """Classify every task of ``job`` (``current``: its output is up to date, see
+    :func:`is_current`)."""
+    if job.spec.service:
+        return service_status(root, job, queue, accounting)
     row = StageStatus(job.point, job.stage, job.key, len(job.tasks))
     todo = {t.index: t for t in job_pending(job, root, cfgs)}
-    if job.stage == "gather" and current:
+    if current:
         todo = {}
-    elif job.stage == "gather":
-        from interp.report.gather_state import stale_lines
-
-        row.problems += stale_lines(root)
+    elif job.spec.report:
+        problems, notes = call(job.spec.report)(root, job, queue.__contains__)
+        row.problems += problems
+        row.notes += notes
+        row.notes_title = job.spec.notes_title
     tries = attempts(root, job.key, queue)
     where = f"{job.point or 'sweep'} {job.stage}"
     stuck: list[str] = []
@@ -236,14 +241,12 @@ def job_status(
     return row
 
 
-def serve_status(
+def service_status(
     root: Path, job: StageJob, queue: dict[str, QueueEntry], accounting: dict[str, str]
 ) -> StageStatus:
-    """Replicas: running / queued from squeue, ended (done) or failed from sacct, and a note
-    per replica that is published and answers."""
-    from interp.llm.replicas import read_replicas
-
-    row = StageStatus(job.point, "serve", job.key, len(job.tasks))
+    """A service's tasks: running / queued from squeue, ended (done) or failed from sacct,
+    and the lines its stage reports (e.g. a note per live replica)."""
+    row = StageStatus(job.point, job.stage, job.key, len(job.tasks))
     tries = attempts(root, job.key, queue)
     for task in job.tasks:
         attempt = tries.get(task.index)
@@ -255,14 +258,15 @@ def serve_status(
             if state == "failed":
                 log = job_log_file(root, job.key, attempt.slurm_id)
                 row.problems.append(
-                    f"serve replica {task.index}: job {attempt.slurm_id} {how}; log {log}"
+                    f"{job.stage} {job.spec.task_name} {task.index}: job {attempt.slurm_id} "
+                    f"{how}; log {log}"
                 )
         row.counts[state] += 1
-    now = time.time()
-    for r in read_replicas(root, job.run_id):
-        live = r.job in queue or not r.job[:1].isdigit()
-        up = f"up {(now - r.started) / 60:.0f} min" if live else "job gone, file left over"
-        row.notes.append(f"{job.key}: {r.base_url} model {r.model} (job {r.job}, {up})")
+    if job.spec.report:
+        problems, notes = call(job.spec.report)(root, job, queue.__contains__)
+        row.problems += problems
+        row.notes += notes
+        row.notes_title = job.spec.notes_title
     return row
 
 
@@ -284,8 +288,10 @@ def sweep_status(root: Path, plan: Plan, cfgs: list[RunConfig]) -> list[StageSta
     for job in plan.jobs:
         gone += [a.slurm_id for a in attempts(root, job.key, queue).values() if a.live is None]
     accounting = read_accounting(gone)
-    current = gather_is_current(root)
-    return [job_status(root, job, by_point, queue, accounting, current) for job in plan.jobs]
+    return [
+        job_status(root, job, by_point, queue, accounting, is_current(root, job))
+        for job in plan.jobs
+    ]
 
 
 def format_status(root: Path, rows: list[StageStatus]) -> str:
@@ -298,9 +304,10 @@ def format_status(root: Path, rows: list[StageStatus]) -> str:
         last_point = row.point
         cells = "".join(f"{row.counts[c]:>9}" for c in COUNTS)
         lines.append(f"{point or '':<12}{row.stage:<11}{row.total:>7}{cells}")
-    notes = [n for row in rows for n in row.notes]
-    if notes:
-        lines += ["", "served LLM replicas:"] + [f"  {n}" for n in notes]
+    titles = dict.fromkeys(row.notes_title for row in rows if row.notes)
+    for title in titles:
+        notes = [n for row in rows if row.notes_title == title for n in row.notes]
+        lines += ["", f"{title or 'notes'}:"] + [f"  {n}" for n in notes]
     problems = [p for row in rows for p in row.problems]
     if problems:
         lines += ["", "needs attention (python launch/rerun.py <sweep dir> resubmits these):"]

@@ -22,6 +22,7 @@ from interp.runs import (
     read_points,
     reopen_task,
 )
+from interp.stages.registry import stages
 
 log = logging.getLogger("interp.submit")
 
@@ -47,15 +48,14 @@ def check_cluster(cluster: dict[str, Any]) -> None:
 
 
 def check_serving(cfgs: list[RunConfig], cluster: dict[str, Any]) -> None:
-    """Served LLMs are SLURM jobs: refuse them elsewhere before anything runs."""
-    served = [c for c in cfgs if c.serve.enabled]
-    if served and cluster.get("executor") != "slurm":
-        raise ValueError(
-            f"serve.enabled=true (serve={served[0].serve.engine}) needs a SLURM cluster profile "
-            f"(the LLM server replicas are SLURM jobs), but cluster.executor="
-            f"{cluster.get('executor')!r}: use cluster=local_slurm or your site's profile, or "
-            "serve=in_task with llm.base_urls pointing at a server you started yourself"
-        )
+    """Refuse a stage that cannot run under this executor (a served LLM's replicas are
+    SLURM jobs) before anything runs; the stage's spec says why."""
+    executor = str(cluster.get("executor"))
+    for cfg in cfgs:
+        for spec in stages():
+            why = spec.refuse_executor(cfg, executor) if spec.refuse_executor else None
+            if why:
+                raise ValueError(why)
 
 
 def record_point(cfg: RunConfig, overrides: dict[str, Any] | None = None) -> Path:
@@ -119,7 +119,7 @@ def _differing_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") ->
 def plan_points(cfgs: list[RunConfig], *, gather: bool) -> Plan:
     plan = plan_sweep([(cfg, hookpoint_width(cfg.model.name, cfg.hookpoint)) for cfg in cfgs])
     if not gather:
-        plan = Plan(tuple(j for j in plan.jobs if j.stage != "gather"))
+        plan = Plan(tuple(j for j in plan.jobs if not j.spec.sweep))
     return plan
 
 
@@ -212,16 +212,17 @@ def reopen_errors(root: Path) -> list[tuple[str, int]]:
     plan, cfgs = load_sweep(root)
     reopened = []
     for job in plan.jobs:
-        if job.stage != "interpret" or job.point not in cfgs:
+        if not job.spec.retry_errors or job.point not in cfgs:
             continue
         paths = RunPaths(root, cfgs[job.point])
         for task in job.tasks:
-            manifest = paths.manifest_file("interpret", task.index)
+            manifest = paths.manifest_file(job.stage, task.index)
             counts = (read_manifest(manifest) or {}).get("status_counts") or {}
             if counts.get("error"):
                 reopen_task(manifest)
                 reopened.append((job.point, task.index))
-    log.info("reopened %d interpret range(s) with error records: %s", len(reopened), reopened)
+    what = ", ".join(f"{s.name} {s.task_name}(s)" for s in stages() if s.retry_errors)
+    log.info("reopened %d %s with error records: %s", len(reopened), what, reopened)
     return reopened
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from interp.plan import Task
 from interp.stages import run_task
+from slurm.job import job_runtime
 
 log = logging.getLogger("interp.worker")
 
@@ -39,7 +40,8 @@ def set_threads() -> None:
 
 
 def execute(stage: str, cfg_dict: dict[str, Any] | None, root: str, task: Task) -> float:
-    """Run one array task; SIGTERM/SIGUSR2 only set the stop flag the stage polls."""
+    """Run one array task; SIGTERM/SIGUSR2 only set the stop flag the stage polls. Under
+    SLURM the stage also gets what only the job knows (:func:`slurm.job.job_runtime`)."""
     # Large CPU tensors on transparent huge pages (read by torch at its first allocation):
     # fresh memory costs ~3-10 us per 4 KiB page fault on the VMs measured, which the LM
     # forward and the SAE step pay every step (bench/RESULTS.md, train_vs_sparsify).
@@ -57,5 +59,6 @@ def execute(stage: str, cfg_dict: dict[str, Any] | None, root: str, task: Task) 
             signal.signal(sig, _flag)
     t0 = time.perf_counter()
     log.info("%s task %d [%d, %d) in %s", stage, task.index, task.start, task.stop, Path(root))
-    run_task(stage, cfg_dict, root, task, should_stop=stop.is_set)
+    payload, runtime = job_runtime(cfg_dict, Path(root))  # never written into the config
+    run_task(stage, payload, root, task, should_stop=stop.is_set, **runtime)
     return time.perf_counter() - t0

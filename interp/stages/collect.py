@@ -27,6 +27,7 @@ import numpy as np
 from interp.config import RunConfig
 from interp.plan import Task
 from interp.runs import RunPaths, commit_task, is_committed
+from interp.stages.context import StageContext
 from interp.store import (
     StoreMeta,
     check_store_meta,
@@ -50,9 +51,9 @@ class SliceActs(NamedTuple):
     keep: np.ndarray  # [N] bool: position in window >= data.exclude_first
 
 
-def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], bool]) -> None:
-    """Collect slice ``task`` for one point: a group of one."""
-    run_group([(cfg, paths)], task, should_stop)
+def run(ctx: StageContext) -> None:
+    """Collect slice ``ctx.task`` for the point (a group of one) or every group member."""
+    run_group(ctx.pairs(), ctx.task, ctx.should_stop)
 
 
 def run_group(members: Members, task: Task, should_stop: Callable[[], bool]) -> None:

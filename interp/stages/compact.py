@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
-from interp.config import RunConfig
-from interp.plan import Task, intervals
-from interp.runs import RunPaths, commit_task, is_committed
+from interp.plan import intervals
+from interp.runs import commit_task, is_committed
+from interp.stages.context import StageContext
 from interp.store import StoreCorruptError, committed_slices, compact_range, match_tasks
 from interp.verify import store_error
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], bool]) -> None:
+def run(ctx: StageContext) -> None:
+    """Compact latent range ``ctx.task`` of the point's store from every committed slice."""
+    cfg, paths, task, should_stop = ctx.cfg, ctx.paths, ctx.task, ctx.should_stop
     manifest = paths.manifest_file("compact", task.index)
     if is_committed(manifest):
         log.info("compact range %d [%d, %d) already committed", task.index, task.start, task.stop)

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from interp.config import RunConfig
 from interp.llm.ledger import read_ledger
 from interp.models import hookpoint_width
-from interp.plan import Task, pending, plan_point
+from interp.plan import StageJob, Task, pending, plan_point
 from interp.report.export import write_exports
 from interp.report.gather_state import GatherProgress, clear_failure, record_failure
 from interp.report.summary import format_markdown, summarize
@@ -55,6 +55,7 @@ from interp.runs import (
     short_hash,
     tmp_name,
 )
+from interp.stages.context import StageContext
 from interp.sweep_lock import hold_sweep
 from interp.verify import check_records
 
@@ -295,13 +296,28 @@ def _write_outputs(
     return summary, {"table_s": t1 - t0, "summary_s": t2 - t1, "export_s": t3 - t2}
 
 
-def run(root: Path, task: Task, should_stop: Callable[[], bool]) -> None:
+def run(ctx: StageContext) -> None:
     """The gather job: redone whole unless its manifest matches what is committed.
 
     It holds the sweep folder while it reads it (waiting for another command that does;
     a sweep command that runs this task holds it for it)."""
-    with hold_sweep(root, wait=True):
-        _run(root)
+    with hold_sweep(ctx.root, wait=True):
+        _run(ctx.root)
+
+
+def is_current(root: Path) -> bool:
+    """True when gather's table was built from exactly what is committed now (the
+    registry's ``current`` hook: the cluster edge submits no gather then)."""
+    done = read_manifest(gather_manifest(root))
+    return bool(done) and done.get("fingerprint") == fingerprint(root, load_points(root))
+
+
+def report(root: Path, job: StageJob, alive: Callable[[str], bool]) -> tuple[list[str], list[str]]:
+    """(problems, notes) for the sweep status (the registry's ``report`` hook): a failed
+    or unfinished gather's stale outputs."""
+    from interp.report.gather_state import stale_lines
+
+    return stale_lines(root), []
 
 
 def _run(root: Path) -> None:

@@ -29,11 +29,24 @@ from interp.llm.http import LLMUnavailableError
 from interp.plan import Task
 from interp.runs import RunPaths, commit_task, is_committed
 from interp.score.context import ScoreResources
+from interp.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], bool]) -> None:
+def run(ctx: StageContext) -> None:
+    """Explain and score latent range ``ctx.task`` of the point; with a served LLM, its
+    replicas are waited for and watched (:func:`interp.stages.served.attend`)."""
+    from interp.stages.served import attend
+
+    with attend(ctx, "interpret") as should_stop:
+        interpret_range_task(ctx.cfg, ctx.paths, ctx.task, should_stop)
+
+
+def interpret_range_task(
+    cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], bool]
+) -> None:
+    """The work of one range: read it checked, explain and score, commit its records."""
     manifest = paths.manifest_file("interpret", task.index)
     if is_committed(manifest):
         log.info("interpret range %d [%d, %d) already committed", task.index, task.start, task.stop)
@@ -101,7 +114,7 @@ def build_task_client(cfg: RunConfig, paths: RunPaths, task: Task) -> LLMClient:
     if cfg.serve.enabled:  # replicas that start (or come back) later are picked up too
         from interp.llm.replicas import discoverer, serve_id
 
-        # the scheduler check the cluster edge installed (replicas.scheduler) applies here
+        # the scheduler check attend() installed from ctx.jobs_alive applies here
         discover = discoverer(paths.root, serve_id(cfg))
     return build_client(
         cfg.llm, paths.llm_cache_dir() / f"r{task.index:05d}.jsonl", discover=discover,

@@ -28,6 +28,7 @@ from interp.llm.replicas import (
     Replica,
     free_port,
     publish,
+    read_replicas,
     serve_dir,
     serve_id,
     served_name,
@@ -36,8 +37,8 @@ from interp.llm.replicas import (
     withdraw,
 )
 from interp.llm.server import log_tail, stop_process
-from interp.plan import Task
-from interp.runs import RunPaths
+from interp.plan import StageJob
+from interp.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,23 @@ def watch(
         time.sleep(tick_s)
 
 
-def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], bool]) -> None:
-    """The uniform stage entry: serve until told to stop (the SLURM edge passes a
-    ``finished`` watcher through :func:`serve` instead)."""
-    serve(cfg, paths.root, should_stop, finished=lambda: False, job=f"{this_job()}-{task.index}")
+def run(ctx: StageContext) -> dict[str, Any]:
+    """One replica until the work it serves is over (``ctx.users_finished``, which the
+    executor passes; without it, until told to stop) or the time limit / a cancellation
+    stops it. Never requeued: a rerun starts a fresh one if it is still needed."""
+    job = this_job()
+    log.info("serve replica %d (job %s) of %s", ctx.task.index, job, ctx.cfg.llm.served_model)
+    finished = ctx.users_finished or (lambda: False)
+    return serve(ctx.cfg, ctx.root, ctx.should_stop, finished, job=job)
+
+
+def report(root: Path, job: StageJob, alive: Callable[[str], bool]) -> tuple[list[str], list[str]]:
+    """(problems, notes) for the sweep status: a note per published replica, whether its
+    job (``alive``: the scheduler's answer) still runs."""
+    now = time.time()
+    notes = []
+    for r in read_replicas(root, job.run_id):
+        live = not r.job[:1].isdigit() or alive(r.job)
+        up = f"up {(now - r.started) / 60:.0f} min" if live else "job gone, file left over"
+        notes.append(f"{job.key}: {r.base_url} model {r.model} (job {r.job}, {up})")
+    return [], notes

@@ -10,17 +10,15 @@ from typing import Any
 from interp.config import RunConfig
 from interp.plan import Task
 from interp.runs import RunPaths, commit_task, is_committed
+from interp.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: RunConfig, paths: RunPaths, task: Task, should_stop: Callable[[], bool]) -> None:
-    """Train, save and evaluate the SAE, then commit task ``task.index``'s manifest."""
-    manifest = paths.manifest_file("train", task.index)
-    if is_committed(manifest):
-        log.info("train task %d already committed: nothing to do", task.index)
-        return
-    run_group([(cfg, paths)], task, should_stop)
+def run(ctx: StageContext) -> None:
+    """Train, save and evaluate the SAE of the point (every member's, for a group job),
+    then commit task ``ctx.task.index``'s manifest of each."""
+    run_group(ctx.pairs(), ctx.task, ctx.should_stop)
 
 
 def run_group(

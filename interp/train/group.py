@@ -14,16 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from interp.config import RunConfig, id_dict
+from interp.config import RunConfig
+from interp.groups import STREAM_KEYS, train_group_key
 from interp.runs import RunIds, short_hash
 
-STREAM_KEYS = ("num_tokens", "batch_size", "lm_batch_size", "buffer_batches", "seed")
-
-
-def train_group_key(cfg: RunConfig) -> str:
-    """Points with equal keys can share one LM forward (see the module docstring)."""
-    stream = {key: getattr(cfg.train, key) for key in STREAM_KEYS}
-    return short_hash({"data": RunIds.of(cfg).data, "model": id_dict(cfg.model), "stream": stream})
+__all__ = ["STREAM_KEYS", "check_group", "train_group_id", "train_group_key"]
 
 
 def train_group_id(cfgs: Sequence[RunConfig]) -> str:

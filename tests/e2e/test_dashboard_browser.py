@@ -56,6 +56,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from interp.plan import Task
     from interp.report.html import write_report
     from interp.stages import gather
+    from interp.stages.context import StageContext
 
     h = _helpers()
     tmp = tmp_path_factory.mktemp("browser")
@@ -65,7 +66,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for layer in (3, 6):
         cfg = h.point_cfg(tmp, "web", layer)
         _commit_point(root, cfg, scorers, rng, h)
-    gather.run(root, Task(0, 0, 1), lambda: False)
+    gather.run(StageContext(root, Task(0, 0, 1)))
     align_sweep(root, embed_explanations=False)
     return write_report(root)
 

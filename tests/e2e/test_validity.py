@@ -37,6 +37,7 @@ import pytest
 from interp.config import RunConfig, load_run_config
 from interp.plan import Task
 from interp.runs import RunPaths, read_manifest
+from interp.stages.context import StageContext
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -118,7 +119,7 @@ def interpreted(tmp_path_factory: pytest.TempPathFactory):
     assert all(len(t) == 1 for t in trigger_ids), trigger_ids
     _write_store(paths, _corpus_windows(cfg, tokenizer), [t[0] for t in trigger_ids])
     task = Task(0, 0, len(TRIGGERS))
-    interpret.run(cfg, paths, task, lambda: False)
+    interpret.run(StageContext.of(cfg, paths, task, lambda: False))
     return cfg, paths, task
 
 
@@ -162,7 +163,7 @@ def test_rerun_is_answered_by_the_response_cache(interpreted) -> None:
     first = _records(paths)
     manifest = paths.manifest_file("interpret", 0)
     manifest.unlink()  # as if the task had been stopped before its commit
-    interpret.run(cfg, paths, task, lambda: False)
+    interpret.run(StageContext.of(cfg, paths, task, lambda: False))
     again = _records(paths)
     strip = ("wall_s", "tokens")
     assert [{k: v for k, v in r.items() if k not in strip} for r in again] == [

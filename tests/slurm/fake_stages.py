@@ -40,10 +40,16 @@ def fake_run_task(
     root: str | Path,
     task: Task,
     should_stop: Callable[[], bool],
+    **runtime: Any,
 ) -> None:
     from interp.config import load_run_config
     from interp.runs import RunPaths, atomic_write_json, commit_task
+    from interp.stages import run_task
+    from interp.stages.registry import stage as spec_of
 
+    if spec_of(stage).service:  # a real service (an LLM server): it commits nothing anyway
+        run_task(stage, cfg_dict, root, task, should_stop, **runtime)
+        return
     root = Path(root)
     marker = f"{stage}-{task.index}"
     if (root / f"fail-{marker}").exists():

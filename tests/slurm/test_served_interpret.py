@@ -54,11 +54,19 @@ def served_execute(stage: str, cfg_dict: dict[str, Any] | None, root: str, task:
 
     import slurm.worker as worker
 
-    def run_task(stage: str, cfg_dict: Any, root: Any, task: Task, should_stop: Any) -> None:
-        if stage == "interpret":
-            ask_llm(cfg_dict, Path(root), task, should_stop)
-        else:
-            fake_stages.fake_run_task(stage, cfg_dict, root, task, should_stop)
+    def run_task(
+        stage: str, cfg_dict: Any, root: Any, task: Task, should_stop: Any, **runtime: Any
+    ) -> None:
+        if stage != "interpret":
+            fake_stages.fake_run_task(stage, cfg_dict, root, task, should_stop, **runtime)
+            return
+        from interp.stages.context import StageContext
+        from interp.stages.served import attend
+
+        # like interpret.run: wait for a replica, watch it, discovery checked against squeue
+        ctx = StageContext.from_payload(cfg_dict, Path(root), task, should_stop, **runtime)
+        with attend(ctx, "interpret") as stop:
+            ask_llm(cfg_dict, Path(root), task, stop)
 
     worker.run_task = run_task
     return worker.execute(stage, cfg_dict, root, task)
@@ -74,8 +82,8 @@ def ask_llm(
 
     cfg = load_run_config(cfg_dict)
     paths = RunPaths(root, cfg)
-    # like the interpret stage: the live replicas, checked against squeue by the check the
-    # SLURM edge installed for this task
+    # like the interpret stage: the live replicas, checked against squeue by the check
+    # attend() installed from the job's runtime
     client = build_client(cfg.llm, discover=discoverer(root, serve_id(cfg)))
     (root / f"started-interpret-{task.index}").touch()  # the test kills the server now
     answers = {}

@@ -10,6 +10,7 @@ import torch
 from interp.config import RunConfig, load_run_config
 from interp.plan import intervals
 from interp.runs import RunPaths, is_committed
+from interp.stages.context import StageContext
 
 pytestmark = pytest.mark.unit
 
@@ -76,12 +77,12 @@ def test_group_collect_equals_each_dictionary_alone(tmp_path, windows) -> None:
     slices = intervals(256, 128)[:1]  # the group path is per task: one is enough here
 
     done = members[1]  # one member committed by an earlier attempt is not redone
-    collect.run(*done, slices[0], lambda: False)
+    collect.run(StageContext.of(*done, slices[0], lambda: False))
     before = done[1].manifest_file("collect", 0).read_text()
     for task in slices:
         collect.run_group(members, task, lambda: False)
         for cfg, paths in solo:
-            collect.run(cfg, paths, task, lambda: False)
+            collect.run(StageContext.of(cfg, paths, task, lambda: False))
     assert done[1].manifest_file("collect", 0).read_text() == before
     for (_, g), (_, s) in zip(members, solo):
         assert is_committed(g.manifest_file("collect", 0))

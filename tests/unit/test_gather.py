@@ -24,6 +24,7 @@ from interp.runs import (
     gather_manifest,
 )
 from interp.stages import gather
+from interp.stages.context import StageContext
 from interp.verify import records_digest
 from slurm.status import job_status
 from slurm.submit import load_sweep
@@ -225,7 +226,7 @@ def test_gather_refuses_an_incomplete_sweep_and_names_the_tasks(tmp_path: Path) 
     paths = RunPaths(root, cfg)
     atomic_write_json(paths.point_overrides(), {"overrides": ["experiment=tiny", "layer=15"]})
     with pytest.raises(gather.IncompleteSweepError) as err:
-        gather.run(root, Task(0, 0, 1), lambda: False)
+        gather.run(StageContext(root, Task(0, 0, 1)))
     msg = str(err.value)
     assert "layer 15): interpret tasks 1 of 2 not committed" in msg
     # run on this machine: the command that recorded the point, never SLURM's rerun.py
@@ -235,7 +236,7 @@ def test_gather_refuses_an_incomplete_sweep_and_names_the_tasks(tmp_path: Path) 
     assert not (root / "gather").exists()
     atomic_write_json(cluster_config_file(root), {"executor": "slurm"})  # a SLURM sweep
     with pytest.raises(gather.IncompleteSweepError) as err:
-        gather.run(root, Task(0, 0, 1), lambda: False)
+        gather.run(StageContext(root, Task(0, 0, 1)))
     assert f"python launch/rerun.py {root}" in str(err.value)
     assert str(err.value).endswith(f"rm -r {paths.point_dir()}")
 
@@ -247,12 +248,12 @@ def test_dropping_the_stale_point_as_the_message_says_lets_gather_run(
     root = fake_point(tmp_path, commit_all=True)
     stale = fake_point(tmp_path, commit_all=False, layer=9)  # e.g. an abandoned command's
     with pytest.raises(gather.IncompleteSweepError) as err:
-        gather.run(root, Task(0, 0, 1), lambda: False)
+        gather.run(StageContext(root, Task(0, 0, 1)))
     assert stale == root
     drop = str(err.value).rsplit("\n", 1)[1].strip()
     assert drop.startswith("rm -r ") and "/points/" in drop
     subprocess.run(drop, shell=True, check=True)
-    gather.run(root, Task(0, 0, 1), lambda: False)
+    gather.run(StageContext(root, Task(0, 0, 1)))
     assert json.loads(gather_manifest(root).read_text())["n_rows"] == 4
 
 
@@ -280,14 +281,14 @@ def test_a_truncated_record_file_after_gather_is_noticed(
     manifest is as it was: it is redone, finds the file, names it and writes nothing."""
     monkeypatch.setattr(gather, "AFTER_TABLE", ())
     root = fake_point(tmp_path, commit_all=True, digest=digest)
-    gather.run(root, Task(0, 0, 1), lambda: False)
+    gather.run(StageContext(root, Task(0, 0, 1)))
     stamp = (root / "gather" / "latents.parquet").stat().st_mtime_ns
     (cfg,) = gather.load_points(root)
     file = RunPaths(root, cfg).records_file(1)
     lines = file.read_text().splitlines(keepends=True)
     file.write_text(lines[0] + lines[1][: len(lines[1]) // 2])  # cut mid-record
     with pytest.raises(gather.IncompleteSweepError) as err:
-        gather.run(root, Task(0, 0, 1), lambda: False)
+        gather.run(StageContext(root, Task(0, 0, 1)))
     assert str(file) in str(err.value) and "rerun interpret task 1" in str(err.value)
     assert (root / "gather" / "latents.parquet").stat().st_mtime_ns == stamp  # nothing written
     if digest:  # the same length with a changed byte: only the sha256 tells
@@ -302,7 +303,7 @@ def test_gather_writes_table_summary_exports_then_is_up_to_date(
     monkeypatch.setattr(gather, "AFTER_TABLE", ())  # fake points have no dictionaries to align
     root = fake_point(tmp_path, commit_all=True)
     fake_point(tmp_path, commit_all=True, layer=9)  # a second point of the same sweep
-    gather.run(root, Task(0, 0, 1), lambda: False)
+    gather.run(StageContext(root, Task(0, 0, 1)))
     out = root / "gather"
     table = pq.read_table(out / "latents.parquet").to_pylist()
     assert sorted((r["layer"], r["latent"]) for r in table) == [
@@ -321,7 +322,7 @@ def test_gather_writes_table_summary_exports_then_is_up_to_date(
     assert "| detection | balanced_accuracy | 3 | 0.700" in (out / "summary.md").read_text()
     assert (out / "export" / "index.json").is_file()
     stamp = (out / "latents.parquet").stat().st_mtime_ns
-    gather.run(root, Task(0, 0, 1), lambda: False)
+    gather.run(StageContext(root, Task(0, 0, 1)))
     assert (out / "latents.parquet").stat().st_mtime_ns == stamp
     assert json.loads(gather_manifest(root).read_text())["n_rows"] == 8
 
@@ -384,7 +385,7 @@ def test_a_failed_regather_says_its_outputs_are_stale_until_one_succeeds(
     # the cause fixed, the next gather clears the mark and commits
     monkeypatch.setattr(gather, "write_exports", write_exports)
     monkeypatch.setattr(gather, "AFTER_TABLE", ())
-    gather.run(root, Task(0, 0, 1), lambda: False)
+    gather.run(StageContext(root, Task(0, 0, 1)))
     assert not (root / "gather" / "FAILED.json").exists() and gather_manifest(root).is_file()
     assert stale_lines(root) == [] and not brief_from_folder(root)[0].startswith("GATHER")
 

@@ -34,6 +34,29 @@ def test_library_never_imports_the_cluster_edge() -> None:
     assert not offenders, f"interp/ must not import {sorted(FORBIDDEN)}: {offenders}"
 
 
+def stage_names_in(path: Path) -> set[str]:
+    """String literals in ``path`` that are a registered stage's name."""
+    from interp.stages.registry import names
+
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
+    return found & set(names())
+
+
+def test_the_cluster_edge_names_no_stage() -> None:
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(stage_names_in(p)) for p in (ROOT / "slurm").rglob("*.py")
+    }
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"slurm/ must read stages from the registry, not name them: {offenders}"
+
+
+def test_the_stage_name_check_catches_one(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text('if job.stage == "gather":\n    pass\n')
+    assert stage_names_in(bad) == {"gather"}
+
+
 def test_layering_check_catches_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import os\nfrom submitit import AutoExecutor\nimport hydra.utils\n")

@@ -26,6 +26,7 @@ from interp.report.summary import format_markdown, summarize
 from interp.report.table import TableWriter, read_record_file, with_point_columns
 from interp.runs import RunPaths, is_committed, read_manifest
 from interp.stages import gather, interpret
+from interp.stages.context import StageContext
 
 USER = [{"role": "user", "content": "Say something"}]
 AGAIN = [*USER, {"role": "assistant", "content": "x"}, {"role": "user", "content": "again"}]
@@ -107,7 +108,7 @@ def test_the_stage_records_and_summary_show_calls_without_usage(
     cfg = interpret_point(tmp_path, llm.url, name="nousage", tokenizer=tokenizer)
     paths = RunPaths(RunPaths.sweep_root(cfg), cfg)
     write_store(paths)
-    interpret.run(cfg, paths, TASK, lambda: False)
+    interpret.run(StageContext.of(cfg, paths, TASK, lambda: False))
     records = [json.loads(line) for line in paths.records_file(0).read_text().splitlines()]
     manifest = read_manifest(paths.manifest_file("interpret", 0))
     n = len(llm.requests)
@@ -144,18 +145,18 @@ def test_every_attempt_s_paid_calls_count_after_the_rerun(tmp_path: Path, llm, f
         return len(checks) > N_LATENTS + 2  # all explained, two scored, then stop
 
     if fault == "stop":
-        interpret.run(cfg, paths, TASK, stop_after_two_scored)
+        interpret.run(StageContext.of(cfg, paths, TASK, stop_after_two_scored))
         paid_first = len(llm.requests)
         assert paid_first > N_LATENTS  # the explanations and two latents' scoring
     else:  # every explanation and one prompt of a scoring batch answered, then 500s
         paid_first = N_LATENTS + 1
         llm.script = ["ok"] * paid_first + [("status", 500)] * 100
         with pytest.raises(LLMUnavailableError):
-            interpret.run(cfg, paths, TASK, lambda: False)
+            interpret.run(StageContext.of(cfg, paths, TASK, lambda: False))
     manifest = paths.manifest_file("interpret", 0)
     assert not is_committed(manifest) and len(_ledger_lines(paths)) > 0
     llm.script, before = [], len(llm.requests)
-    interpret.run(cfg, paths, TASK, lambda: False)
+    interpret.run(StageContext.of(cfg, paths, TASK, lambda: False))
     assert is_committed(manifest)
     paid_second = len(llm.requests) - before
     lines, summary = _ledger_lines(paths), read_manifest(manifest)

@@ -25,6 +25,7 @@ from interp.llm.replicas import discoverer, read_replicas, replicas_dir, schedul
 from interp.plan import Task, job_pending
 from interp.runs import RunIds, RunPaths, commit_task, is_committed
 from interp.stages import interpret
+from interp.stages.context import StageContext
 from slurm.slurm_executor import JobsAliveCheck
 from slurm.status import QueueEntry, SlurmUnavailable
 from slurm.submit import load_sweep, record_point, reopen_errors
@@ -116,11 +117,11 @@ def test_an_outage_leaves_the_range_uncommitted_and_a_rerun_redoes_it(tmp_path, 
     task = Task(0, 0, N_LATENTS)
     llm.script = [("status", 503)] * 2 + [("status", 500)] * 100  # down for the first run
     with pytest.raises(LLMUnavailableError, match="answered 50"):
-        interpret.run(cfg, paths, task, lambda: False)
+        interpret.run(StageContext.of(cfg, paths, task, lambda: False))
     manifest = paths.manifest_file("interpret", 0)
     assert not is_committed(manifest) and not paths.records_file(0).exists()
     llm.script = []  # healthy again: the rerun redoes the range
-    interpret.run(cfg, paths, task, lambda: False)
+    interpret.run(StageContext.of(cfg, paths, task, lambda: False))
     records = [json.loads(line) for line in paths.records_file(0).read_text().splitlines()]
     assert [r["status"] for r in records] == ["ok"] * N_LATENTS
     assert all(r["explanation"] and r["scores"]["detection"] for r in records)

@@ -26,13 +26,9 @@ from interp.llm.replicas import (
 )
 from interp.plan import plan_sweep
 from interp.stages import serve as serve_stage
-from slurm.slurm_executor import (
-    Decision,
-    StageResources,
-    decide_serve,
-    dependency,
-    serve_resources,
-)
+from slurm.decide import Decision, decide_service, dependency
+from slurm.resources import StageResources
+from slurm.services import service_payload, service_resources, split_service_payload
 from slurm.status import Attempt, QueueEntry, Submission
 
 SERVED = {
@@ -146,21 +142,43 @@ def test_servers_are_kept_while_queued_and_restarted_only_when_needed() -> None:
         0: Attempt("40_0", sub, QueueEntry("RUNNING", "None")),
         1: Attempt("40_1", sub, None),
     }
-    d = decide_serve(job, True, running)
+    d = decide_service(job, True, running)
     assert [a.slurm_id for a in d.keep] == ["40_0"] and [t.index for t in d.todo] == [1]
-    assert decide_serve(job, False, running).todo == []  # nothing to interpret: no new server
+    assert decide_service(job, False, running).todo == []  # nothing to interpret: no new server
     stuck = {0: Attempt("40_0", sub, QueueEntry("PENDING", "DependencyNeverSatisfied"))}
-    assert decide_serve(job, True, stuck) == Decision([], ["40_0"], list(job.tasks))
+    assert decide_service(job, True, stuck) == Decision([], ["40_0"], list(job.tasks))
 
 
 def test_serve_resources_take_time_and_gpus_from_the_serve_config() -> None:
     cfg = load_run_config(
-        {**SERVED, "serve": {"enabled": True, "time_min": 90, "gpus_per_replica": 4}}
+        {**SERVED, "serve": {"enabled": True, "replicas": 2, "time_min": 90, "gpus_per_replica": 4}}
     )
-    res = serve_resources(StageResources(time_min=30, max_requeues=3), cfg, 2)
+    plan = plan_sweep([(cfg, 576)])
+    (job,) = [j for j in plan.jobs if j.spec.service]
+    cfgs = {job.point: cfg}
+    res = service_resources(StageResources(time_min=30, max_requeues=3), job, cfgs)
     assert (res.time_min, res.gpus_per_node, res.array_parallelism, res.max_requeues) == (
         90, 4, 2, 0,
     )  # fmt: skip
+    plain = StageResources(time_min=30, gpus_per_task=1)
+    res = service_resources(plain, job, {job.point: load_run_config(SERVED)})
+    assert (res.time_min, res.gpus_per_task, res.max_requeues) == (30, 1, 0)  # profile's kept
+
+
+def test_a_service_payload_names_the_work_it_serves_and_unwraps_on_the_node(
+    tmp_path: Path,
+) -> None:
+    cfg = load_run_config(SERVED)
+    plan = plan_sweep([(cfg, 576)])
+    (job,) = [j for j in plan.jobs if j.spec.service]
+    users = [j for j in plan.jobs if job.key in j.starts_after]
+    payload = service_payload(job, plan, {job.point: cfg}, tmp_path)
+    config, watched = split_service_payload(payload)
+    assert load_run_config(config) == cfg
+    assert watched is not None and watched["keys"] == [u.key for u in users]
+    assert len(watched["manifests"]) == sum(len(u.tasks) for u in users)
+    assert all("/manifest/interpret/" in m for m in watched["manifests"])
+    assert split_service_payload({"members": []}) == ({"members": []}, None)  # not a service
 
 
 class _FakeServer:
@@ -219,3 +237,21 @@ def test_a_dying_server_fails_the_replica_and_is_withdrawn(
     fake.alive = True
     out = stop(cfg, tmp_path, lambda: True, lambda: False, job="9", tick_s=0.01)
     assert out["reason"].startswith("told to stop")
+
+
+def test_status_shows_replicas_and_failed_ones_from_the_stage_report(tmp_path: Path) -> None:
+    from slurm.status import format_status, job_status
+
+    cfg = load_run_config(SERVED)
+    plan = plan_sweep([(cfg, 576)])
+    (job,) = [j for j in plan.jobs if j.spec.service]
+    Submission(job.key, job.stage, "40", (0, 1), True, "", 0.0).save(tmp_path)
+    publish(tmp_path, job.run_id, Replica("40_0", "127.0.0.1", 8100, "m", "llama_cpp", 1, 0.0))
+    queue = {"40_0": QueueEntry("RUNNING", "None")}
+    row = job_status(tmp_path, job, {job.point: cfg}, queue, {"40_1": "FAILED"}, False)
+    assert (row.counts["running"], row.counts["failed"]) == (1, 1)
+    text = format_status(tmp_path, [row])
+    assert "served LLM replicas:" in text and "http://127.0.0.1:8100/v1" in text
+    assert f"serve replica 1: job 40_1 FAILED; log {tmp_path}" in text
+    gone = job_status(tmp_path, job, {job.point: cfg}, {}, {}, False)
+    assert "job gone, file left over" in format_status(tmp_path, [gone])

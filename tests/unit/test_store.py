@@ -21,6 +21,7 @@ import zarr
 from interp.config import RunConfig, load_run_config
 from interp.plan import Task, intervals
 from interp.runs import RunPaths, is_committed
+from interp.stages.context import StageContext
 from interp.store import (
     LatentCSR,
     StoreMeta,
@@ -496,15 +497,15 @@ def test_collect_and_compact_stages(fake_pipeline):
     slices = intervals(cfg.collect.num_tokens, cfg.collect.slice_tokens)
     ranges = intervals(sae.num_latents, cfg.collect.range_latents)
     checks = iter([False, True])  # preempted after the first of two LM batches
-    collect.run(cfg, paths, slices[0], lambda: next(checks))
+    collect.run(StageContext.of(cfg, paths, slices[0], lambda: next(checks)))
     assert not is_committed(paths.manifest_file("collect", 0))
     assert next(checks, "drained") == "drained" and not paths.slice_group(0).exists()
-    collect.run(cfg, paths, slices[0], lambda: False)
+    collect.run(StageContext.of(cfg, paths, slices[0], lambda: False))
     with pytest.raises(ValueError, match=r"missing slice indices \[1\].*rerun collect"):
-        compact.run(cfg, paths, ranges[0], lambda: False)
-    collect.run(cfg, paths, slices[1], lambda: False)
+        compact.run(StageContext.of(cfg, paths, ranges[0], lambda: False))
+    collect.run(StageContext.of(cfg, paths, slices[1], lambda: False))
     for t in ranges:
-        compact.run(cfg, paths, t, lambda: False)
+        compact.run(StageContext.of(cfg, paths, t, lambda: False))
     assert all(is_committed(paths.manifest_file("compact", t.index)) for t in ranges)
     report = verify(
         paths.store_dir(), n_tokens=256, n_latents=64, slice_tasks=slices, range_tasks=ranges
@@ -527,9 +528,9 @@ def test_store_json_has_one_writer(fake_pipeline):
 
     cfg, paths, _, _, sae = fake_pipeline
     slices = intervals(cfg.collect.num_tokens, cfg.collect.slice_tokens)
-    collect.run(cfg, paths, slices[1], lambda: False)
+    collect.run(StageContext.of(cfg, paths, slices[1], lambda: False))
     assert read_store_meta(paths.store_dir()) is None  # only collect task 0 writes it
-    collect.run(cfg, paths, slices[0], lambda: False)
+    collect.run(StageContext.of(cfg, paths, slices[0], lambda: False))
     meta = read_store_meta(paths.store_dir())
     assert meta is not None and meta.n_latents == sae.num_latents
     other = StoreMeta(**{**meta.__dict__, "n_latents": meta.n_latents + 1})

@@ -30,6 +30,7 @@ from interp.config import load_run_config, to_dict
 from interp.plan import Task, plan_point
 from interp.records import LatentRecord
 from interp.runs import RunPaths, atomic_write_json, commit_task, is_committed
+from interp.stages.context import StageContext
 from interp.store import StoreCorruptError, StoreReader, compact_range, verify_latents
 from interp.store.verify import main as verify_main
 from interp.store.verify import verify_store
@@ -194,7 +195,7 @@ def sweep(monkeypatch, tmp_path):
     jobs = {j.stage: j for j in plan_point(cfg, 8)}
     for stage in (collect, compact):
         for t in jobs[stage.__name__.rsplit(".")[-1]].tasks:
-            stage.run(cfg, paths, t, lambda: False)
+            stage.run(StageContext.of(cfg, paths, t, lambda: False))
     for t in jobs["interpret"].tasks:
         recs = [LatentRecord(i, "ok") for i in range(t.start, t.stop)]
         info = write_records(paths.records_file(t.index), recs)
@@ -223,7 +224,7 @@ def test_compact_and_interpret_refuse_damaged_input_and_commit_nothing(sweep):
     shutil.rmtree(paths.range_group(0))
     paths.manifest_file("compact", 0).unlink()
     with pytest.raises(StoreCorruptError, match=str(lost)) as err:
-        compact.run(cfg, paths, Task(0, 0, 24), lambda: False)
+        compact.run(StageContext.of(cfg, paths, Task(0, 0, 24), lambda: False))
     assert f"delete {paths.slice_group(1)} and {paths.manifest_file('collect', 1)}" in str(
         err.value
     )
@@ -235,7 +236,7 @@ def test_compact_and_interpret_refuse_damaged_input_and_commit_nothing(sweep):
     paths.manifest_file("interpret", 1).unlink()
     paths.records_file(1).unlink()
     with pytest.raises(StoreCorruptError, match=str(flipped)) as err:
-        interpret.run(cfg, paths, Task(1, 24, 32), lambda: False)  # in r00001
+        interpret.run(StageContext.of(cfg, paths, Task(1, 24, 32), lambda: False))  # in r00001
     assert "rerun compact task 1" in str(err.value)
     assert not paths.records_file(1).exists()
     assert not is_committed(paths.manifest_file("interpret", 1))

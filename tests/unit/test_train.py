@@ -11,6 +11,7 @@ import torch
 from interp.config import RunConfig, load_run_config
 from interp.plan import Task
 from interp.runs import RunPaths, is_committed
+from interp.stages.context import StageContext
 
 pytestmark = pytest.mark.unit
 
@@ -79,7 +80,7 @@ def test_train_stage_trains_saves_evaluates_and_commits(tmp_path, monkeypatch):
 
     cfg = small_config(tmp_path)
     paths = paths_of(cfg)
-    stage.run(cfg, paths, Task(0, 0, 1), lambda: False)
+    stage.run(StageContext.of(cfg, paths, Task(0, 0, 1), lambda: False))
 
     manifest = paths.manifest_file("train", 0)
     assert is_committed(manifest)
@@ -110,7 +111,7 @@ def test_train_stage_trains_saves_evaluates_and_commits(tmp_path, monkeypatch):
 
     monkeypatch.setattr(interp.train, "train_sae", must_not_train)
     before = manifest.read_text()
-    stage.run(cfg, paths, Task(0, 0, 1), lambda: False)  # a no-op
+    stage.run(StageContext.of(cfg, paths, Task(0, 0, 1), lambda: False))  # a no-op
     assert manifest.read_text() == before
 
 
@@ -125,13 +126,13 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     train_sae(straight, paths_of(straight))
 
     p = paths_of(stopped)
-    stage.run(stopped, p, Task(0, 0, 1), stop_after(5))  # preempted after step 5
+    stage.run(StageContext.of(stopped, p, Task(0, 0, 1), stop_after(5)))  # preempted after step 5
     assert not is_committed(p.manifest_file("train", 0))
     assert not p.sae_dir().exists() and not p.train_summary().exists()
     assert checkpoints(p) == ["step-00000005"]
     assert train_sae(stopped, p, stop_after(3), checkpoint_every=4) is None  # stops at 8
     assert checkpoints(p) == ["step-00000005", "step-00000008"]  # keep_checkpoints=2
-    stage.run(stopped, p, Task(0, 0, 1), lambda: False)
+    stage.run(StageContext.of(stopped, p, Task(0, 0, 1), lambda: False))
     assert is_committed(p.manifest_file("train", 0))
 
     a, b = load_sae(paths_of(straight).sae_dir()), load_sae(p.sae_dir())
