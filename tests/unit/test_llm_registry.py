@@ -238,3 +238,29 @@ def test_any_backend_can_say_the_llm_is_unavailable(word_backend) -> None:
     )
     with pytest.raises(LLMUnavailableError, match="toy server is down"):
         _interpret(cfg, Down(cfg.llm))
+
+
+def test_served_replicas_need_a_backend_with_discovery(word_backend) -> None:
+    """serve.enabled asks the spec, and only a discovering backend gets ``discover``."""
+    from interp.stages.registry import serve_enabled
+
+    seen = []
+    served = dataclasses.replace(
+        WORD, name="served_toy", discovery=True, build=lambda cfg, d: seen.append(d) or d
+    )
+    register_backend(served)
+    try:
+        cfg = load_run_config({"serve": {"enabled": True}, "llm": {"backend": "served_toy"}})
+        assert serve_enabled(cfg)
+        with pytest.raises(
+            ValueError, match=r"needs llm.backend=http\|served_toy \(got 'word_toy'"
+        ):
+            serve_enabled(
+                load_run_config({"serve": {"enabled": True}, "llm": {"backend": "word_toy"}})
+            )
+        urls = lambda: ["http://h:1/v1"]  # noqa: E731
+        build_client(dataclasses.replace(cfg.llm, cache=False), discover=urls)
+        build_client(load_run_config({"llm": {"backend": "word_toy"}}).llm, discover=urls)
+        assert seen == [urls]  # word_toy (no discovery) never saw it: _build_word asserts so
+    finally:
+        unregister_backend(served.name)
