@@ -208,6 +208,7 @@ def build_trainer(subject: Any, windows_BT: np.ndarray, d_in: int, root: Path) -
     """Our real one-member ``GroupTrainer`` (as ``interp.train.run`` builds it), single
     process, planned over ``windows_BT``; nothing is written under ``root``."""
     from interp.runs import RunPaths
+    from interp.stages.train import job_of
     from interp.train import TrainPlan
     from interp.train.distributed import single_process
     from interp.train.loop import GroupTrainer
@@ -215,9 +216,12 @@ def build_trainer(subject: Any, windows_BT: np.ndarray, d_in: int, root: Path) -
 
     cfg = bench_config(len(windows_BT))
     columns = Columns([cfg.hookpoint], {cfg.hookpoint: d_in})
-    plan = TrainPlan.of(cfg, len(windows_BT))
-    members = [(cfg, RunPaths(root, cfg))]
-    return GroupTrainer(members, subject, windows_BT, plan, single_process("cpu"), columns)
+    data = cfg.data
+    plan = TrainPlan.of(cfg.train, len(windows_BT), data.ctx_len, data.exclude_first)
+    jobs = [job_of(cfg, RunPaths(root, cfg))]
+    return GroupTrainer(
+        jobs, subject, windows_BT, plan, single_process("cpu"), columns, data.exclude_first
+    )
 
 
 def _fvu_sum(trainer: Any) -> float:

@@ -27,15 +27,26 @@ Training calls, per step::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, NamedTuple
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+# The shared types and losses live in outputs.py / losses.py; re-exported for importers.
+from interp.sae.losses import auxk_loss as auxk_loss
+from interp.sae.losses import fraction_of_variance_unexplained
+from interp.sae.losses import geometric_median as geometric_median
+from interp.sae.losses import sum_squared_error as sum_squared_error
+from interp.sae.losses import total_variance as total_variance
+from interp.sae.losses import warmup_factor as warmup_factor
+from interp.sae.outputs import EncoderOutput, TrainOutput
+from interp.sae.outputs import ForwardOutput as ForwardOutput
+from interp.sae.outputs import dense_to_sparse as dense_to_sparse
 from interp_kernels.topk import Backend, topk_decode
 
 log = logging.getLogger(__name__)
@@ -43,158 +54,21 @@ log = logging.getLogger(__name__)
 BDecInit = Literal["mean", "geometric_median", "zeros"]
 
 
-class EncoderOutput(NamedTuple):
-    """The sparse code of a batch of activations. An activation of 0 means "absent"."""
-
-    top_acts: torch.Tensor
-    """[..., K] float32 activations of the selected latents (>= 0, unsorted)."""
-
-    top_idx: torch.Tensor
-    """[..., K] int64 indices of the selected latents, in [0, num_latents)."""
+@dataclass(frozen=True)
+class NoHyperparameters:
+    """The ``Config`` of an architecture without hyperparameters of its own."""
 
 
-@dataclass
-class TrainOutput:
-    """Reconstruction, loss and statistics of one training batch."""
-
-    sae_out: torch.Tensor
-    """[N, E] reconstruction of the target."""
-
-    loss: torch.Tensor
-    """Scalar to call ``.backward()`` on: FVU plus the architecture's penalties."""
-
-    fvu: torch.Tensor
-    """Scalar fraction of variance unexplained, sum(e^2) / sum((y - mean(y))^2) over the
-    batch (sparsify's definition): scale-free, so no input normalisation is needed."""
-
-    l0: torch.Tensor
-    """Scalar float: mean number of active latents per token."""
-
-    fired_M: torch.Tensor
-    """[M] bool: latents active on at least one token of the batch (dead tracking)."""
-
-    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
-    """Extra scalars (auxk, multi_topk_fvu, sparsity_loss, ...), detached."""
-
-    code: EncoderOutput | None = None
-    """[N, K] sparse code, when the architecture computes one (TopK)."""
-
-    acts_NM: torch.Tensor | None = None
-    """[N, M] dense code, when the architecture computes one (threshold architectures)."""
-
-    @property
-    def sparse_code(self) -> EncoderOutput:
-        """The [N, K] sparse code (padded with zeros where a row has fewer active)."""
-        if self.code is None:
-            assert self.acts_NM is not None
-            self.code = dense_to_sparse(self.acts_NM.detach())
-        return self.code
-
-    @property
-    def top_acts(self) -> torch.Tensor:
-        """[N, K] activations of the sparse code (the pre-interface name)."""
-        return self.sparse_code.top_acts
-
-    @property
-    def top_idx(self) -> torch.Tensor:
-        """[N, K] latent indices of the sparse code (the pre-interface name)."""
-        return self.sparse_code.top_idx
-
-
-ForwardOutput = TrainOutput
-"""The name ``TopKSAE.forward`` returned before the interface; kept for callers."""
-
-
-def total_variance(y_NE: torch.Tensor) -> torch.Tensor:
-    """sum((y - batch mean of y)^2), a scalar: the FVU denominator. (N times the per-column
-    population variance, summed: no [N, E] temporaries.)"""
-    return torch.var(y_NE, dim=0, correction=0).sum() * y_NE.shape[0]
-
-
-class _SumSquaredError(torch.autograd.Function):
-    """sum((a - b)^2) in one pass forward and one backward (autograd's sub, pow, sum
-    chain makes four [N, E] temporaries and a negation)."""
-
-    @staticmethod
-    def forward(ctx: Any, a_NE: torch.Tensor, b_NE: torch.Tensor) -> torch.Tensor:
-        d_NE = a_NE - b_NE
-        ctx.save_for_backward(d_NE)
-        return d_NE.pow(2).sum()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        (d_NE,) = ctx.saved_tensors
-        grad_a = d_NE * (2 * grad)
-        grad_b = -grad_a if ctx.needs_input_grad[1] else None
-        return grad_a if ctx.needs_input_grad[0] else None, grad_b
-
-
-def sum_squared_error(a_NE: torch.Tensor, b_NE: torch.Tensor) -> torch.Tensor:
-    """sum((a - b)^2), a scalar, differentiable in both."""
-    return _SumSquaredError.apply(a_NE, b_NE)
-
-
-def fraction_of_variance_unexplained(y_NE: torch.Tensor, y_hat_NE: torch.Tensor) -> torch.Tensor:
-    """sum((y - y_hat)^2) / sum((y - mean(y))^2), a scalar."""
-    return sum_squared_error(y_hat_NE, y_NE) / total_variance(y_NE)
-
-
-def dense_to_sparse(acts_NM: torch.Tensor) -> EncoderOutput:
-    """[N, M] dense code -> [N, K] sparse code, K = the most active latents of any row
-    (at least 1); shorter rows are padded with activation 0 (absent)."""
-    k = max(1, int((acts_NM != 0).sum(-1).max().item())) if acts_NM.numel() else 1
-    top_acts_NK, top_idx_NK = acts_NM.topk(min(k, acts_NM.shape[-1]), dim=-1, sorted=False)
-    return EncoderOutput(top_acts_NK, top_idx_NK)
-
-
-def geometric_median(x_ND: torch.Tensor, *, max_iter: int = 100, tol: float = 1e-6) -> torch.Tensor:
-    """[D] point minimising the sum of Euclidean distances to the rows of ``x_ND``
-    (Weiszfeld's iteration from the mean, with distances floored to avoid 0/0)."""
-    x_ND = x_ND.double()
-    median_D = x_ND.mean(0)
-    scale = x_ND.norm(dim=1).mean().clamp_min(1e-12)
-    for _ in range(max_iter):
-        dist_N = (x_ND - median_D).norm(dim=1).clamp_min(1e-8 * scale)
-        weights_N = 1.0 / dist_N
-        new_D = (weights_N[:, None] * x_ND).sum(0) / weights_N.sum()
-        moved = (new_D - median_D).norm()
-        median_D = new_D
-        if moved <= tol * scale:
-            break
-    return median_D
-
-
-def auxk_loss(
-    pre_NM: torch.Tensor,
-    dead_M: torch.Tensor,
-    e_NE: torch.Tensor,
-    total_var: torch.Tensor,
-    W_dec_ME: torch.Tensor,
-    *,
-    backend: Backend = "torch",
-) -> torch.Tensor:
-    """AuxK (Gao et al.), in its correct form: the top-k_aux *dead* (ReLU'd)
-    pre-activations decode the residual ``e`` of the main reconstruction.
-
-    k_aux = E // 2, scale = min(num_dead / k_aux, 1); e_hat has no b_dec (the residual
-    already excludes it) and the target e is detached, so only dead latents learn.
-    Returns scale * sum((e_hat - e)^2) / total_var, or 0 when no latent is dead.
-    """
-    num_dead = int(dead_M.sum().item())
-    if num_dead == 0:
-        return pre_NM.new_zeros(())
-    k_aux = e_NE.shape[-1] // 2
-    scale = min(num_dead / k_aux, 1.0)
-    k_aux = min(k_aux, num_dead)
-    dead_pre_NM = torch.where(dead_M, pre_NM, -torch.inf)
-    aux_acts_NK, aux_idx_NK = dead_pre_NM.topk(k_aux, dim=-1, sorted=False)
-    e_hat_NE = topk_decode(aux_idx_NK, aux_acts_NK, W_dec_ME, backend=backend)
-    return scale * (e_hat_NE - e_NE.detach()).pow(2).sum() / total_var
-
-
-def warmup_factor(step: int, warmup_steps: int) -> float:
-    """Linear warmup of a penalty coefficient: (step + 1) / warmup_steps, capped at 1."""
-    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+def _check_shape(d_in: int, num_latents: int, d_out: int, transcode: bool, b_dec_init: str) -> None:
+    if d_in <= 0 or num_latents <= 0 or d_out <= 0:
+        raise ValueError(f"d_in={d_in}, d_out={d_out} and num_latents={num_latents} must be > 0")
+    if d_out != d_in and not transcode:
+        raise ValueError(
+            f"d_out={d_out} differs from d_in={d_in}: only a transcoder (transcode=True) "
+            "reconstructs a different width"
+        )
+    if b_dec_init not in ("mean", "geometric_median", "zeros"):
+        raise ValueError(f"b_dec_init={b_dec_init!r}: use mean, geometric_median or zeros")
 
 
 class SparseCoder(nn.Module):
@@ -205,6 +79,10 @@ class SparseCoder(nn.Module):
     """
 
     architecture: ClassVar[str]
+    Config: ClassVar[type] = NoHyperparameters
+    """The architecture's hyperparameters (its part of SAEConfig): constructor arguments
+    after ``num_latents`` bind to its fields, and each becomes an attribute."""
+    default_normalize_decoder: ClassVar[bool] = True
     lr_scale: float = 1.0
     """Multiplier of the trainer's learning rate for every parameter (set by build_sae
     from ``SAEConfig.lr_scale``; training-only, not saved)."""
@@ -213,28 +91,29 @@ class SparseCoder(nn.Module):
         self,
         d_in: int,
         num_latents: int,
-        *,
+        *args: Any,
         d_out: int | None = None,
         transcode: bool = False,
-        normalize_decoder: bool = True,
+        normalize_decoder: bool | None = None,
         b_dec_init: BDecInit = "mean",
         backend: Backend = "torch",
         generator: torch.Generator | None = None,
         device: str | torch.device | None = None,
+        params: Any = None,
+        **kwargs: Any,
     ) -> None:
+        """A dictionary of ``num_latents`` latents over ``d_in``-wide inputs, initialised
+        from ``generator`` only. Its hyperparameters come as ``params`` (a ``Config``) or
+        as ``Config``'s fields, positionally or by name (``TopKSAE(D, M, 32)``)."""
         super().__init__()
+        if params is None:
+            params = self.Config(*args, **kwargs)
+        elif args or kwargs:
+            raise TypeError("pass the hyperparameters either as params or as arguments")
         d_out = d_in if d_out is None else d_out
-        if d_in <= 0 or num_latents <= 0 or d_out <= 0:
-            raise ValueError(
-                f"d_in={d_in}, d_out={d_out} and num_latents={num_latents} must be > 0"
-            )
-        if d_out != d_in and not transcode:
-            raise ValueError(
-                f"d_out={d_out} differs from d_in={d_in}: only a transcoder (transcode=True) "
-                "reconstructs a different width"
-            )
-        if b_dec_init not in ("mean", "geometric_median", "zeros"):
-            raise ValueError(f"b_dec_init={b_dec_init!r}: use mean, geometric_median or zeros")
+        if normalize_decoder is None:
+            normalize_decoder = self.default_normalize_decoder
+        _check_shape(d_in, num_latents, d_out, transcode, b_dec_init)
         self.d_in, self.d_out, self.num_latents = d_in, d_out, num_latents
         self.transcode = transcode
         self.normalize_decoder = normalize_decoder
@@ -245,6 +124,14 @@ class SparseCoder(nn.Module):
         self.encoder = nn.utils.skip_init(nn.Linear, d_in, num_latents, device=device)
         self.W_dec = nn.Parameter(torch.empty(num_latents, d_out, device=device))
         self.b_dec = nn.Parameter(torch.zeros(d_out, device=device))
+        for f in dataclasses.fields(params):
+            setattr(self, f.name, getattr(params, f.name))
+        self._init_architecture(device)
+        self.reset_parameters(generator)
+
+    def _init_architecture(self, device: torch.device) -> None:
+        """Checks against the width and the architecture's own tensors (hyperparameters
+        are attributes already); ``reset_parameters`` runs next."""
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
@@ -469,7 +356,7 @@ class SparseCoder(nn.Module):
         }
 
     def _hyperparameters(self) -> dict[str, Any]:
-        return {}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self.Config)}
 
     def extra_repr(self) -> str:
         extra = ", ".join(f"{k}={v}" for k, v in self._hyperparameters().items())

@@ -23,13 +23,10 @@ Loss = FVU (+ ``auxk_alpha`` * AuxK on dead latents, as TopK).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
 from interp.sae.base import (
-    BDecInit,
     EncoderOutput,
     SparseCoder,
     TrainOutput,
@@ -38,51 +35,23 @@ from interp.sae.base import (
     total_variance,
 )
 from interp.sae.jumprelu import JumpReLUSAE, jump
-from interp_kernels.topk import Backend
+from interp.sae.specs.batchtopk import BatchTopKConfig
 
 
 class BatchTopKSAE(SparseCoder):
     """BatchTopK SAE with tied init, unit-norm decoder and a learned global threshold."""
 
     architecture = "batchtopk"
+    Config = BatchTopKConfig
+    k: int
+    auxk_alpha: float
+    threshold_ema: float
 
-    def __init__(
-        self,
-        d_in: int,
-        num_latents: int,
-        k: int,
-        *,
-        d_out: int | None = None,
-        transcode: bool = False,
-        auxk_alpha: float = 0.0,
-        threshold_ema: float = 0.01,
-        normalize_decoder: bool = True,
-        b_dec_init: BDecInit = "mean",
-        backend: Backend = "torch",
-        generator: torch.Generator | None = None,
-        device: str | torch.device | None = None,
-    ) -> None:
-        super().__init__(
-            d_in,
-            num_latents,
-            d_out=d_out,
-            transcode=transcode,
-            normalize_decoder=normalize_decoder,
-            b_dec_init=b_dec_init,
-            backend=backend,
-            generator=generator,
-            device=device,
-        )
-        if not 0 < k < num_latents:
-            raise ValueError(f"k={k} must be in [1, num_latents={num_latents})")
-        if not 0 < threshold_ema <= 1:
-            raise ValueError(f"threshold_ema={threshold_ema} must be in (0, 1]")
-        if auxk_alpha < 0:
-            raise ValueError(f"auxk_alpha={auxk_alpha} must be >= 0")
-        self.k, self.auxk_alpha, self.threshold_ema = k, auxk_alpha, threshold_ema
+    def _init_architecture(self, device: torch.device) -> None:
+        if not self.k < self.num_latents:
+            raise ValueError(f"k={self.k} must be in [1, num_latents={self.num_latents})")
         self.register_buffer("threshold", torch.zeros((), dtype=torch.float32, device=device))
         self._pending_min_kept: torch.Tensor | None = None
-        self.reset_parameters(generator)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -141,6 +110,3 @@ class BatchTopKSAE(SparseCoder):
         state["threshold"] = self.threshold.expand(self.num_latents).clone()
         out.load_state_dict(state, strict=True)
         return out
-
-    def _hyperparameters(self) -> dict[str, Any]:
-        return {"k": self.k, "auxk_alpha": self.auxk_alpha, "threshold_ema": self.threshold_ema}

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from interp.sae.base import (
-    BDecInit,
     EncoderOutput,
     SparseCoder,
     TrainOutput,
@@ -37,7 +36,6 @@ from interp.sae.base import (
     fraction_of_variance_unexplained,
 )
 from interp.sae.relu import SparsityPenaltyMixin, weighted_l1
-from interp_kernels.topk import Backend
 
 
 class GatedSAE(SparsityPenaltyMixin, SparseCoder):
@@ -45,44 +43,16 @@ class GatedSAE(SparsityPenaltyMixin, SparseCoder):
 
     architecture = "gated"
 
-    def __init__(
-        self,
-        d_in: int,
-        num_latents: int,
-        *,
-        d_out: int | None = None,
-        transcode: bool = False,
-        l1_coefficient: float = 1.0,
-        sparsity_warmup_steps: int = 0,
-        normalize_decoder: bool = True,
-        b_dec_init: BDecInit = "mean",
-        backend: Backend = "torch",
-        generator: torch.Generator | None = None,
-        device: str | torch.device | None = None,
-    ) -> None:
-        super().__init__(
-            d_in,
-            num_latents,
-            d_out=d_out,
-            transcode=transcode,
-            normalize_decoder=normalize_decoder,
-            b_dec_init=b_dec_init,
-            backend=backend,
-            generator=generator,
-            device=device,
-        )
-        self._set_penalty(l1_coefficient, sparsity_warmup_steps)
-        self.r_mag = nn.Parameter(torch.zeros(num_latents, device=device))
-        self.b_mag = nn.Parameter(torch.zeros(num_latents, device=device))
-        self.reset_parameters(generator)
+    def _init_architecture(self, device: torch.device) -> None:
+        self.r_mag = nn.Parameter(torch.zeros(self.num_latents, device=device))
+        self.b_mag = nn.Parameter(torch.zeros(self.num_latents, device=device))
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Tied init as the base; r_mag = b_mag = 0, so both paths start equal."""
         super().reset_parameters(generator)
-        if hasattr(self, "r_mag"):
-            self.r_mag.zero_()
-            self.b_mag.zero_()
+        self.r_mag.zero_()
+        self.b_mag.zero_()
 
     def gate_and_magnitude(self, x_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pi_gate [N, M], pi_mag [N, M]) pre-activations."""

@@ -20,7 +20,7 @@ expansion_factor", which :func:`load_sae` also reads.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from interp.runs import atomic_dir
 from interp.sae.base import SparseCoder
 from interp.sae.build import architecture_class
+from interp.sae.registry import spec_of
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ WEIGHTS_FILE = "sae.safetensors"
 TENSOR_NAMES = ("encoder.weight", "encoder.bias", "W_dec", "b_dec")
 # cfg.json keys of sparsify's SparseCoderConfig that are not constructor arguments here.
 _SPARSIFY_ONLY = ("activation", "expansion_factor", "skip_connection", "signed")
+# Constructor arguments every architecture takes (the others are its Config's fields).
+SHAPE_ARGS = ("d_in", "num_latents", "d_out", "transcode", "normalize_decoder", "b_dec_init")
 
 
 def sparsify_cfg(sae: SparseCoder) -> dict[str, Any]:
@@ -51,14 +54,15 @@ def sparsify_cfg(sae: SparseCoder) -> dict[str, Any]:
         "normalize_decoder": sae.normalize_decoder,
         "num_latents": sae.num_latents,
     }
-    if sae.architecture == "topk":
+    native = spec_of(sae.architecture).sparsify_native
+    if native:
         cfg.update(k=sae.k, multi_topk=sae.multi_topk)  # type: ignore[attr-defined]
     else:
         cfg["multi_topk"] = False
     cfg.update(skip_connection=False, transcode=sae.transcode, d_in=sae.d_in)
     if sae.d_out != sae.d_in:
         cfg["d_out"] = sae.d_out
-    if sae.architecture != "topk":
+    if not native:
         extra = sae.config_dict()
         for key in (
             "architecture",
@@ -112,7 +116,7 @@ def _constructor_args(cls: type[SparseCoder], cfg: dict[str, Any]) -> dict[str, 
     d_in = int(cfg["d_in"])
     args = dict(cfg)
     args["num_latents"] = int(cfg.get("num_latents") or 0) or d_in * int(cfg["expansion_factor"])
-    accepted = inspect.signature(cls).parameters
+    accepted = set(SHAPE_ARGS) | {f.name for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(args) - set(accepted) - set(_SPARSIFY_ONLY))
     if unknown:
         log.warning("cfg.json keys %s are not %s arguments: ignored", unknown, cls.__name__)

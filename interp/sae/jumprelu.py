@@ -28,21 +28,18 @@ with encoder.bias' = encoder.bias + encoder.weight @ b_dec: importers fold it.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from interp.sae.base import (
-    BDecInit,
     EncoderOutput,
     SparseCoder,
     TrainOutput,
     dense_to_sparse,
     warmup_factor,
 )
-from interp_kernels.topk import Backend
-
-SparsityLoss = Literal["l0", "target_l0"]
+from interp.sae.specs.jumprelu import JumpReLUConfig, SparsityLoss
 
 
 def _rect(u: torch.Tensor) -> torch.Tensor:
@@ -102,59 +99,19 @@ class JumpReLUSAE(SparseCoder):
     """
 
     architecture = "jumprelu"
+    Config = JumpReLUConfig
+    bandwidth: float
+    sparsity_loss: SparsityLoss
+    l0_coefficient: float
+    target_l0: float
+    threshold_init: float
+    sparsity_warmup_steps: int
+    threshold_lr_scale: float
 
-    def __init__(
-        self,
-        d_in: int,
-        num_latents: int,
-        *,
-        d_out: int | None = None,
-        transcode: bool = False,
-        bandwidth: float = 0.05,
-        sparsity_loss: SparsityLoss = "target_l0",
-        l0_coefficient: float = 1.0,
-        target_l0: float = 32.0,
-        threshold_init: float = 0.0,
-        sparsity_warmup_steps: int = 0,
-        threshold_lr_scale: float = 1.0,
-        normalize_decoder: bool = True,
-        b_dec_init: BDecInit = "mean",
-        backend: Backend = "torch",
-        generator: torch.Generator | None = None,
-        device: str | torch.device | None = None,
-    ) -> None:
-        super().__init__(
-            d_in,
-            num_latents,
-            d_out=d_out,
-            transcode=transcode,
-            normalize_decoder=normalize_decoder,
-            b_dec_init=b_dec_init,
-            backend=backend,
-            generator=generator,
-            device=device,
-        )
-        if bandwidth <= 0:
-            raise ValueError(f"bandwidth={bandwidth} must be > 0 (the STE kernel width)")
-        if target_l0 <= 0:
-            raise ValueError(f"target_l0={target_l0} must be > 0")
-        if sparsity_loss not in ("l0", "target_l0"):
-            raise ValueError(f"sparsity_loss={sparsity_loss!r}: use 'l0' or 'target_l0'")
-        if l0_coefficient < 0 or threshold_init < 0 or sparsity_warmup_steps < 0:
-            raise ValueError("l0_coefficient, threshold_init, sparsity_warmup_steps must be >= 0")
-        if threshold_lr_scale <= 0:
-            raise ValueError(f"threshold_lr_scale={threshold_lr_scale} must be > 0")
-        self.bandwidth = bandwidth
-        self.sparsity_loss: SparsityLoss = sparsity_loss
-        self.l0_coefficient = l0_coefficient
-        self.target_l0 = target_l0
-        self.threshold_init = threshold_init
-        self.sparsity_warmup_steps = sparsity_warmup_steps
-        self.threshold_lr_scale = threshold_lr_scale
+    def _init_architecture(self, device: torch.device) -> None:
         self.threshold = torch.nn.Parameter(
-            torch.full((num_latents,), threshold_init, dtype=torch.float32, device=device)
+            torch.full((self.num_latents,), self.threshold_init, dtype=torch.float32, device=device)
         )
-        self.reset_parameters(generator)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -193,17 +150,6 @@ class JumpReLUSAE(SparseCoder):
         """Renormalise decoder rows; keep thresholds >= 0 (so activations stay >= 0)."""
         super().after_optimizer_step()
         self.threshold.clamp_(min=0.0)
-
-    def _hyperparameters(self) -> dict[str, Any]:
-        return {
-            "bandwidth": self.bandwidth,
-            "sparsity_loss": self.sparsity_loss,
-            "l0_coefficient": self.l0_coefficient,
-            "target_l0": self.target_l0,
-            "threshold_init": self.threshold_init,
-            "sparsity_warmup_steps": self.sparsity_warmup_steps,
-            "threshold_lr_scale": self.threshold_lr_scale,
-        }
 
     def lr_scales(self) -> dict[str, float]:
         """The threshold learns at lr * threshold_lr_scale (see :meth:`param_groups`)."""

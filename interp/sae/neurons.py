@@ -15,10 +15,15 @@ the geometry but destroying the privileged basis.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from interp.sae.topk import TopKSAE
 from interp_kernels.topk import Backend
+
+if TYPE_CHECKING:
+    from interp.sae.config import SAEConfig
 
 
 def random_rotation(d: int, generator: torch.Generator) -> torch.Tensor:
@@ -50,3 +55,20 @@ def neuron_dictionary(
         sae.W_dec.copy_(basis)
         sae.b_dec.zero_()
     return sae
+
+
+def build_neurons(
+    cfg: SAEConfig,
+    d_in: int,
+    d_out: int | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
+    backend: Backend = "torch",
+) -> TopKSAE:
+    """The neuron dictionary ``cfg`` asks for (the ``build`` of its architecture spec)."""
+    if d_out not in (None, d_in):
+        raise ValueError("sae.architecture=neurons cannot transcode (d_out != d_in)")
+    return neuron_dictionary(
+        d_in, cfg.k, rotate=cfg.rotate, generator=generator, device=device, backend=backend
+    )

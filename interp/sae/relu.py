@@ -18,13 +18,10 @@ Parameters: sparsify's four, ``encoder.weight`` [M, D], ``encoder.bias`` [M], ``
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
 from interp.sae.base import (
-    BDecInit,
     EncoderOutput,
     SparseCoder,
     TrainOutput,
@@ -32,7 +29,7 @@ from interp.sae.base import (
     total_variance,
     warmup_factor,
 )
-from interp_kernels.topk import Backend
+from interp.sae.specs.relu import L1Config
 
 
 def weighted_l1(acts_NM: torch.Tensor, W_dec_ME: torch.Tensor, y_NE: torch.Tensor) -> torch.Tensor:
@@ -42,63 +39,21 @@ def weighted_l1(acts_NM: torch.Tensor, W_dec_ME: torch.Tensor, y_NE: torch.Tenso
 
 
 class SparsityPenaltyMixin:
-    """Constructor checks and hyperparameters shared by the L1-penalised architectures."""
+    """The warmed-up L1 coefficient shared by the L1-penalised architectures."""
 
+    Config = L1Config
     l1_coefficient: float
     sparsity_warmup_steps: int
 
-    def _set_penalty(self, l1_coefficient: float, sparsity_warmup_steps: int) -> None:
-        if l1_coefficient < 0 or sparsity_warmup_steps < 0:
-            raise ValueError(
-                f"l1_coefficient={l1_coefficient} and sparsity_warmup_steps="
-                f"{sparsity_warmup_steps} must be >= 0"
-            )
-        self.l1_coefficient = l1_coefficient
-        self.sparsity_warmup_steps = sparsity_warmup_steps
-
     def _coefficient(self, step: int) -> float:
         return self.l1_coefficient * warmup_factor(step, self.sparsity_warmup_steps)
-
-    def _hyperparameters(self) -> dict[str, Any]:
-        return {
-            "l1_coefficient": self.l1_coefficient,
-            "sparsity_warmup_steps": self.sparsity_warmup_steps,
-        }
 
 
 class ReLUSAE(SparsityPenaltyMixin, SparseCoder):
     """ReLU SAE, tied init, L1 weighted by decoder row norms."""
 
     architecture = "relu"
-
-    def __init__(
-        self,
-        d_in: int,
-        num_latents: int,
-        *,
-        d_out: int | None = None,
-        transcode: bool = False,
-        l1_coefficient: float = 1.0,
-        sparsity_warmup_steps: int = 0,
-        normalize_decoder: bool = False,
-        b_dec_init: BDecInit = "mean",
-        backend: Backend = "torch",
-        generator: torch.Generator | None = None,
-        device: str | torch.device | None = None,
-    ) -> None:
-        super().__init__(
-            d_in,
-            num_latents,
-            d_out=d_out,
-            transcode=transcode,
-            normalize_decoder=normalize_decoder,
-            b_dec_init=b_dec_init,
-            backend=backend,
-            generator=generator,
-            device=device,
-        )
-        self._set_penalty(l1_coefficient, sparsity_warmup_steps)
-        self.reset_parameters(generator)
+    default_normalize_decoder = False
 
     def _encode_flat(self, x_ND: torch.Tensor) -> EncoderOutput:
         return dense_to_sparse(F.relu(self.pre_acts(x_ND)))

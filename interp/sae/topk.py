@@ -21,13 +21,10 @@ pre-activations are kept for the extra top-k's. Both paths give the same values.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
 from interp.sae.base import (
-    BDecInit,
     EncoderOutput,
     ForwardOutput,
     SparseCoder,
@@ -37,7 +34,8 @@ from interp.sae.base import (
     sum_squared_error,
     total_variance,
 )
-from interp_kernels.topk import Backend, topk_encode
+from interp.sae.specs.topk import TopKConfig
+from interp_kernels.topk import topk_encode
 
 __all__ = ["EncoderOutput", "ForwardOutput", "TopKSAE", "fraction_of_variance_unexplained"]
 
@@ -53,42 +51,14 @@ class TopKSAE(SparseCoder):
     """
 
     architecture = "topk"
+    Config = TopKConfig
+    k: int
+    multi_topk: bool
+    auxk_alpha: float
 
-    def __init__(
-        self,
-        d_in: int,
-        num_latents: int,
-        k: int,
-        *,
-        d_out: int | None = None,
-        transcode: bool = False,
-        multi_topk: bool = False,
-        auxk_alpha: float = 0.0,
-        normalize_decoder: bool = True,
-        b_dec_init: BDecInit = "mean",
-        backend: Backend = "torch",
-        generator: torch.Generator | None = None,
-        device: str | torch.device | None = None,
-    ) -> None:
-        super().__init__(
-            d_in,
-            num_latents,
-            d_out=d_out,
-            transcode=transcode,
-            normalize_decoder=normalize_decoder,
-            b_dec_init=b_dec_init,
-            backend=backend,
-            generator=generator,
-            device=device,
-        )
-        if not 0 < k <= num_latents:
-            raise ValueError(f"k={k} must be in [1, num_latents={num_latents}]")
-        if auxk_alpha < 0:
-            raise ValueError(f"auxk_alpha={auxk_alpha} must be >= 0")
-        self.k = k
-        self.multi_topk = multi_topk
-        self.auxk_alpha = auxk_alpha
-        self.reset_parameters(generator)
+    def _init_architecture(self, device: torch.device) -> None:
+        if not self.k <= self.num_latents:
+            raise ValueError(f"k={self.k} must be in [1, num_latents={self.num_latents}]")
 
     @property
     def max_active(self) -> int:
@@ -142,6 +112,3 @@ class TopKSAE(SparseCoder):
             metrics=metrics,
             code=EncoderOutput(top_acts_NK, top_idx_NK),
         )
-
-    def _hyperparameters(self) -> dict[str, Any]:
-        return {"k": self.k, "multi_topk": self.multi_topk, "auxk_alpha": self.auxk_alpha}

@@ -6,27 +6,24 @@ slices: one LM forward per batch, up to the deepest hookpoint any member reads, 
 every member's dictionary, and each member's slice group and manifest are committed on
 their own. Memory is bounded by the slice: its sparse codes are held until the groups
 are written. Each dictionary reads its input hookpoint (``cfg.hookpoint``: ``layers.N``
-by default; any module or ``module:input`` for transcoders and MLP dictionaries).
-
-Tensor legend: B windows per forward, T = ctx_len, D = d_in, N = tokens, K = active
-latents per token in a batch's code (TopK: k; threshold architectures: the most active
-of any token of the batch, shorter rows padded with 0 = absent).
+by default; any module or ``module:input`` for transcoders and MLP dictionaries). The
+encoding itself is :func:`interp.sae.encode.encode_windows`.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from interp.config import RunConfig
 from interp.plan import Task
 from interp.runs import RunPaths, commit_task, is_committed
+from interp.sae.encode import EncodeRange, encode_windows
 from interp.stages.context import StageContext
 from interp.store import (
     StoreMeta,
@@ -40,15 +37,6 @@ from interp.store import (
 log = logging.getLogger(__name__)
 
 Members = Sequence[tuple[RunConfig, RunPaths]]
-
-
-class SliceActs(NamedTuple):
-    """Sparse codes of every token of one slice, for one dictionary."""
-
-    latent_idx: np.ndarray  # [N, K] int
-    latent_val: np.ndarray  # [N, K] float32
-    token_ids: np.ndarray  # [N]
-    keep: np.ndarray  # [N] bool: position in window >= data.exclude_first
 
 
 def run(ctx: StageContext) -> None:
@@ -65,14 +53,36 @@ def run_group(members: Members, task: Task, should_stop: Callable[[], bool]) -> 
     t0 = time.perf_counter()
     from interp.data import load_windows
     from interp.models import resolve_device
-    from interp.sae import load_sae
 
     cfg0, paths0 = todo[0]
     windows = load_windows(paths0, "collect")  # members share the data id: same windows
     _check_windows(cfg0, windows, task)
     device = resolve_device(cfg0.model.device)
     token_dtype = token_dtype_for(int(windows.max()))  # same for every slice of a store
-    encode: list[tuple[RunConfig, RunPaths, Any]] = []
+    encode = _pending(todo, task, device, token_dtype)
+    if encode:
+        data = cfg0.data
+        span = EncodeRange(data.ctx_len, data.exclude_first, cfg0.collect.lm_batch_size,
+                           task.start, task.stop, f"collect s{task.index}")  # fmt: skip
+        dictionaries = [(c.hookpoint, sae) for c, _, sae in encode]
+        codes = encode_windows(cfg0.model, windows, dictionaries, span, device, should_stop)
+        gc.collect()  # HF models hold reference cycles: free the LM before writing
+        if codes is None:
+            log.info("collect slice %d stopped before the end; nothing committed", task.index)
+            return
+        for (_, paths, sae), acts in zip(encode, codes):
+            write_slice(paths.slice_group(task.index), token_start=task.start,
+                        token_stop=task.stop, n_latents=sae.num_latents,
+                        token_dtype=token_dtype, **acts._asdict())  # fmt: skip
+    _commit_all(todo, task, time.perf_counter() - t0)
+
+
+def _pending(todo: Members, task: Task, device: Any, token_dtype: str) -> list[tuple]:
+    """(cfg, paths, dictionary) of the members whose slice group is still to write; the
+    store's meta written (task 0) or checked against theirs."""
+    from interp.sae import load_sae
+
+    encode = []
     for cfg, paths in todo:
         sae = load_sae(paths.sae_dir(), device=device)  # beside the LM: no host round trip
         _check_sae(cfg, sae)
@@ -88,22 +98,10 @@ def run_group(members: Members, task: Task, should_stop: Callable[[], bool]) -> 
         else:
             name = paths.slice_group(task.index).name
             log.info("slice group %s was committed by an earlier attempt; recording it", name)
-    if encode:
-        codes = _encode_slice(cfg0, windows, encode, device, task, should_stop)
-        gc.collect()  # HF models hold reference cycles: free the LM before writing
-        if codes is None:
-            log.info("collect slice %d stopped before the end; nothing committed", task.index)
-            return
-        for (_, paths, sae), acts in zip(encode, codes):
-            write_slice(
-                paths.slice_group(task.index),
-                token_start=task.start,
-                token_stop=task.stop,
-                n_latents=sae.num_latents,
-                token_dtype=token_dtype,
-                **acts._asdict(),
-            )
-    wall = time.perf_counter() - t0
+    return encode
+
+
+def _commit_all(todo: Members, task: Task, wall: float) -> None:
     for _, paths in todo:
         info = read_slice_info(paths.slice_group(task.index))
         assert info is not None, f"{paths.slice_group(task.index)} missing after write"
@@ -149,80 +147,3 @@ def _store_meta(cfg: RunConfig, sae: Any, token_dtype: str) -> StoreMeta:
         hookpoint=cfg.hookpoint,
         token_dtype=token_dtype,
     )
-
-
-def _encode_slice(
-    cfg: RunConfig,
-    windows: np.ndarray,
-    encode: list[tuple[RunConfig, RunPaths, Any]],
-    device: Any,
-    task: Task,
-    should_stop: Callable[[], bool],
-) -> list[SliceActs] | None:
-    """Run the subject model once per batch and every dictionary on its hookpoint; None
-    if asked to stop."""
-    import torch
-    from tqdm import tqdm
-
-    from interp.models import load_subject
-
-    hookpoints = list(dict.fromkeys(c.hookpoint for c, _, _ in encode))
-    subject = load_subject(cfg.model, hookpoints=hookpoints)
-    widths = getattr(subject, "widths", {})
-    for c, _, sae in encode:
-        width = widths.get(c.hookpoint, sae.d_in)
-        if width != sae.d_in:
-            raise ValueError(
-                f"hookpoint {c.hookpoint!r} has width {width} but the dictionary has "
-                f"d_in={sae.d_in}: the point's hook does not match its trained SAE"
-            )
-    ctx, batch = cfg.data.ctx_len, cfg.collect.lm_batch_size
-    w0, w1 = task.start // ctx, task.stop // ctx
-    n = task.stop - task.start
-    codes: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in encode]
-    quiet = not sys.stderr.isatty()  # batch logs: a line every 30 s, not every 0.1 s
-    bar = tqdm(
-        total=n,
-        unit="tok",
-        unit_scale=True,
-        desc=f"collect s{task.index}",
-        mininterval=30 if quiet else 0.1,
-    )
-    with torch.inference_mode(), bar:
-        for b0 in range(w0, w1, batch):
-            if should_stop():
-                return None
-            b1 = min(b0 + batch, w1)
-            ids_BT = torch.from_numpy(np.asarray(windows[b0:b1], np.int64))
-            captured = _capture(subject, ids_BT, hookpoints)
-            for i, (c, _, sae) in enumerate(encode):
-                hidden_BTD = captured[c.hookpoint]
-                x_ND = hidden_BTD.reshape(-1, hidden_BTD.shape[-1])
-                acts_NK, idx_NK = sae.encode(x_ND.to(device))
-                codes[i].append((idx_NK.cpu().numpy(), acts_NK.float().cpu().numpy()))
-            bar.update((b1 - b0) * ctx)
-    token_ids = np.asarray(windows[w0:w1]).reshape(-1)
-    keep = np.arange(n) % ctx >= cfg.data.exclude_first
-    return [SliceActs(*_stack_codes(member, n), token_ids, keep) for member in codes]
-
-
-def _capture(subject: Any, ids_BT: Any, hookpoints: list[str]) -> dict[str, Any]:
-    """{hookpoint: [B, T, D]} from one forward (``hidden`` when only one is read)."""
-    if len(hookpoints) == 1:
-        return {hookpoints[0]: subject.hidden(ids_BT)}
-    return subject.capture(ids_BT)
-
-
-def _stack_codes(codes: list[tuple[np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, ...]:
-    """Per-forward [rows, K_b] codes -> one [n, max K_b] pair, padded with value 0."""
-    k = max((idx.shape[1] for idx, _ in codes), default=1)
-    latent_idx = np.zeros((n, k), np.int64)
-    latent_val = np.zeros((n, k), np.float32)
-    r0 = 0
-    for idx, val in codes:
-        r1 = r0 + idx.shape[0]
-        latent_idx[r0:r1, : idx.shape[1]] = idx
-        latent_val[r0:r1, : val.shape[1]] = val
-        r0 = r1
-    assert r0 == n, f"encoded {r0} tokens, expected {n}"
-    return latent_idx, latent_val

@@ -11,12 +11,13 @@ from typing import Any
 
 _EXPORTS = {
     "GroupTrainer": "interp.train.loop",
-    "TrainPlan": "interp.train.loop",
+    "GroupInputs": "interp.train.job",
+    "TrainJob": "interp.train.job",
+    "TrainPlan": "interp.train.schedule",
     "TrainingDiverged": "interp.train.loop",
-    "default_lr": "interp.train.loop",
-    "lr_factor": "interp.train.loop",
+    "default_lr": "interp.train.schedule",
+    "lr_factor": "interp.train.schedule",
     "train_group": "interp.train.run",
-    "train_sae": "interp.train.run",
     "check_group": "interp.train.group",
     "train_group_id": "interp.train.group",
     "train_group_key": "interp.train.group",

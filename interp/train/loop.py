@@ -40,26 +40,16 @@ engine's base-optimiser state and fp32 master partition, see
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.optim.lr_scheduler import LambdaLR
-from tqdm.auto import tqdm
 
-from interp.config import RunConfig
 from interp.models import SubjectModel
-from interp.runs import RunIds, RunPaths
-from interp.sae.base import SparseCoder, TrainOutput
 from interp.train.checkpoint import (
     commit_checkpoint,
     latest_checkpoint,
@@ -67,12 +57,17 @@ from interp.train.checkpoint import (
     read_meta,
     write_rank_state,
 )
-from interp.train.distributed import Dist, load_zero_optimizer_state, zero_optimizer_state
-from interp.train.stream import ActivationStream, Columns, ShuffleBuffer, usable_vectors
+from interp.train.distributed import Dist
+from interp.train.job import TrainJob
+from interp.train.member import Member, _train_forward
+from interp.train.member import build_dictionary as build_dictionary  # re-exported
+from interp.train.schedule import TrainPlan
+from interp.train.schedule import default_lr as default_lr  # re-exported
+from interp.train.schedule import lr_factor as lr_factor  # re-exported
+from interp.train.stream import ActivationStream, Columns, ShuffleBuffer
 
 log = logging.getLogger(__name__)
 
-DEAD_WINDOW_MAX = 10_000_000
 CHECKPOINT_EVERY = 1000  # steps; a stop request checkpoints at once regardless
 
 
@@ -80,239 +75,34 @@ class TrainingDiverged(RuntimeError):
     """A member's loss became NaN or infinite; no optimiser step was taken with it."""
 
 
-def default_lr(num_latents: int) -> float:
-    """Adam lr of Gao et al. / sparsify: 2e-4 scaled by 1/sqrt(width / 2^14)."""
-    return 2e-4 / math.sqrt(num_latents / 2**14)
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup over ``warmup`` steps, then linear decay to 0 at ``total``.
-
-    Step 0 already gets 1/warmup (not 0), and the last step a small positive lr, so no
-    step is wasted.
-    """
-    return min((step + 1) / max(warmup, 1), (total - step) / max(total - warmup, 1), 1.0)
-
-
-def num_latents_of(cfg: RunConfig, d_in: int) -> int:
-    return cfg.sae.num_latents or d_in * cfg.sae.expansion_factor
-
-
-@dataclass(frozen=True)
-class TrainPlan:
-    """What the group will do, derived from the config and the data (never saved)."""
-
-    num_steps: int
-    batch_size: int
-    buffer_capacity: int
-    tokens_per_step: int  # over every rank
-    dead_window: int
-
-    @classmethod
-    def of(cls, cfg: RunConfig, num_windows: int, data_parallel: int = 1) -> TrainPlan:
-        """``num_windows`` = windows this rank's buffer receives; ``data_parallel`` =
-        ranks whose batches add up to one step (1 unless ddp)."""
-        t = cfg.train
-        vectors = usable_vectors(num_windows, cfg.data.ctx_len, cfg.data.exclude_first)
-        if vectors < t.batch_size:
-            raise ValueError(
-                f"the train split yields {vectors} vectors, fewer than train.batch_size="
-                f"{t.batch_size}: raise train.num_tokens or lower train.batch_size"
-            )
-        steps = vectors // t.batch_size
-        per_step = t.batch_size * data_parallel
-        return cls(
-            num_steps=steps,
-            batch_size=t.batch_size,
-            buffer_capacity=t.buffer_batches * t.batch_size,
-            tokens_per_step=per_step,
-            dead_window=max(1, min(DEAD_WINDOW_MAX, steps * per_step // 4)),
-        )
-
-
-class _Interval:
-    """Metric sums since the member's last metrics line, kept on the device (no per-step
-    sync): name -> running sum of a 0-d tensor."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-        self.seconds = 0.0
-        self.sums: dict[str, torch.Tensor] = {}
-
-    def add(self, values: dict[str, torch.Tensor], seconds: float) -> None:
-        self.steps += 1
-        self.seconds += seconds
-        for name, value in values.items():
-            v = value.detach().float()
-            self.sums[name] = self.sums[name] + v if name in self.sums else v.clone()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps,
-            "seconds": self.seconds,
-            "sums": {k: v.cpu() for k, v in self.sums.items()},
-        }
-
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
-        self.steps, self.seconds = int(state["steps"]), float(state["seconds"])
-        self.sums = {k: v.to(device) for k, v in state["sums"].items()}
-
-
-def build_dictionary(cfg: RunConfig, d_in: int, d_out: int, device: torch.device) -> SparseCoder:
-    """The member's dictionary, initialised from ``train.seed`` only."""
-    from interp.sae import build_sae
-
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    try:
-        return build_sae(
-            cfg.sae, d_in, d_out, generator=generator, device=device, backend=cfg.train.kernels
-        )
-    except ValueError as err:
-        raise ValueError(f"{cfg.hookpoint}/{cfg.sae.sae_id}: {err}") from None
-
-
-class Member:
-    """One SAE of the group: its dictionary, optimiser, schedule and counters."""
-
-    def __init__(
-        self,
-        index: int,
-        cfg: RunConfig,
-        paths: RunPaths,
-        columns: Columns,
-        plan: TrainPlan,
-        dist: Dist,
-    ) -> None:
-        self.index, self.cfg, self.paths = index, cfg, paths
-        self.train_id = RunIds.of(cfg).train
-        self.x_cols = columns.slices[cfg.hookpoint]
-        self.y_cols = columns.slices[cfg.target] if cfg.target != cfg.hookpoint else None
-        d_in = self.x_cols.stop - self.x_cols.start
-        d_out = d_in if self.y_cols is None else self.y_cols.stop - self.y_cols.start
-        self.device = dist.device
-        sae = build_dictionary(cfg, d_in, d_out, dist.device)
-        deepspeed = dist.strategy == "deepspeed"
-        self.sae = sae if deepspeed else dist.prepare_module(sae)
-        num_latents = int(self.sae.num_latents)
-        # fused: one kernel for the whole update, ~10-20x faster than foreach on CPU.
-        fused = True if self.device.type in ("cpu", "cuda") else None
-        self.lr = cfg.train.lr or default_lr(num_latents)
-        groups = self.sae.param_groups(self.lr)  # per-dictionary lr_scale, threshold lr
-        self.optimizer = torch.optim.Adam(groups, lr=self.lr, fused=fused)
-        self.scheduler = LambdaLR(
-            self.optimizer,
-            partial(lr_factor, warmup=cfg.train.warmup_steps, total=plan.num_steps),
-        )
-        self.engine: Any = None  # the DeepSpeed engine (strategy deepspeed), else None
-        if deepspeed:
-            if self.sae.normalize_decoder:  # before_optimizer_step, as a gradient hook
-                self.sae.W_dec.register_hook(partial(_project_decoder_grad, self.sae))
-            # ZeRO steps the same Adam: the scheduler above still sets its lr
-            self.engine = dist.deepspeed_engine(self.sae, self.optimizer)  # type: ignore[attr-defined]
-        self.tokens_since_fired = torch.zeros(num_latents, dtype=torch.long, device=self.device)
-        self.dead_window = cfg.sae.dead_tokens or plan.dead_window
-        self.last_lr = 0.0  # lr of the latest step (the scheduler already points past it)
-        self.interval = _Interval()
-        self.evals: dict[str, float] = {}  # latest spliced evaluation, merged into the log
-        self.name = f"{cfg.hookpoint}/{cfg.sae.sae_id} (train id {self.train_id})"
-
-    def inputs(self, batch_NW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """This member's x [N, D] and target y [N, E] (None: the input itself)."""
-        y = None if self.y_cols is None else batch_NW[:, self.y_cols]
-        return batch_NW[:, self.x_cols], y
-
-    def dead_mask(self) -> torch.Tensor:
-        """[M] bool: latents that have not fired within the dead window."""
-        return self.tokens_since_fired >= self.dead_window
-
-    def dead_pct(self) -> float:
-        return 100.0 * self.dead_mask().float().mean().item()
-
-    def count_firing(self, fired_M: torch.Tensor, tokens: int) -> None:
-        self.tokens_since_fired += tokens
-        self.tokens_since_fired[fired_M] = 0
-
-    def optimizer_state(self) -> dict[str, Any]:
-        """This rank's optimiser state: Adam's, or under ZeRO this rank's partition."""
-        if self.engine is not None:
-            return zero_optimizer_state(self.engine)
-        return self.optimizer.state_dict()
-
-    def release_engine(self) -> None:
-        """End of training under deepspeed: give the SAE parameters storage of their own
-        (ZeRO keeps them as views of one flat buffer), so the final SAE is saved from
-        whole, unshared tensors; the engine is dropped."""
-        if self.engine is None:
-            return
-        with torch.no_grad():
-            for p in self.sae.parameters():
-                p.data = p.data.clone()
-        self.engine = None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "sae": self.sae.state_dict(),
-            "optimizer": self.optimizer_state(),
-            "scheduler": self.scheduler.state_dict(),
-            "tokens_since_fired": self.tokens_since_fired.cpu(),
-            "interval": self.interval.state_dict(),
-            "last_lr": self.last_lr,
-            "evals": dict(self.evals),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sae.load_state_dict(state["sae"])  # in place: ZeRO's flat buffer too
-        if self.engine is not None:
-            load_zero_optimizer_state(self.engine, state["optimizer"])
-        else:
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.tokens_since_fired.copy_(state["tokens_since_fired"])
-        self.interval.load_state_dict(state["interval"], self.device)
-        self.last_lr = float(state["last_lr"])
-        self.evals = dict(state["evals"])
-
-
-def _train_forward(
-    sae: Any, x: torch.Tensor, y: torch.Tensor | None, dead_M: torch.Tensor, step: int
-) -> TrainOutput:
-    """The dictionary's (or its DeepSpeed engine's) training forward (loss, fvu, l0,
-    fired_M, metrics)."""
-    return sae(x, y, dead_mask=dead_M, step=step)
-
-
-def _project_decoder_grad(sae: SparseCoder, grad_MD: torch.Tensor) -> torch.Tensor:
-    """:meth:`SparseCoder.remove_gradient_parallel_to_decoder_directions` as a W_dec
-    gradient hook [M, E] -> [M, E] (under ZeRO the gradient never sits in ``.grad``).
-    Linear in the gradient, so projecting each rank's before averaging is the same."""
-    w_ME = sae.W_dec.detach()
-    return grad_MD - (grad_MD * w_ME).sum(1, keepdim=True) * w_ME
-
-
 class GroupTrainer:
     """Every member, the shared data stream and everything :meth:`state_dict` saves."""
 
     def __init__(
         self,
-        members: Sequence[tuple[RunConfig, RunPaths]],
+        jobs: Sequence[TrainJob],
         subject: SubjectModel,
         windows: np.ndarray,
         plan: TrainPlan,
         dist: Dist,
         columns: Columns,
+        exclude_first: int,
     ) -> None:
-        cfg = members[0][0]
+        """``jobs`` share the stream settings (``train.lm_batch_size``, ``seed``, ...: see
+        :mod:`interp.train.group`); ``exclude_first`` leading positions of every window
+        are skipped."""
+        train = jobs[0].train
         self.plan, self.dist, self.columns = plan, dist, columns
         self.replicated = dist.strategy != "shard_hookpoints"  # every rank has every member
         self.members = [
-            Member(i, c, p, columns, plan, dist) for i, (c, p) in enumerate(members) if dist.owns(i)
+            Member(i, job, columns, plan, dist) for i, job in enumerate(jobs) if dist.owns(i)
         ]
         gather = None if self.replicated or dist.world_size == 1 else dist.gather_activations
         self.stream = ActivationStream(
-            subject, windows, cfg.train.lm_batch_size, cfg.data.exclude_first, columns, gather
+            subject, windows, train.lm_batch_size, exclude_first, columns, gather
         )
-        self.buffer = ShuffleBuffer(columns.width, cfg.train.seed + 1, dist.device)
-        self.member_ids = [RunIds.of(c).train for c, _ in members]
+        self.buffer = ShuffleBuffer(columns.width, train.seed + 1, dist.device)
+        self.member_ids = [job.train_id for job in jobs]
         self.step = 0
         self.wall_s = 0.0
         self.last_good_checkpoint: Path | None = None
@@ -498,159 +288,3 @@ class _StepResult(NamedTuple):
     loss: torch.Tensor  # 0-d
     fired_M: torch.Tensor  # [M] bool
     metrics: dict[str, torch.Tensor]  # 0-d each: fvu, loss, l0 and the architecture's extras
-
-
-# ---------------------------------------------------------------------------- fitting
-
-
-@dataclass
-class FitSettings:
-    """Loop cadences (group-wide) and the per-member periodic evaluation hook."""
-
-    checkpoint_dir: Path
-    checkpoint_every: int = CHECKPOINT_EVERY
-    keep_checkpoints: int = 2
-    evaluate: Callable[[Member], dict[str, float]] | None = None
-
-
-def fit(trainer: GroupTrainer, settings: FitSettings, should_stop: Callable[[], bool]) -> bool:
-    """Train to the planned step count; True when done, False when stopped early.
-
-    Either way the state is checkpointed before returning.
-    """
-    plan = trainer.plan
-    for m in trainer.members:
-        if trainer.writes(m):
-            _truncate_metrics(m.paths.train_metrics(), trainer.step)
-    loggers = [_MetricsLog(trainer, m) for m in trainer.members if trainer.writes(m)]
-    with _progress_bar(trainer) as bar:
-        while trainer.step < plan.num_steps:
-            stop = trainer.train_step(should_stop)
-            bar.update(plan.tokens_per_step)
-            _after_step(trainer, settings, loggers, bar)
-            if trainer.step < plan.num_steps and stop:
-                trainer.save(settings.checkpoint_dir, settings.keep_checkpoints)
-                log.info("stop requested: checkpointed at step %d", trainer.step)
-                return False
-            if trainer.step % settings.checkpoint_every == 0:
-                trainer.save(settings.checkpoint_dir, settings.keep_checkpoints)
-    latest = latest_checkpoint(settings.checkpoint_dir)
-    if latest is None or latest.name != f"step-{trainer.step:08d}":
-        trainer.save(settings.checkpoint_dir, settings.keep_checkpoints)
-    for logger in loggers:
-        logger.close()
-    for m in trainer.members:
-        m.release_engine()
-    return True
-
-
-def _after_step(
-    trainer: GroupTrainer, settings: FitSettings, loggers: list[_MetricsLog], bar: tqdm
-) -> None:
-    step, last = trainer.step, trainer.step == trainer.plan.num_steps
-    records = []
-    for m in trainer.members:
-        every = m.cfg.train.eval_every
-        # the final evaluation is the summary's; decisions here are the same on every rank
-        evaluate = settings.evaluate is not None and every and step % every == 0 and not last
-        if evaluate and trainer.writes(m):
-            m.evals = {f"eval_{k}": v for k, v in settings.evaluate(m).items()}
-        if step % m.cfg.train.log_every == 0 or last or evaluate:
-            records.append(_interval_record(trainer, m))
-    for logger in loggers:
-        for record in records:
-            if record["member"] is logger.member:
-                logger.write(record["values"])
-    if records:
-        fvu = [r["values"]["fvu"] for r in records]
-        bar.set_postfix(fvu=f"{min(fvu):.3f}-{max(fvu):.3f}" if len(fvu) > 1 else f"{fvu[0]:.3f}")
-
-
-def _interval_record(trainer: GroupTrainer, m: Member) -> dict[str, Any]:
-    """The member's metrics line; resets its interval. Collective under ddp: every rank
-    calls it for the same members at the same steps."""
-    iv = m.interval
-    names = sorted(iv.sums)
-    means = torch.stack([iv.sums[n] for n in names]) / max(iv.steps, 1)
-    if trainer.replicated and trainer.dist.world_size > 1:
-        trainer.dist.all_reduce_(means, "mean")
-    values: dict[str, Any] = {"step": trainer.step, "tokens": trainer.tokens}
-    values.update(dict(zip(names, means.tolist())))
-    values["dead_pct"] = m.dead_pct()
-    values["lr"] = m.last_lr
-    values["tokens_per_s"] = iv.steps * trainer.plan.tokens_per_step / max(iv.seconds, 1e-9)
-    values.update(m.evals)
-    m.interval, m.evals = _Interval(), {}
-    return {"member": m, "values": values}
-
-
-class _MetricsLog:
-    """metrics.jsonl of one member (and its wandb run, when configured)."""
-
-    def __init__(self, trainer: GroupTrainer, member: Member) -> None:
-        self.member = member
-        self.file = member.paths.train_metrics()
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        self.wandb = _wandb_run(member)
-
-    def write(self, values: dict[str, Any]) -> None:
-        with open(self.file, "a") as f:
-            f.write(json.dumps(values) + "\n")
-        if self.wandb is not None:
-            self.wandb.log(values, step=values["step"])
-
-    def close(self) -> None:
-        if self.wandb is not None:
-            self.wandb.finish()
-
-
-def _wandb_run(member: Member) -> Any:
-    project = member.cfg.train.wandb_project
-    if not project:
-        return None
-    try:
-        import wandb
-    except ImportError:
-        log.warning(
-            "train.wandb_project=%s but wandb is not installed: metrics.jsonl only", project
-        )
-        return None
-    from interp.config import to_dict
-
-    return wandb.init(
-        project=project,
-        name=f"{member.cfg.name}/{member.cfg.hookpoint}/{member.cfg.sae.sae_id}",
-        id=member.train_id,
-        resume="allow",
-        config=to_dict(member.cfg),
-        reinit="create_new",
-    )
-
-
-def _progress_bar(trainer: GroupTrainer) -> tqdm:
-    quiet = not sys.stderr.isatty()  # batch logs: a line every 30 s, not every second
-    hooks = sorted({m.cfg.hookpoint for m in trainer.members})
-    return tqdm(
-        total=trainer.plan.num_steps * trainer.plan.tokens_per_step,
-        initial=trainer.tokens,
-        unit="tok",
-        unit_scale=True,
-        desc=f"train {len(trainer.members)} SAE(s) @ {','.join(hooks)}",
-        mininterval=30.0 if quiet else 1.0,
-        disable=not trainer.dist.is_main,
-    )
-
-
-def _truncate_metrics(metrics_file: Path, step: int) -> None:
-    """Drop metric lines logged after the checkpoint we resume from (they will be
-    logged again), so a resumed run's metrics.jsonl has each step once."""
-    if not metrics_file.exists():
-        return
-    kept = []
-    for line in metrics_file.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line + "\n")
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut short by a kill
-    metrics_file.write_text("".join(kept))

@@ -68,7 +68,7 @@ def test_mlp_neuron_hookpoints_plan_the_mlp_width() -> None:
 
 def test_train_stage_builds_neurons_beside_a_trained_sae(tmp_path) -> None:
     from interp.sae import load_sae
-    from interp.train import train_group
+    from interp.stages.train import train_group
 
     def config(**top):
         return load_run_config(

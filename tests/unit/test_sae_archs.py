@@ -517,7 +517,7 @@ def test_bad_sae_configs_are_refused_with_the_key_named(raw, message):
 def test_k_against_the_width_known_only_from_d_in():
     with pytest.raises(ValueError, match="k=32 must be smaller than the dictionary width 32"):
         build_sae(SAEConfig(k=32, expansion_factor=2), 16)
-    with pytest.raises(ValueError, match="sae.architecture='sparse' is unknown"):
+    with pytest.raises(ValueError, match="sae.architecture='sparse' is not one of"):
         SAEConfig(architecture="sparse")  # type: ignore[arg-type]
 
 

@@ -107,9 +107,9 @@ def test_train_stage_trains_saves_evaluates_and_commits(tmp_path, monkeypatch):
     def must_not_train(*args, **kwargs):
         raise AssertionError("a committed train task ran again")
 
-    import interp.train
+    import interp.train.run
 
-    monkeypatch.setattr(interp.train, "train_sae", must_not_train)
+    monkeypatch.setattr(interp.train.run, "train_group", must_not_train)
     before = manifest.read_text()
     stage.run(StageContext.of(cfg, paths, Task(0, 0, 1), lambda: False))  # a no-op
     assert manifest.read_text() == before
@@ -118,7 +118,7 @@ def test_train_stage_trains_saves_evaluates_and_commits(tmp_path, monkeypatch):
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     from interp.sae import load_sae
     from interp.stages import train as stage
-    from interp.train import train_sae
+    from interp.stages.train import train_sae
 
     straight = small_config(tmp_path / "straight")
     stopped = small_config(tmp_path / "stopped")
@@ -150,7 +150,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
 
 
 def test_too_few_tokens_for_one_batch_is_a_value_error(tmp_path):
-    from interp.train import train_sae
+    from interp.stages.train import train_sae
 
     cfg = small_config(tmp_path, num_tokens=64, batch_size=512)
     with pytest.raises(ValueError, match="fewer than train.batch_size"):

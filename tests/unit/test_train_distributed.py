@@ -495,7 +495,7 @@ def loop_members(out_dir: Path, batch_size: int) -> list:
 
 
 def _loop_worker(rank: int, port: int, out_dir: Path, strategy: str) -> None:
-    from interp.train import train_group
+    from interp.stages.train import train_group
 
     torch.set_num_threads(1)
     members = loop_members(out_dir / strategy, LOOP_BATCH[strategy])
@@ -520,7 +520,7 @@ def test_training_loop_two_processes(tmp_path, strategy) -> None:
     reaches the single-process held-out FVU (shuffle order and, under ddp, the per-rank
     FVU denominator differ, so not bit for bit)."""
     from interp.data import load_windows
-    from interp.train import train_group
+    from interp.stages.train import train_group
 
     single = {s["hookpoint"]: s for s in train_group(loop_members(tmp_path / "single", 256))}
     for _, paths in loop_members(tmp_path / strategy, LOOP_BATCH[strategy]):
@@ -545,7 +545,7 @@ def _deepspeed_loop_worker(rank: int, port: int, out_dir: Path, stage: int) -> N
     """Rank ``rank`` trains the group under ZeRO ``stage`` straight through (in ``full``),
     stopped after 3 steps then resumed from the checkpoint (in ``resumed``), and under
     ddp over the same process group (in ``ddp``)."""
-    from interp.train import train_group
+    from interp.stages.train import train_group
 
     torch.set_num_threads(1)
     cfg = DistConfig(strategy="deepspeed", zero_stage=stage)
@@ -590,7 +590,7 @@ def test_training_loop_deepspeed(tmp_path, stage) -> None:
     partition) ends on the uninterrupted run's weights."""
     pytest.importorskip("deepspeed")
     from interp.data import load_windows
-    from interp.train import train_group
+    from interp.stages.train import train_group
 
     single = {s["hookpoint"]: s for s in train_group(loop_members(tmp_path / "single", 256))}
     for run in ("full", "resumed", "ddp"):

@@ -71,7 +71,7 @@ def test_group_key_needs_no_torch_and_groups_by_stream(tmp_path):
 def test_group_members_train_exactly_as_alone(tmp_path):
     """A residual SAE trained in a group with a transcoder (another layer, another lr,
     periodic evaluation) ends bit for bit where it ends trained alone."""
-    from interp.train import train_group, train_sae
+    from interp.stages.train import train_group, train_sae
 
     solo = config(tmp_path / "solo")
     train_sae(solo, paths_of(solo))
@@ -123,7 +123,8 @@ def test_group_members_train_exactly_as_alone(tmp_path):
 
 def test_nan_loss_stops_naming_member_step_and_checkpoint(tmp_path, monkeypatch):
     import interp.train.loop as loop
-    from interp.train import TrainingDiverged, train_sae
+    from interp.stages.train import train_sae
+    from interp.train import TrainingDiverged
 
     real = loop._train_forward
 
@@ -152,7 +153,7 @@ def test_nan_loss_stops_naming_member_step_and_checkpoint(tmp_path, monkeypatch)
     ],
 )
 def test_impossible_members_are_refused_before_training(tmp_path, overrides, match):
-    from interp.train import train_sae
+    from interp.stages.train import train_sae
 
     try:
         cfg = config(tmp_path, **overrides)
@@ -180,7 +181,7 @@ def test_transcoder_without_target_and_mixed_streams_are_refused(tmp_path):
 @pytest.mark.slow  # five dictionaries, five evaluations (135 s on the loaded 2-core box)
 def test_every_architecture_trains_in_one_group(tmp_path):
     from interp.sae import load_sae
-    from interp.train import train_group
+    from interp.stages.train import train_group
 
     extras = {"topk": "auxk", "batchtopk": None, "jumprelu": "sparsity_loss",
               "relu": "sparsity_loss", "gated": "sparsity_loss"}  # fmt: skip

@@ -52,7 +52,7 @@ import interp.train.checkpoint as checkpoint
 import interp.train.loop as loop
 from interp.config import load_run_config
 from interp.runs import RunPaths
-from interp.train import train_sae
+from interp.stages.train import train_sae
 
 real_commit = checkpoint.commit_checkpoint
 
@@ -77,7 +77,7 @@ def group_checkpoints(cfg: RunConfig) -> list[str]:
 
 @pytest.mark.slow  # two trainings, a child, a resume (97 s on the loaded 2-core box)
 def test_sigkilled_run_resumes_to_the_same_weights(tmp_path):
-    from interp.train import train_sae
+    from interp.stages.train import train_sae
 
     straight = config(tmp_path / "straight")
     train_sae(straight, paths_of(straight))
