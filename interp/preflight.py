@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from interp.config import RunConfig
+from interp.llm.registry import backend_spec
 
 MAX_PATTERNS = 12  # module-name patterns an unknown-hookpoint error lists
 
@@ -220,15 +221,16 @@ def _data_problems(cfg: RunConfig) -> list[str]:
 
 def _llm_problems(cfg: RunConfig, environ: Mapping[str, str], models: Models) -> list[str]:
     llm = cfg.llm
+    spec = backend_spec(llm.backend)
     problems = []
-    if llm.backend == "http":  # llm.model is only the name sent to the server
+    if not spec.loads_model:  # llm.model is only the name sent to the server
         problems.append(_api_key_problem(llm.api_key_env, environ))
         if llm.tokenizer:
             problems.append(_tokenizer_problem(llm.tokenizer, models))
     else:
         problems.append(_named_model_problem("llm.model", llm.model, models))
-    if llm.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        problems.append("llm.backend=vllm needs vLLM in this environment: pip install vllm")
+    if any(importlib.util.find_spec(m) is None for m in spec.requires):
+        problems.append(f"llm.backend={spec.name} needs {spec.install_hint or spec.requires}")
     return [p for p in problems if p]
 
 

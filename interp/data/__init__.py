@@ -4,50 +4,43 @@
   (bundled offline text, local text/parquet/jsonl files, Hugging Face datasets).
 - :mod:`interp.data.pack`: streamed tokenisation and packing into windows (BOS modes).
 - :mod:`interp.data.tokens`: the run's prepared token file and its split/slice readers.
+
+Names resolve lazily (PEP 562): importing the package (as the light config
+module does for its ``config`` submodule) imports none of its heavy modules.
 """
 
-from interp.data.corpus import (
-    Corpus,
-    Documents,
-    HFDataset,
-    TableFiles,
-    TextFiles,
-    build_corpus,
-    bundled_files,
-    iter_documents,
-)
-from interp.data.pack import iter_windows, special_tokens, token_dtype
-from interp.data.tokens import (
-    TokenFile,
-    ensure_tokens,
-    load_windows,
-    open_windows,
-    pack_windows,
-    required_windows,
-    slice_windows,
-    split_windows,
-    write_token_file,
-)
+from __future__ import annotations
 
-__all__ = [
-    "Corpus",
-    "Documents",
-    "HFDataset",
-    "TableFiles",
-    "TextFiles",
-    "TokenFile",
-    "build_corpus",
-    "bundled_files",
-    "ensure_tokens",
-    "iter_documents",
-    "iter_windows",
-    "load_windows",
-    "open_windows",
-    "pack_windows",
-    "required_windows",
-    "slice_windows",
-    "special_tokens",
-    "split_windows",
-    "token_dtype",
-    "write_token_file",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DataConfig": "interp.data.config",
+    "Corpus": "interp.data.corpus",
+    "Documents": "interp.data.corpus",
+    "HFDataset": "interp.data.corpus",
+    "TableFiles": "interp.data.corpus",
+    "TextFiles": "interp.data.corpus",
+    "build_corpus": "interp.data.corpus",
+    "bundled_files": "interp.data.corpus",
+    "iter_documents": "interp.data.corpus",
+    "iter_windows": "interp.data.pack",
+    "special_tokens": "interp.data.pack",
+    "token_dtype": "interp.data.pack",
+    "TokenFile": "interp.data.tokens",
+    "ensure_tokens": "interp.data.tokens",
+    "load_windows": "interp.data.tokens",
+    "open_windows": "interp.data.tokens",
+    "pack_windows": "interp.data.tokens",
+    "required_windows": "interp.data.tokens",
+    "slice_windows": "interp.data.tokens",
+    "split_windows": "interp.data.tokens",
+    "write_token_file": "interp.data.tokens",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'interp.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from interp.config import DataConfig
+from interp.data.config import DataConfig
 
 log = logging.getLogger(__name__)
 

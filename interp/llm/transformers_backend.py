@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp.config import LLMConfig
 from interp.llm.base import ChoiceLogprobs, Generation, Message, TextLogprobs, check_messages
+from interp.llm.config import LLMConfig
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), [B, H, P, Dh]
 

@@ -29,8 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from interp.config import LLMConfig
 from interp.llm.base import ChoiceLogprobs, Generation, Message, TextLogprobs, check_messages
+from interp.llm.config import LLMConfig
 
 VLLM_HINT = (
     "backend=vllm needs vLLM, which runs on CUDA GPUs: `pip install vllm` on a GPU node "

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from interp.config import ModelConfig
+from interp.models.config import ModelConfig
 from interp.models.provision import resolve_model
 
 log = logging.getLogger(__name__)

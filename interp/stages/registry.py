@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from interp.groups import collect_group_key, train_group_key
+from interp.llm.registry import backend_names, backend_spec
 
 if TYPE_CHECKING:
     from interp.config import RunConfig
@@ -197,9 +198,10 @@ def serve_enabled(cfg: RunConfig) -> bool:
     """``serve.enabled``; the replicas talk HTTP, so the LLM must be an HTTP client."""
     if not cfg.serve.enabled:
         return False
-    if cfg.llm.backend != "http":
+    if not backend_spec(cfg.llm.backend).discovery:  # it cannot reach served replicas
+        served = "|".join(n for n in backend_names() if backend_spec(n).discovery)
         raise ValueError(
-            f"serve.enabled=true needs llm.backend=http (got {cfg.llm.backend!r}): the "
+            f"serve.enabled=true needs llm.backend={served} (got {cfg.llm.backend!r}): the "
             "interpret tasks talk to the served replicas over HTTP; set llm=http or "
             "llm=llama_server, or serve=in_task for an in-task LLM"
         )
