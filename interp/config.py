@@ -13,7 +13,7 @@ whose metadata says ``{"id": False}`` change logging only and are left out of ru
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 # Re-exported from their components (importers still name them from here).
 from interp.collect_config import CollectConfig
