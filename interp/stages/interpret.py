@@ -116,7 +116,7 @@ def build_task_client(cfg: RunConfig, paths: RunPaths, task: Task) -> LLMClient:
         from interp.llm.replicas import discoverer, serve_id
 
         # the scheduler check attend() installed from ctx.jobs_alive applies here
-        discover = discoverer(paths.root, serve_id(cfg))
+        discover = discoverer(paths.root, serve_id(cfg.llm, cfg.serve))
     return build_client(
         cfg.llm, paths.llm_cache_dir() / f"r{task.index:05d}.jsonl", discover=discover,
         ledger=Ledger(paths.llm_ledger_dir(), task.index),

@@ -120,14 +120,14 @@ def build_server(cfg: RunConfig, host: str, port: int, log_path: Path) -> Server
     s = cfg.serve
     if s.engine == "vllm":
         return VLLMServer(
-            served_weights(cfg), served_name(cfg), host, port, s.tensor_parallel, s.extra_args,
+            served_weights(cfg.llm, cfg.serve), served_name(cfg.llm), host, port, s.tensor_parallel, s.extra_args,
             log_path,
         )  # fmt: skip
     from interp.llm.server import LlamaServer
 
     threads = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or None
     return LlamaServer(
-        served_weights(cfg), alias=served_name(cfg), host=host, port=port, n_ctx=s.n_ctx,
+        served_weights(cfg.llm, cfg.serve), alias=served_name(cfg.llm), host=host, port=port, n_ctx=s.n_ctx,
         n_threads=threads, extra_args=s.extra_args, log_path=log_path,
     )  # fmt: skip
 
@@ -138,7 +138,7 @@ def start_replica(cfg: RunConfig, root: Path, job: str, attempts: int = 5) -> Se
     bind, _ = bind_host(cfg)
     first, last = cfg.serve.port_range
     tried: list[int] = []
-    log_path = serve_dir(root, serve_id(cfg)) / "logs" / f"{job}.log"
+    log_path = serve_dir(root, serve_id(cfg.llm, cfg.serve)) / "logs" / f"{job}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(attempts):
         port = free_port(bind, first, last, skip=tried)
@@ -168,12 +168,18 @@ def serve(
     Returns what happened: ``{"job", "base_url", "reason", "served_s"}``.
     """
     job = job or this_job()
-    sid = serve_id(cfg)
+    sid = serve_id(cfg.llm, cfg.serve)
     server = start_replica(cfg, root, job)
     _, public = bind_host(cfg)
     assert server.port is not None and server.proc is not None
     replica = Replica(
-        job, public, server.port, served_name(cfg), cfg.serve.engine, server.proc.pid, time.time()
+        job,
+        public,
+        server.port,
+        served_name(cfg.llm),
+        cfg.serve.engine,
+        server.proc.pid,
+        time.time(),
     )
     t0 = time.monotonic()
     try:
