@@ -28,7 +28,7 @@ from interp.llm import Ledger, LLMClient, build_client
 from interp.llm.http import LLMUnavailableError
 from interp.plan import Task
 from interp.runs import RunPaths, commit_task, is_committed
-from interp.score.context import ScoreResources
+from interp.score.context import ResourceInputs, ScoreResources
 from interp.score.run import resource_factories
 from interp.stages.context import StageContext
 
@@ -126,8 +126,11 @@ def build_task_client(cfg: RunConfig, paths: RunPaths, task: Task) -> LLMClient:
 def build_resources(cfg: RunConfig, paths: RunPaths) -> ScoreResources:
     """Factories of the task-wide resources the configured scorers declare (their specs)
     and of the embedder examples.negatives='similar' uses; nothing loads until asked."""
+    inputs = ResourceInputs(
+        cfg.model, cfg.target, cfg.data.prepend_bos, paths.sae_dir(), paths.ids.point
+    )
     return ScoreResources(
-        {"embedder": _load_embedder, **resource_factories(cfg.scorer.names, cfg, paths)}
+        {"embedder": _load_embedder, **resource_factories(cfg.scorer.names, inputs)}
     )
 
 
