@@ -62,7 +62,7 @@ from interp.verify import check_records
 log = logging.getLogger(__name__)
 
 AFTER_TABLE: tuple[str, ...] = (
-    "interp.align.sweep:align_sweep",  # first: the report draws its heatmaps
+    "interp.stages.align:align_sweep",  # first: the report draws its heatmaps
     "interp.report.html:write_report",
 )
 """``"module:function"`` names, each called as ``function(root: Path)`` with the sweep

@@ -88,8 +88,9 @@ def inputs_of(members: Members) -> GroupInputs:
 
 def _load_windows(paths: RunPaths, split: Any) -> Any:
     from interp.data import load_windows
+    from interp.stages.inputs import token_source
 
-    return load_windows(paths, split)
+    return load_windows(token_source(paths), split)
 
 
 def train_group(
