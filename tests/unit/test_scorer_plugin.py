@@ -27,9 +27,14 @@ from interp.plan import Task, plan_point
 from interp.report.export import delphi_latent_name, read_delphi
 from interp.report.summary import headline
 from interp.runs import RunPaths, atomic_write_json, commit_task
-from interp.score import ScoreContext, ScorerSpec, register_scorer, unregister_scorer
+from interp.score import (
+    ResourceInputs,
+    ScoreContext,
+    ScorerSpec,
+    register_scorer,
+    unregister_scorer,
+)
 from interp.score.config import ScorerConfig
-from interp.score.context import ResourceInputs
 from interp.stages import gather, interpret
 from interp.stages.context import StageContext
 
