@@ -120,15 +120,15 @@ def build_server(cfg: RunConfig, host: str, port: int, log_path: Path) -> Server
     s = cfg.serve
     if s.engine == "vllm":
         return VLLMServer(
-            served_weights(cfg.llm, cfg.serve), served_name(cfg.llm), host, port, s.tensor_parallel, s.extra_args,
-            log_path,
+            served_weights(cfg.llm, s), served_name(cfg.llm), host, port, s.tensor_parallel,
+            s.extra_args, log_path,
         )  # fmt: skip
     from interp.llm.server import LlamaServer
 
     threads = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or None
     return LlamaServer(
-        served_weights(cfg.llm, cfg.serve), alias=served_name(cfg.llm), host=host, port=port, n_ctx=s.n_ctx,
-        n_threads=threads, extra_args=s.extra_args, log_path=log_path,
+        served_weights(cfg.llm, s), alias=served_name(cfg.llm), host=host, port=port,
+        n_ctx=s.n_ctx, n_threads=threads, extra_args=s.extra_args, log_path=log_path,
     )  # fmt: skip
 
 
@@ -172,14 +172,9 @@ def serve(
     server = start_replica(cfg, root, job)
     _, public = bind_host(cfg)
     assert server.port is not None and server.proc is not None
+    name = served_name(cfg.llm)
     replica = Replica(
-        job,
-        public,
-        server.port,
-        served_name(cfg.llm),
-        cfg.serve.engine,
-        server.proc.pid,
-        time.time(),
+        job, public, server.port, name, cfg.serve.engine, server.proc.pid, time.time()
     )
     t0 = time.monotonic()
     try:
