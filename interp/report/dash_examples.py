@@ -20,10 +20,10 @@ class Store:
         from interp.models.load import load_tokenizer
         from interp.store import StoreReader
 
-        self.reader = StoreReader(point.paths.store_dir())
+        self.reader = StoreReader(point.files.store_dir)
         self.token_ids = self.reader.token_ids()
-        self.ctx_len = point.cfg.data.ctx_len
-        self.tokenizer = load_tokenizer(point.cfg.model.name)
+        self.ctx_len = point.info.ctx_len
+        self.tokenizer = load_tokenizer(point.info.model_name)
         self._text: dict[int, str] = {}
 
     def token_text(self, token_id: int) -> str:

@@ -16,7 +16,7 @@ def index_entry(
 ) -> dict[str, Any]:
     entry = {
         "href": f"{point.point_id}/{latent}.html",
-        "dictionary": point.cfg.sae.sae_id,
+        "dictionary": point.sae_id,
         "layer": point.layer,
         "latent": latent,
         "chosen": why,

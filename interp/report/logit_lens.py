@@ -19,7 +19,7 @@ def decoder_logits(
 
     if not latents:
         return {}
-    sae = load_sae(point.paths.sae_dir())
+    sae = load_sae(point.files.sae_dir)
     idx = torch.as_tensor(list(latents))
     with torch.no_grad():
         d_LD = sae.W_dec.detach()[idx].float()
@@ -30,7 +30,7 @@ def decoder_logits(
         logits_LV = (d_LH * gain_H) @ W_U.T
         top = torch.topk(logits_LV, k, dim=1)
         bottom = torch.topk(-logits_LV, k, dim=1)
-    tok = model_cache[point.cfg.model.name]["tokenizer"]
+    tok = model_cache[point.info.model_name]["tokenizer"]
     out = {}
     for row, latent in enumerate(latents):
         out[latent] = (
@@ -46,7 +46,7 @@ def _unembedding(point: Point, width: int, cache: dict) -> tuple[Any, Any, bool,
 
     from interp.models.load import load_causal_lm, load_tokenizer
 
-    name = point.cfg.model.name
+    name = point.info.model_name
     if name not in cache:
         model = load_causal_lm(name, "float32", "cpu")
         norm = _final_norm(model)
@@ -63,7 +63,7 @@ def _unembedding(point: Point, width: int, cache: dict) -> tuple[Any, Any, bool,
     c = cache[name]
     to_residual = None
     if width != c["W_U"].shape[1]:
-        to_residual = _input_projection(c["model"], point.cfg.hookpoint, width, c["W_U"].shape[1])
+        to_residual = _input_projection(c["model"], point.hookpoint, width, c["W_U"].shape[1])
     return c["W_U"], c["gain"], c["center"], to_residual
 
 

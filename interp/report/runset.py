@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from interp.report.dashboard import DashboardConfig
 from interp.report.sweepdata import (
@@ -75,16 +74,14 @@ def resolve_input(path: Path) -> list[RunSet]:
             "(no <n>/.hydra/overrides.yaml): pass runs/<name> or runs/<name>/.hydra/multirun-*"
         )
     by_root: dict[Path, set[str]] = {}
-    for pid, _, cfg in found:
-        root = _sweep_root_of(cfg, path)
+    for pid, _, recorded_root in found:
+        root = _sweep_root_of(recorded_root, path)
         by_root.setdefault(root, set()).add(pid)
     return [load_runset(root, path.name, ids) for root, ids in sorted(by_root.items())]
 
 
-def _sweep_root_of(cfg: Any, multirun: Path) -> Path:
-    from interp.runs import RunPaths
-
-    candidates = [RunPaths.sweep_root(cfg), multirun.parent.parent]
+def _sweep_root_of(recorded_root: Path, multirun: Path) -> Path:
+    candidates = [recorded_root, multirun.parent.parent]
     for root in candidates:
         if (root / "points").is_dir():
             return root.resolve()

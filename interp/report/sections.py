@@ -94,7 +94,7 @@ def _points_table(run: RunSet, stats: dict[str, dict[str, Any]], scorers: list[s
     for p in run.points:
         s = stats[p.point_id]
         cells = [p.point_id, " ".join(p.overrides) if p.overrides is not None else "(not a multirun)",
-                 p.cfg.sae.sae_id, p.cfg.hookpoint, fixed(s.get("fvu")), fixed(s.get("l0"), 1),
+                 p.sae_id, p.hookpoint, fixed(s.get("fvu")), fixed(s.get("l0"), 1),
                  fixed(s.get("dead_pct"), 1), fixed(s.get("ce_increase")), fixed(s.get("n_latents"), 0),
                  ", ".join(f"{k} {v}" for k, v in (s.get("status") or {}).items())]  # fmt: skip
         cells += [_score_cell(s, scorer) for scorer in scorers]
