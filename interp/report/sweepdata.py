@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from interp.config import RunConfig, load_run_config
+from interp.point_info import PointFiles, PointInfo, locate, recorded_points
 from interp.records import PRIMARY_METRICS, parse_score_column
-from interp.runs import RunIds, RunPaths, gather_dir, points_dir
+from interp.runs import gather_dir
 from interp.score.registry import headline_metric
 
 log = logging.getLogger(__name__)
@@ -33,47 +33,56 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Point:
-    """One sweep point as the report sees it."""
+    """One sweep point as the report sees it: its plain values (:mod:`interp.point_info`)
+    and what its stages recorded."""
 
     root: Path
-    cfg: RunConfig
+    info: PointInfo
     overrides: list[str] | None = None  # Hydra task overrides ("layer=3"); None: not a multirun
     multirun_dir: str | None = None
     train: dict[str, Any] = field(default_factory=dict)  # train summary.json ({} if absent)
 
     @property
     def point_id(self) -> str:
-        return RunIds.of(self.cfg).point
+        return self.info.point_id
 
     @property
-    def paths(self) -> RunPaths:
-        return RunPaths(self.root, self.cfg)
+    def files(self) -> PointFiles:
+        return self.info.files
 
     @property
     def layer(self) -> int:
-        return self.cfg.layer
+        return self.info.layer
+
+    @property
+    def sae_id(self) -> str:
+        return self.info.sae_id
+
+    @property
+    def hookpoint(self) -> str:
+        return self.info.hookpoint
 
     @property
     def kind(self) -> str:
         """'SAE latents', 'neurons' or 'rotated neurons': the groups scores are compared by."""
-        if self.cfg.sae.architecture != "neurons":
+        if self.info.architecture != "neurons":
             return "SAE latents"
-        return "rotated neurons" if self.cfg.sae.rotate else "neurons"
+        return "rotated neurons" if self.info.rotate else "neurons"
 
     @property
     def series(self) -> str:
         """The dictionary without its layer: a line/colour in plots over layers."""
-        return self.cfg.sae.sae_id
+        return self.info.sae_id
 
     @property
     def label(self) -> str:
-        return f"{self.cfg.sae.sae_id} @ {self.cfg.hookpoint}"
+        return f"{self.info.sae_id} @ {self.info.hookpoint}"
 
     def override_dict(self) -> dict[str, str]:
         """The overrides as key -> value; without recorded overrides, the dictionary and
         layer (what a sweep usually varies) stand in."""
         if self.overrides is None:
-            return {"sae": self.cfg.sae.sae_id, "layer": str(self.cfg.layer)}
+            return {"sae": self.info.sae_id, "layer": str(self.info.layer)}
         out = {}
         for item in self.overrides:
             key, _, value = item.partition("=")
@@ -86,16 +95,14 @@ def load_points(root: Path) -> list[Point]:
     root = Path(root)
     points = []
     hydra_overrides = _hydra_job_overrides(root)
-    for cfg_file in sorted(points_dir(root).glob("*/config.json")):
-        cfg = load_run_config(json.loads(cfg_file.read_text()))
-        point = Point(root, cfg)
-        over_file = point.paths.point_overrides()
-        if over_file.is_file():
-            rec = json.loads(over_file.read_text())
+    for info in recorded_points(root):
+        point = Point(root, info)
+        if info.files.overrides.is_file():
+            rec = json.loads(info.files.overrides.read_text())
             point.overrides, point.multirun_dir = list(rec["overrides"]), rec.get("multirun_dir")
         elif point.point_id in hydra_overrides:
             point.overrides, point.multirun_dir = hydra_overrides[point.point_id]
-        summary = point.paths.train_summary()
+        summary = info.files.train_summary
         point.train = json.loads(summary.read_text()) if summary.is_file() else {}
         points.append(point)
     return points
@@ -111,24 +118,25 @@ def _hydra_job_overrides(root: Path) -> dict[str, tuple[list[str], str]]:
     return out
 
 
-def multirun_job(job_dir: Path) -> tuple[str, list[str], RunConfig] | None:
-    """(point id, overrides, config) of one Hydra multirun job folder, None if unreadable."""
+def multirun_job(job_dir: Path) -> tuple[str, list[str], Path] | None:
+    """(point id, overrides, sweep folder of the point) of one Hydra multirun job folder,
+    None if unreadable."""
     import yaml
 
     try:
         overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
         raw = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
         raw.pop("cluster", None)
-        cfg = load_run_config(raw)
+        point_id, sweep_root = locate(raw)
     except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as err:
         log.warning("skipping Hydra job folder %s: %s", job_dir, err)
         return None
-    return RunIds.of(cfg).point, [str(o) for o in overrides], cfg
+    return point_id, [str(o) for o in overrides], sweep_root
 
 
 def read_metrics(point: Point) -> list[dict[str, Any]]:
     """Training metrics rows (``metrics.jsonl``) of a point; [] if none."""
-    path = point.paths.train_metrics()
+    path = point.files.train_metrics
     if not path.is_file():
         return []
     with open(path) as f:
@@ -214,7 +222,7 @@ class LatentTable:
         if pid is not None:
             return pid == point.point_id
         sae, layer = self.text("sae_id"), self.number("layer")
-        return (sae == point.cfg.sae.sae_id) & (layer == point.layer)
+        return (sae == point.sae_id) & (layer == point.layer)
 
 
 def read_table(root: Path) -> LatentTable | None:

@@ -413,12 +413,12 @@ def test_decoder_logits_rank_the_token_the_direction_writes(tmp_path: Path) -> N
     W_U = model.get_output_embeddings().weight.detach()
     gain = model.model.norm.weight.detach()
     t = int(W_U.norm(dim=1).argmax())  # the largest-norm row wins its own dot product
-    sae = load_sae(point.paths.sae_dir())
+    sae = load_sae(point.files.sae_dir)
     with torch.no_grad():
         sae.W_dec[0] = W_U[t] / gain
         sae.W_dec[1] = -W_U[t] / gain
-    shutil.rmtree(point.paths.sae_dir())  # save_sae never overwrites a committed dictionary
-    save_sae(sae, point.paths.sae_dir())
+    shutil.rmtree(point.files.sae_dir)  # save_sae never overwrites a committed dictionary
+    save_sae(sae, point.files.sae_dir)
     out = decoder_logits(point, [0, 1], 5, {})
     name = load_tokenizer(MODEL).decode([t])
     assert out[0][0][0][0] == name and out[1][1][0][0] == name
