@@ -27,7 +27,7 @@ def interpret_point(tmp_path: Path, url: str, name: str = "outage", **llm: Any) 
                 "window": 8, "n_explain": 3, "n_score_active": 2, "n_score_inactive": 2,
                 "min_examples": 2}},
             "llm": {"backend": "http", "base_urls": [url], "served_model": "fake",
-                    "max_retries": 1, "timeout_s": 5, **llm},
+                    "max_retries": 1, "timeout_s": 60, **llm},  # no load-induced retry
         }
     )  # fmt: skip
 
