@@ -203,10 +203,11 @@ def child_gather(root: Path) -> dict:
     """Run in a fresh process: the gather job's work, timed, with its own peak memory."""
     import pyarrow as pa
 
+    from interp.gather import outputs
     from interp.stages import gather
 
     # generated points have no dictionaries: alignment and the report have their own benches
-    gather.AFTER_TABLE = ()
+    outputs.AFTER_TABLE = ()
     t0 = time.perf_counter()
     cfgs = gather.load_points(root)
     problems = gather.check_complete(root, cfgs)

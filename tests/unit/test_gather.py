@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from interp.config import load_run_config, to_dict
+from interp.gather import outputs
 from interp.plan import Task, plan_point
 from interp.report import summary as summ
 from interp.report.export import write_exports
@@ -244,7 +245,7 @@ def test_gather_refuses_an_incomplete_sweep_and_names_the_tasks(tmp_path: Path) 
 def test_dropping_the_stale_point_as_the_message_says_lets_gather_run(
     tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(gather, "AFTER_TABLE", ())
+    monkeypatch.setattr(outputs, "AFTER_TABLE", ())
     root = fake_point(tmp_path, commit_all=True)
     stale = fake_point(tmp_path, commit_all=False, layer=9)  # e.g. an abandoned command's
     with pytest.raises(gather.IncompleteSweepError) as err:
@@ -279,7 +280,7 @@ def test_a_truncated_record_file_after_gather_is_noticed(
 ) -> None:
     """The gather is not 'up to date' once a record file changed, even though every
     manifest is as it was: it is redone, finds the file, names it and writes nothing."""
-    monkeypatch.setattr(gather, "AFTER_TABLE", ())
+    monkeypatch.setattr(outputs, "AFTER_TABLE", ())
     root = fake_point(tmp_path, commit_all=True, digest=digest)
     gather.run(StageContext(root, Task(0, 0, 1)))
     stamp = (root / "gather" / "latents.parquet").stat().st_mtime_ns
@@ -300,7 +301,7 @@ def test_a_truncated_record_file_after_gather_is_noticed(
 def test_gather_writes_table_summary_exports_then_is_up_to_date(
     tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(gather, "AFTER_TABLE", ())  # fake points have no dictionaries to align
+    monkeypatch.setattr(outputs, "AFTER_TABLE", ())  # fake points have no dictionaries to align
     root = fake_point(tmp_path, commit_all=True)
     fake_point(tmp_path, commit_all=True, layer=9)  # a second point of the same sweep
     gather.run(StageContext(root, Task(0, 0, 1)))
@@ -331,7 +332,7 @@ def test_after_table_hooks_get_the_sweep_root(tmp_path: Path, monkeypatch) -> No
     root = fake_point(tmp_path, commit_all=True)
     seen: list[Path] = []
     monkeypatch.setitem(sys.modules, "fake_report", types.SimpleNamespace(build=seen.append))
-    monkeypatch.setattr(gather, "AFTER_TABLE", ("fake_report:build",))
+    monkeypatch.setattr(outputs, "AFTER_TABLE", ("fake_report:build",))
     gather.gather(root, exports=())
     assert seen == [root] and gather_manifest(root).is_file()
 
@@ -351,15 +352,15 @@ def test_a_failed_regather_says_its_outputs_are_stale_until_one_succeeds(
     from interp.report.brief import brief_from_folder
     from interp.report.gather_state import stale_lines
 
-    monkeypatch.setattr(gather, "AFTER_TABLE", ())
+    monkeypatch.setattr(outputs, "AFTER_TABLE", ())
     root = fake_point(tmp_path, commit_all=True)
     gather.gather(root)
     (root / "gather" / "report").mkdir()  # what an earlier gather's HTML report left
     if step == "export":
-        monkeypatch.setattr(gather, "write_exports", _fail_exports)
+        monkeypatch.setattr(outputs, "write_exports", _fail_exports)
     else:
         monkeypatch.setitem(sys.modules, "fake_report", types.SimpleNamespace(build=_fail_report))
-        monkeypatch.setattr(gather, "AFTER_TABLE", ("fake_report:build",))
+        monkeypatch.setattr(outputs, "AFTER_TABLE", ("fake_report:build",))
     with pytest.raises((OSError, RuntimeError)):
         gather.gather(root)  # a re-gather (e.g. after a range was redone)
     failed = json.loads((root / "gather" / "FAILED.json").read_text())
@@ -383,8 +384,8 @@ def test_a_failed_regather_says_its_outputs_are_stale_until_one_succeeds(
     (job,) = [j for j in plan.jobs if j.stage == "gather"]
     assert job_status(root, job, cfgs, {}, {}, current=False).problems == brief[:3]
     # the cause fixed, the next gather clears the mark and commits
-    monkeypatch.setattr(gather, "write_exports", write_exports)
-    monkeypatch.setattr(gather, "AFTER_TABLE", ())
+    monkeypatch.setattr(outputs, "write_exports", write_exports)
+    monkeypatch.setattr(outputs, "AFTER_TABLE", ())
     gather.run(StageContext(root, Task(0, 0, 1)))
     assert not (root / "gather" / "FAILED.json").exists() and gather_manifest(root).is_file()
     assert stale_lines(root) == [] and not brief_from_folder(root)[0].startswith("GATHER")
@@ -395,7 +396,7 @@ def test_outputs_without_a_manifest_read_as_an_unfinished_gather(
 ) -> None:
     from interp.report.brief import brief_from_folder
 
-    monkeypatch.setattr(gather, "AFTER_TABLE", ())
+    monkeypatch.setattr(outputs, "AFTER_TABLE", ())
     root = fake_point(tmp_path, commit_all=True)
     gather.gather(root)
     gather_manifest(root).unlink()  # as a gather killed midway leaves the folder

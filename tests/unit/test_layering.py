@@ -83,6 +83,10 @@ ORCHESTRATION = (
     "interp/preflight.py",
     "interp/verify.py",
     "interp/point_info.py",  # the report's sweep points as plain values (PointInfo)
+    # the gather job's sweep-level reading: which tasks of every point are committed (the
+    # planner and verify over each point), and each point -> PointSource (plain values)
+    "interp/gather/complete.py",
+    "interp/gather/points.py",
     "interp/stages/",
 )
 """The modules that may take the whole run; the library takes its own sub-configs and
@@ -136,11 +140,8 @@ STAGE_LINES_EXEMPT = {
     "interp/stages/registry.py",
     "interp/stages/context.py",
 }
-OVER_MAX_STAGE_LINES = {
-    # TEMPORARY: being slimmed to wiring by the r14-w2stages slice.
-    "interp/stages/gather.py",
-    "interp/stages/serve.py",
-}
+OVER_MAX_STAGE_LINES: set[str] = set()
+"""Stage modules allowed over the limit for now, each with a comment saying why."""
 
 
 def lines_of(path: Path) -> int:

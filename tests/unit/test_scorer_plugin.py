@@ -22,6 +22,7 @@ from fake_openai import FakeOpenAI
 from interpret_point import N_LATENTS, interpret_point, write_store
 
 from interp.config import RunConfig, load_run_config, to_dict
+from interp.gather import outputs
 from interp.models import hookpoint_width
 from interp.plan import Task, plan_point
 from interp.report.export import delphi_latent_name, read_delphi
@@ -160,7 +161,7 @@ def test_a_registered_scorer_runs_through_interpret_gather_and_exports(
         assert r["scores"]["toy"]["toy_score"] == pytest.approx(0.25 + latent / 10)
     assert [(paths.ids.point, str(paths.sae_dir()))] == LOADED
 
-    monkeypatch.setattr(gather, "AFTER_TABLE", ())  # no dictionary here to align or draw
+    monkeypatch.setattr(outputs, "AFTER_TABLE", ())  # no dictionary here to align or draw
     gather.run(StageContext(paths.root, Task(0, 0, 1)))
     out = paths.root / "gather"
     _check_summary(out, ok)

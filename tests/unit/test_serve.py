@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from interp.config import load_run_config
+from interp.llm import serving
 from interp.llm.replicas import (
     NoReplicaError,
     Replica,
@@ -206,7 +207,7 @@ def test_replica_publishes_then_withdraws_when_the_work_is_finished(
 ) -> None:
     cfg = load_run_config({**SERVED, "serve": {"enabled": True, "poll_s": 0.05}})
     fake = _FakeServer(8123)
-    monkeypatch.setattr(serve_stage, "start_replica", lambda *a, **k: fake)
+    monkeypatch.setattr(serving, "start_replica", lambda *a, **k: fake)
     seen: list[list[str]] = []
 
     def finished() -> bool:
@@ -224,7 +225,7 @@ def test_a_dying_server_fails_the_replica_and_is_withdrawn(
 ) -> None:
     cfg = load_run_config({**SERVED, "serve": {"enabled": True, "poll_s": 0.05}})
     fake = _FakeServer(8124)
-    monkeypatch.setattr(serve_stage, "start_replica", lambda *a, **k: fake)
+    monkeypatch.setattr(serving, "start_replica", lambda *a, **k: fake)
 
     def finished() -> bool:
         fake.alive = False  # the process dies while published
