@@ -158,10 +158,13 @@ def test_every_attempt_s_paid_calls_count_after_the_rerun(tmp_path: Path, llm, f
     llm.script, before = [], len(llm.requests)
     interpret.run(StageContext.of(cfg, paths, TASK, lambda: False))
     assert is_committed(manifest)
-    paid_second = len(llm.requests) - before
     lines, summary = _ledger_lines(paths), read_manifest(manifest)
-    first_file = sorted(paths.llm_ledger_dir().glob("r00000.a*.jsonl"))[0]
+    first_file, second_file = sorted(paths.llm_ledger_dir().glob("r00000.a*.jsonl"))
     delivered = sum(json.loads(line)["calls"] for line in first_file.read_text().splitlines())
+    paid_second = sum(json.loads(line)["calls"] for line in second_file.read_text().splitlines())
+    # The server saw at least that: a request of the aborted attempt still in the socket
+    # when it raised can reach the server after ``before`` was read (no reply delivered).
+    assert paid_second <= len(llm.requests) - before <= paid_second + (fault == "outage") * 4
     if fault == "stop":
         assert delivered == paid_first
     else:  # a request in flight when the outage aborted the range never got its reply
