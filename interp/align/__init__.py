@@ -3,7 +3,9 @@ dense (reference) or sparse (candidate graph, 131k x 131k on CPU), its report, a
 alignment of a whole sweep.
 
     align(a, b, cfg)          two dictionaries -> Alignment (interp.align.align)
-    align_sweep(root)         every layer / architecture pair of a sweep (interp.align.sweep)
+    align_dictionaries(root, dicts)  every layer / architecture pair of a sweep's
+                                     dictionaries (interp.align.sweep; the gather job's
+                                     interp.stages.align.align_sweep(root) reads them)
 
 Names are imported lazily: importing the package loads nothing.
 """
@@ -28,7 +30,7 @@ _EXPORTS = {
     "dense_match": "interp.align.match",
     "sparse_match": "interp.align.match",
     "align_dir": "interp.align.sweep",
-    "align_sweep": "interp.align.sweep",
+    "align_dictionaries": "interp.align.sweep",
 }
 
 __all__ = sorted(_EXPORTS)

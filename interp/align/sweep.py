@@ -1,7 +1,7 @@
 """Align the dictionaries of a finished sweep: layer to layer, architecture to architecture.
 
-:func:`align_sweep` reads every sweep point (``points/*/config.json``) and its trained
-or built dictionary (``RunPaths.sae_dir``), and aligns
+:func:`align_dictionaries` takes every sweep point's trained
+or built dictionary, and aligns
 
 * ``kind="layers"``: adjacent layers of one family (same model, dictionary id, training
   settings and hookpoint pattern, e.g. ``topk-x8-k32`` at layers 6 -> 12 -> 18);
@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,75 +61,53 @@ from interp.align.report import (
     matching_config,
     summarize,
 )
-from interp.config import RunConfig, id_dict
 from interp.records import read_records
-from interp.runs import (
-    RunIds,
-    RunPaths,
-    atomic_dir,
-    atomic_write_json,
-    gather_dir,
-    read_points,
-    remove_stale_tmp,
-    short_hash,
-)
+from interp.runs import atomic_dir, atomic_write_json, gather_dir, remove_stale_tmp, short_hash
 
 log = logging.getLogger(__name__)
 
 
 def align_dir(root: Path) -> Path:
-    """Where :func:`align_sweep` writes (inside the sweep's gather folder)."""
+    """Where :func:`align_dictionaries` writes (inside the sweep's gather folder)."""
     return gather_dir(root) / "align"
 
 
 @dataclass(frozen=True)
 class Dictionary:
-    """One sweep point's dictionary, as alignment sees it."""
+    """One sweep point's dictionary, as alignment sees it: plain values the caller builds
+    from the point (:func:`interp.stages.inputs.dictionary`)."""
 
-    cfg: RunConfig
-    paths: RunPaths
-
-    @property
-    def point(self) -> str:
-        return self.paths.ids.point
+    point: str
+    model: str
+    sae_id: str
+    architecture: str
+    layer: int
+    hookpoint: str
+    family: str
+    """Equal for dictionaries that differ only in the layer (aligned layer to layer)."""
+    tokens_key: str
+    """Equal for two points whose stores hold the same tokens."""
+    sae_dir: Path
+    store_dir: Path
+    records_dir: Path
+    """The point's interpret records (``r*.jsonl``)."""
 
     @property
     def width(self) -> tuple[int, int]:
         """(num_latents, decoder output width) from cfg.json, without loading weights."""
-        cfg = json.loads((self.paths.sae_dir() / "cfg.json").read_text())
+        cfg = json.loads((self.sae_dir / "cfg.json").read_text())
         d_in = int(cfg["d_in"])
         return int(cfg.get("num_latents") or d_in * int(cfg["expansion_factor"])), int(
             cfg.get("d_out", d_in)
         )
 
-    def family(self) -> str:
-        """Everything but the layer: dictionaries of one family are aligned layer to layer."""
-        template = re.sub(r"layers\.\d+", "layers.{}", self.cfg.hookpoint)
-        target = re.sub(r"layers\.\d+", "layers.{}", self.cfg.target)
-        parts = [
-            self.cfg.model.name,
-            self.cfg.sae.sae_id,
-            id_dict(self.cfg.train),
-            template,
-            target,
-        ]
-        return short_hash(parts)
-
-    def tokens_key(self) -> str:
-        """Equal for two points whose stores hold the same tokens: same token file, same
-        collect windows (they start after the point's training windows), same settings."""
-        from interp.data.tokens import split_windows
-
-        windows = split_windows(self.paths, "collect")
-        return short_hash([RunIds.of(self.cfg).data, list(windows), id_dict(self.cfg.collect)])
-
     def describe(self) -> dict[str, Any]:
         return {
             "point": self.point,
-            "sae_id": self.cfg.sae.sae_id,
-            "architecture": self.cfg.sae.architecture,
-            "layer": self.cfg.layer,
-            "hookpoint": self.cfg.hookpoint,
+            "sae_id": self.sae_id,
+            "architecture": self.architecture,
+            "layer": self.layer,
+            "hookpoint": self.hookpoint,
             "num_latents": self.width[0],
         }
 
@@ -143,35 +120,34 @@ class PairPlan:
 
 
 def plan_pairs(dicts: list[Dictionary]) -> list[PairPlan]:
-    """Every pair :func:`align_sweep` aligns (see the module docstring), in a fixed order."""
-    dicts = sorted(dicts, key=lambda d: (d.cfg.layer, d.cfg.hookpoint, d.cfg.sae.sae_id, d.point))
+    """Every pair :func:`align_dictionaries` aligns (see the module docstring), in a fixed
+    order."""
+    dicts = sorted(dicts, key=lambda d: (d.layer, d.hookpoint, d.sae_id, d.point))
     pairs: list[PairPlan] = []
     families: dict[str, list[Dictionary]] = {}
     for d in dicts:
-        families.setdefault(d.family(), []).append(d)
+        families.setdefault(d.family, []).append(d)
     for members in families.values():
-        layers = sorted({d.cfg.layer for d in members})
+        layers = sorted({d.layer for d in members})
         for lo, hi in zip(layers, layers[1:], strict=False):
-            for a in (d for d in members if d.cfg.layer == lo):
-                pairs.extend(PairPlan("layers", a, b) for b in members if b.cfg.layer == hi)
+            for a in (d for d in members if d.layer == lo):
+                pairs.extend(PairPlan("layers", a, b) for b in members if b.layer == hi)
     for i, a in enumerate(dicts):
         for b in dicts[i + 1 :]:
-            same_model = a.cfg.model.name == b.cfg.model.name
-            if same_model and a.cfg.hookpoint == b.cfg.hookpoint:
+            same_model = a.model == b.model
+            if same_model and a.hookpoint == b.hookpoint:
                 pairs.append(PairPlan("same_layer", a, b))
             elif (
-                same_model
-                and a.cfg.layer == b.cfg.layer
-                and "neurons" in (a.cfg.sae.architecture, b.cfg.sae.architecture)
+                same_model and a.layer == b.layer and "neurons" in (a.architecture, b.architecture)
             ):
                 pairs.append(PairPlan("neurons", a, b))
     return pairs
 
 
-def read_explanations(paths: RunPaths) -> dict[int, str]:
+def read_explanations(records_dir: Path) -> dict[int, str]:
     """latent -> explanation of every explained latent of a point (empty when none)."""
     out: dict[int, str] = {}
-    for file in sorted((paths.stage_dir("interpret") / "records").glob("r*.jsonl")):
+    for file in sorted(records_dir.glob("r*.jsonl")):
         for rec in read_records(file):
             if rec.status == "ok" and rec.explanation:
                 out[rec.latent] = rec.explanation
@@ -211,8 +187,9 @@ class _LazyEmbedder:
         return self.embedder
 
 
-def align_sweep(
+def align_dictionaries(
     root: Path,
+    dicts: list[Dictionary],
     cfg: AlignConfig | None = None,
     *,
     embedder: Embedder | None = None,
@@ -220,16 +197,14 @@ def align_sweep(
     should_stop: Callable[[], bool] = lambda: False,
     progress: bool = False,
 ) -> Path | None:
-    """Align every planned pair of the sweep in ``root``; returns ``index.json``'s path,
+    """Align every planned pair of ``dicts``, the dictionaries of the sweep in ``root``
+    (:func:`interp.stages.align.align_sweep` reads them from it); returns ``index.json``'s path,
     or None when ``should_stop()`` interrupted it (finished pairs stay committed and are
     reused by the next call). ``embedder`` defaults to ``load_embedder()``, loaded only
     if some pair has explanations on both sides."""
     cfg = cfg or AlignConfig()
     root = Path(root)
-    dicts = [Dictionary(c, RunPaths(root, c)) for c in read_points(root)]
-    missing = [
-        str(d.paths.sae_dir()) for d in dicts if not (d.paths.sae_dir() / "cfg.json").is_file()
-    ]
+    missing = [str(d.sae_dir) for d in dicts if not (d.sae_dir / "cfg.json").is_file()]
     if missing:
         raise FileNotFoundError(
             f"align needs every trained dictionary; missing: {missing}: run train first"
@@ -280,15 +255,15 @@ class _SweepContext:
             log.info("pair %s skipped: %s", name, reason)
             return {**entry, **_skipped(reason)}
         result = align(
-            a.paths.sae_dir(),
-            b.paths.sae_dir(),
+            a.sae_dir,
+            b.sae_dir,
             self.cfg,
             similarity=similarity,  # type: ignore[arg-type]
-            acts_a=a.paths.store_dir() if similarity == "activation" else None,
-            acts_b=b.paths.store_dir() if similarity == "activation" else None,
+            acts_a=a.store_dir if similarity == "activation" else None,
+            acts_b=b.store_dir if similarity == "activation" else None,
             progress=self.progress,
         )
-        expl = (read_explanations(a.paths), read_explanations(b.paths))
+        expl = (read_explanations(a.records_dir), read_explanations(b.records_dir))
         expl_sim, expl_stats = self._explanations(result.matching, expl)
         baseline = None
         if self.cfg.baseline and result.similarity == "decoder":
@@ -300,7 +275,7 @@ class _SweepContext:
     def _similarity(self, a: Dictionary, b: Dictionary) -> tuple[str | None, str]:
         if a.width[1] == b.width[1]:
             return "decoder", ""
-        if a.tokens_key() != b.tokens_key():
+        if a.tokens_key != b.tokens_key:
             return None, (
                 f"decoders write into different spaces ({a.width[1]} vs {b.width[1]} wide) and "
                 "the stores hold different tokens, so neither decoder cosine nor activation "

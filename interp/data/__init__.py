@@ -28,6 +28,7 @@ _EXPORTS = {
     "special_tokens": "interp.data.pack",
     "token_dtype": "interp.data.pack",
     "TokenFile": "interp.data.tokens",
+    "TokenSource": "interp.data.tokens",
     "ensure_tokens": "interp.data.tokens",
     "load_windows": "interp.data.tokens",
     "open_windows": "interp.data.tokens",

@@ -1,6 +1,6 @@
 """The prepared token file of a sweep point, and deterministic slices of it.
 
-``tokens.npy`` (path from :meth:`RunPaths.tokens_file`, one per data config and tokenizer)
+``tokens.npy`` (one per data config and tokenizer; a :class:`TokenSource` names it)
 holds the packed windows [W, T], uint16 or uint32 by vocabulary size, shuffled once with
 ``data.shuffle_seed`` so every part of it mixes sources. It is built once, under a file
 lock, in bounded memory: windows stream to a temporary raw file, are permuted into a
@@ -8,7 +8,7 @@ temporary ``.npy`` chunk by chunk, and the result is renamed into place. Readers
 memory-map it.
 
 Training uses the first windows, collection the next ones: the two never overlap. A
-split's token ``t`` is ``load_windows(paths, split).reshape(-1)[t]``, so array task i with
+split's token ``t`` is ``load_windows(source, split).reshape(-1)[t]``, so array task i with
 token interval ``[start, stop)`` always sees the same tokens (:func:`slice_windows`).
 
 Shapes: W windows, T = ctx_len.
@@ -21,15 +21,16 @@ import fcntl
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from interp.config import DataConfig, RunConfig
+from interp.data.config import DataConfig
 from interp.data.corpus import Corpus, build_corpus
 from interp.data.pack import iter_windows, token_dtype, vocab_size
-from interp.runs import RunPaths, remove_stale_tmp_of, tmp_name
+from interp.runs import remove_stale_tmp_of, tmp_name
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,23 @@ class TokenFile(NamedTuple):
     ctx_len: int
     dtype: np.dtype
     exhausted: bool  # the corpus ended before max_tokens
+
+
+@dataclass(frozen=True)
+class TokenSource:
+    """A sweep point's token file and what its splits are made of (the stages build it
+    from the run: :func:`interp.stages.inputs.token_source`)."""
+
+    file: Path
+    """The committed ``tokens.npy`` (built on first use)."""
+    data: DataConfig
+    """The corpus, window length and shuffle it is built from (``data.*``)."""
+    tokenizer: str
+    """The model whose tokenizer builds it (``model.name``)."""
+    train_tokens: int
+    """Tokens of the train split (``train.num_tokens``), the first windows."""
+    collect_tokens: int
+    """Tokens of the collect split (``collect.num_tokens``), the windows after them."""
 
 
 def write_token_file(
@@ -143,31 +161,27 @@ def _check_length(n: int, need: int, cfg: DataConfig, corpus: Corpus) -> None:
 # ----------------------------------------------------------------------------- run folder
 
 
-def split_windows(paths: RunPaths, split: Split) -> tuple[int, int]:
+def split_windows(src: TokenSource, split: Split) -> tuple[int, int]:
     """Window interval [start, stop) of a split: train first, then collect."""
-    return _split_windows(paths.cfg, split)
-
-
-def _split_windows(cfg: RunConfig, split: Split) -> tuple[int, int]:
-    n_train = -(-cfg.train.num_tokens // cfg.data.ctx_len)
+    n_train = -(-src.train_tokens // src.data.ctx_len)
     if split == "train":
         return 0, n_train
-    return n_train, n_train + cfg.collect.num_tokens // cfg.data.ctx_len
+    return n_train, n_train + src.collect_tokens // src.data.ctx_len
 
 
-def required_windows(cfg: RunConfig) -> int:
+def required_windows(src: TokenSource) -> int:
     """Windows the point's train and collect splits need together."""
-    return _split_windows(cfg, "collect")[1]
+    return split_windows(src, "collect")[1]
 
 
-def ensure_tokens(paths: RunPaths) -> Path:
+def ensure_tokens(src: TokenSource) -> Path:
     """Build the point's token file once (atomically, under a lock); return its path.
 
     Raises ``ValueError`` naming the fix when the corpus is shorter than the train and
     collect splits need together, so a short corpus stops the first stage before work;
     nothing is committed then, so adding text and rerunning rebuilds the file.
     """
-    out = paths.tokens_file()
+    out = src.file
     if out.exists():
         return out
     with _locked(out):
@@ -176,10 +190,9 @@ def ensure_tokens(paths: RunPaths) -> Path:
         remove_stale_tmp_of(out)
         from interp.models import load_tokenizer
 
-        cfg = paths.cfg
-        tokenizer = load_tokenizer(cfg.model.name)
+        tokenizer = load_tokenizer(src.tokenizer)
         write_token_file(
-            out, build_corpus(cfg.data), tokenizer, cfg.data, min_windows=required_windows(cfg)
+            out, build_corpus(src.data), tokenizer, src.data, min_windows=required_windows(src)
         )
     return out
 
@@ -195,40 +208,40 @@ def _locked(out: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def open_windows(paths: RunPaths) -> np.ndarray:
+def open_windows(src: TokenSource) -> np.ndarray:
     """Every window of the point's token file, [W, T] memory-mapped, checked against the
     config (window length, enough windows for both splits)."""
-    cfg = paths.cfg
-    arr_WT = np.load(ensure_tokens(paths), mmap_mode="r")
-    if arr_WT.ndim != 2 or arr_WT.shape[1] != cfg.data.ctx_len:
+    ctx = src.data.ctx_len
+    arr_WT = np.load(ensure_tokens(src), mmap_mode="r")
+    if arr_WT.ndim != 2 or arr_WT.shape[1] != ctx:
         raise ValueError(
-            f"{paths.tokens_file()} holds windows of shape {arr_WT.shape}, not [n, "
-            f"{cfg.data.ctx_len}]: it was written by another config; delete it to rebuild"
+            f"{src.file} holds windows of shape {arr_WT.shape}, not [n, "
+            f"{ctx}]: it was written by another config; delete it to rebuild"
         )
-    need = required_windows(cfg)
+    need = required_windows(src)
     if len(arr_WT) < need:  # a file committed before short corpora were refused
         raise ValueError(
-            f"{paths.tokens_file()} has {len(arr_WT)} windows of {cfg.data.ctx_len} tokens but "
-            f"the train and collect splits need {need} ({need * cfg.data.ctx_len} tokens): add "
+            f"{src.file} has {len(arr_WT)} windows of {ctx} tokens but "
+            f"the train and collect splits need {need} ({need * ctx} tokens): add "
             "text (data.paths / data.source / a larger dataset) and delete that file so it is "
             "rebuilt, or lower train.num_tokens / collect.num_tokens"
         )
     return arr_WT
 
 
-def load_windows(paths: RunPaths, split: Split) -> np.ndarray:
+def load_windows(src: TokenSource, split: Split) -> np.ndarray:
     """The split's windows, [W, T] (memory-mapped). Token t of a split is
     ``windows.reshape(-1)[t]``."""
-    start, stop = split_windows(paths, split)
-    return open_windows(paths)[start:stop]
+    start, stop = split_windows(src, split)
+    return open_windows(src)[start:stop]
 
 
-def slice_windows(paths: RunPaths, split: Split, start: int, stop: int) -> np.ndarray:
+def slice_windows(src: TokenSource, split: Split, start: int, stop: int) -> np.ndarray:
     """Tokens ``[start, stop)`` of a split as its windows [W, T] (memory-mapped): array
     task i with that token interval always gets these tokens. Both ends must be multiples
     of ``ctx_len``."""
-    ctx = paths.cfg.data.ctx_len
-    windows_WT = load_windows(paths, split)
+    ctx = src.data.ctx_len
+    windows_WT = load_windows(src, split)
     if start % ctx or stop % ctx or not 0 <= start <= stop:
         raise ValueError(f"token slice [{start}, {stop}) is not aligned to ctx_len={ctx}")
     if stop > windows_WT.size:

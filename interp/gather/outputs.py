@@ -27,7 +27,7 @@ from interp.report.table import TableWriter, read_record_file, with_point_column
 from interp.runs import atomic_write_json, atomic_write_text, gather_dir, tmp_name
 
 AFTER_TABLE: tuple[str, ...] = (
-    "interp.align.sweep:align_sweep",  # first: the report draws its heatmaps
+    "interp.stages.align:align_sweep",  # first: the report draws its heatmaps
     "interp.report.html:write_report",
 )
 """``"module:function"`` names, each called as ``function(root: Path)`` with the sweep

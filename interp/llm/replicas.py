@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from interp.config import RunConfig
+from interp.llm.config import LLMConfig, ServeConfig
 from interp.runs import atomic_write_json, is_tmp, short_hash
 
 log = logging.getLogger(__name__)
@@ -61,24 +61,23 @@ def scheduler(jobs_alive: JobsAlive | None) -> Iterator[None]:
         _SCHEDULER.reset(token)
 
 
-def served_name(cfg: RunConfig) -> str:
+def served_name(llm: LLMConfig) -> str:
     """The model name clients send and the server answers to."""
-    return cfg.llm.served_model or cfg.llm.model
+    return llm.served_model or llm.model
 
 
-def served_weights(cfg: RunConfig) -> str:
+def served_weights(llm: LLMConfig, s: ServeConfig) -> str:
     """What the server loads: ``serve.model``, by default ``llm.model``."""
-    return cfg.serve.model or cfg.llm.model
+    return s.model or llm.model
 
 
-def serve_id(cfg: RunConfig) -> str:
+def serve_id(llm: LLMConfig, s: ServeConfig) -> str:
     """Points with equal ids are served by the same replicas."""
-    s = cfg.serve
     return short_hash(
         {
             "engine": s.engine,
-            "weights": served_weights(cfg),
-            "name": served_name(cfg),
+            "weights": served_weights(llm, s),
+            "name": served_name(llm),
             "n_ctx": s.n_ctx,
             "tp": s.tensor_parallel,
             "args": list(s.extra_args),

@@ -261,7 +261,7 @@ class Alignment:
 
 def load_alignments(root: Path) -> list[Alignment] | None:
     """The align step's pairs (``gather/align/index.json``, written last by
-    ``interp.align.sweep.align_sweep``), None if it has not committed one."""
+    ``interp.stages.align.align_sweep``), None if it has not committed one."""
     align = gather_dir(Path(root)) / "align"
     index = align / "index.json"
     if not index.is_file():

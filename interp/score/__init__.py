@@ -25,6 +25,7 @@ from interp.score.spec import ScorerSpec
 _LAZY = {
     "ClassifierOutput": "interp.score.classifier",
     "yes_probability": "interp.score.classifier",
+    "ResourceInputs": "interp.score.context",
     "ScoreContext": "interp.score.context",
     "ScoreResources": "interp.score.context",
     "ScorerOutput": "interp.score.context",
@@ -38,6 +39,7 @@ _LAZY = {
 
 __all__ = [
     "ClassifierOutput",
+    "ResourceInputs",
     "ScoreContext",
     "ScoreResources",
     "Scorer",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from interp.explain.prompts import TokenRenderer
 from interp.latents.examples import LatentExamples
 from interp.llm.base import LLMClient
+from interp.models.config import ModelConfig
 from interp.score.config import ScorerConfig
 
 
@@ -26,6 +28,23 @@ class ScorerOutput(Protocol):
     name: str
 
     def metrics(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ResourceInputs:
+    """What a resource loader (a :class:`~interp.score.spec.ScorerSpec`'s ``resources``)
+    may read of the task: plain values the interpret stage builds from the run."""
+
+    model: ModelConfig
+    """The subject model (``model.*``)."""
+    target: str
+    """The hookpoint the dictionary writes to (where steering adds its vector)."""
+    prepend_bos: bool
+    """Whether the subject's windows start with BOS (``data.prepend_bos``)."""
+    sae_dir: Path
+    """The point's trained (or built) dictionary."""
+    point: str = ""
+    """The sweep point's id (for logs and caches)."""
 
 
 @dataclass

@@ -33,9 +33,10 @@ async def score_embedding(ctx: ScoreContext, explanation: str) -> RankingOutput:
     return ranking_output(ctx, "embedding", "similarity", pool, sim_N)
 
 
-def load_embedder(cfg: Any = None, paths: Any = None) -> Any:
-    """The ``embedder`` resource (the offline sentence embedder); the run is not needed."""
-    del cfg, paths
+def load_embedder(inputs: Any = None) -> Any:
+    """The ``embedder`` resource (the offline sentence embedder); the task's inputs are
+    not needed."""
+    del inputs
     from interp.models.embedder import load_embedder as load
 
     return load()

@@ -50,7 +50,8 @@ async def run_scorers(
 
 def resource_factories(names: Sequence[str], *args: Any) -> dict[str, Callable[[], Any]]:
     """Resource name -> zero-argument factory, for every resource the scorers ``names``
-    declare: calls the spec's loader with ``args`` (the stage passes ``cfg, paths``),
+    declare: calls the spec's loader with ``args`` (the stage passes its
+    :class:`~interp.score.context.ResourceInputs`),
     importing it only then (the first scorer to ask for it)."""
     out: dict[str, Callable[[], Any]] = {}
     for spec in (scorer_spec(n) for n in names):

@@ -33,7 +33,8 @@ class ScorerSpec:
     """Prefix of the config's keys in ``scorer.*`` (``intruder`` -> ``scorer.intruder_k``)."""
     resources: Mapping[str, str] = field(default_factory=dict)
     """Task-wide resources it reads from ``ctx.resources``: name -> ``"module:function"``
-    of a loader ``(cfg: RunConfig, paths: RunPaths) -> object``, built once per task."""
+    of a loader ``(inputs: interp.score.context.ResourceInputs) -> object``, built once
+    per task."""
     delphi: str | None = None
     """Its delphi score folder (``fuzz``), for scorers whose metrics carry classifier
     ``per_quantile`` counts; None: no delphi score files."""

@@ -22,8 +22,7 @@ from interp.models.steer import Calibration, SteerableLM
 if TYPE_CHECKING:
     import torch
 
-    from interp.config import RunConfig
-    from interp.runs import RunPaths
+    from interp.score.context import ResourceInputs
 
 log = logging.getLogger(__name__)
 
@@ -110,24 +109,25 @@ class Subject:
         self.W_dec_MD = None  # type: ignore[assignment]
 
 
-def load_subject(cfg: RunConfig, paths: RunPaths) -> Subject:
-    """The run's subject model (whole LM, ``cfg.model``) and its trained dictionary's
-    decoder (``paths.sae_dir()``), steering at the dictionary's output hookpoint."""
+def load_subject(inputs: ResourceInputs) -> Subject:
+    """The run's subject model (whole LM, ``inputs.model``) and its trained dictionary's
+    decoder (``inputs.sae_dir``), steering at the dictionary's output hookpoint."""
     from interp.models import load_causal_lm, load_tokenizer
     from interp.sae import load_sae
 
-    model = load_causal_lm(cfg.model.name, cfg.model.dtype, cfg.model.device)
-    tokenizer = load_tokenizer(cfg.model.name)
-    sae = load_sae(paths.sae_dir(), device="cpu")
+    m = inputs.model
+    model = load_causal_lm(m.name, m.dtype, m.device)
+    tokenizer = load_tokenizer(m.name)
+    sae = load_sae(inputs.sae_dir, device="cpu")
     W_dec_MD = sae.W_dec.detach().float()
     del sae  # the encoder is not needed
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     lm = SteerableLM(
-        model, cfg.target, bos_id=bos if cfg.data.prepend_bos else None, pad_id=int(pad or 0)
+        model, inputs.target, bos_id=bos if inputs.prepend_bos else None, pad_id=int(pad or 0)
     )
     log.info(
         "intervention subject: %s (%s) steering %d latents at %s",
-        cfg.model.name, cfg.model.dtype, W_dec_MD.shape[0], cfg.target,
+        m.name, m.dtype, W_dec_MD.shape[0], inputs.target,
     )  # fmt: skip
     return Subject(lm, tokenizer, W_dec_MD)

@@ -53,9 +53,10 @@ def run_group(members: Members, task: Task, should_stop: Callable[[], bool]) -> 
     t0 = time.perf_counter()
     from interp.data import load_windows
     from interp.models import resolve_device
+    from interp.stages.inputs import token_source
 
     cfg0, paths0 = todo[0]
-    windows = load_windows(paths0, "collect")  # members share the data id: same windows
+    windows = load_windows(token_source(paths0), "collect")  # members share the data id
     _check_windows(cfg0, windows, task)
     device = resolve_device(cfg0.model.device)
     token_dtype = token_dtype_for(int(windows.max()))  # same for every slice of a store

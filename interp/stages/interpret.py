@@ -28,7 +28,7 @@ from interp.llm import Ledger, LLMClient, build_client
 from interp.llm.http import LLMUnavailableError
 from interp.plan import Task
 from interp.runs import RunPaths, commit_task, is_committed
-from interp.score.context import ScoreResources
+from interp.score.context import ResourceInputs, ScoreResources
 from interp.score.run import resource_factories
 from interp.stages.context import StageContext
 
@@ -116,7 +116,7 @@ def build_task_client(cfg: RunConfig, paths: RunPaths, task: Task) -> LLMClient:
         from interp.llm.replicas import discoverer, serve_id
 
         # the scheduler check attend() installed from ctx.jobs_alive applies here
-        discover = discoverer(paths.root, serve_id(cfg))
+        discover = discoverer(paths.root, serve_id(cfg.llm, cfg.serve))
     return build_client(
         cfg.llm, paths.llm_cache_dir() / f"r{task.index:05d}.jsonl", discover=discover,
         ledger=Ledger(paths.llm_ledger_dir(), task.index),
@@ -126,8 +126,11 @@ def build_task_client(cfg: RunConfig, paths: RunPaths, task: Task) -> LLMClient:
 def build_resources(cfg: RunConfig, paths: RunPaths) -> ScoreResources:
     """Factories of the task-wide resources the configured scorers declare (their specs)
     and of the embedder examples.negatives='similar' uses; nothing loads until asked."""
+    inputs = ResourceInputs(
+        cfg.model, cfg.target, cfg.data.prepend_bos, paths.sae_dir(), paths.ids.point
+    )
     return ScoreResources(
-        {"embedder": _load_embedder, **resource_factories(cfg.scorer.names, cfg, paths)}
+        {"embedder": _load_embedder, **resource_factories(cfg.scorer.names, inputs)}
     )
 
 

@@ -223,7 +223,7 @@ def serve_refusal(cfg: RunConfig, executor: str) -> str | None:
 def serve_id(cfg: RunConfig) -> str:
     from interp.llm.replicas import serve_id as sid
 
-    return sid(cfg)
+    return sid(cfg.llm, cfg.serve)
 
 
 def serve_resources(cfg: RunConfig, n_tasks: int) -> dict[str, Any]:

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 def served_model(cfg: RunConfig) -> ServedModel:
     """What the point's replicas serve, from its config."""
-    return ServedModel(cfg.serve, served_weights(cfg), served_name(cfg), serve_id(cfg))
+    llm, s = cfg.llm, cfg.serve
+    return ServedModel(s, served_weights(llm, s), served_name(llm), serve_id(llm, s))
 
 
 def start_replica(cfg: RunConfig, root: Path, job: str, attempts: int = 5) -> Server:

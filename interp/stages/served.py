@@ -70,7 +70,7 @@ def attach_replicas(
     log.info("waiting for a live replica of %s", cfg.llm.served_model)
     live = wait_for_replicas(
         root,
-        serve_id(cfg),
+        serve_id(cfg.llm, cfg.serve),
         cfg.serve.startup_timeout_s,
         min(cfg.serve.poll_s, 2.0),
         jobs_alive,

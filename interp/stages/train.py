@@ -74,7 +74,7 @@ def job_of(cfg: RunConfig, paths: RunPaths) -> TrainJob:
 
 def inputs_of(members: Members) -> GroupInputs:
     """What the group's points share (the first point's model, data and run folder)."""
-    from interp.train.group import train_group_id
+    from interp.groups import train_group_id
 
     cfg, paths = members[0]
     return GroupInputs(
@@ -88,8 +88,9 @@ def inputs_of(members: Members) -> GroupInputs:
 
 def _load_windows(paths: RunPaths, split: Any) -> Any:
     from interp.data import load_windows
+    from interp.stages.inputs import token_source
 
-    return load_windows(paths, split)
+    return load_windows(token_source(paths), split)
 
 
 def train_group(
@@ -100,9 +101,9 @@ def train_group(
     dist: Dist | None = None,
 ) -> list[dict[str, Any] | None] | None:
     """:func:`interp.train.run.train_group` on these points (refused unless they can
-    share one LM forward: :func:`interp.train.group.check_group`)."""
+    share one LM forward: :func:`interp.groups.check_group`)."""
+    from interp.groups import check_group
     from interp.train import run
-    from interp.train.group import check_group
 
     check_group([c for c, _ in members])
     jobs = [job_of(c, p) for c, p in members]

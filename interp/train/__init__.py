@@ -1,7 +1,8 @@
 """SAE training: activation streaming, the loop, checkpoints, held-out evaluation.
 
-Names resolve lazily (PEP 562): the planner imports :func:`train_group_key` without
-paying for torch.
+Which sweep points may train together (group keys and ids) is the orchestration's
+question: :mod:`interp.groups`. Names resolve lazily (PEP 562): importing the package
+pays for no torch.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ _EXPORTS = {
     "default_lr": "interp.train.schedule",
     "lr_factor": "interp.train.schedule",
     "train_group": "interp.train.run",
-    "check_group": "interp.train.group",
-    "train_group_id": "interp.train.group",
-    "train_group_key": "interp.train.group",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -89,7 +89,7 @@ class GroupTrainer:
         exclude_first: int,
     ) -> None:
         """``jobs`` share the stream settings (``train.lm_batch_size``, ``seed``, ...: see
-        :mod:`interp.train.group`); ``exclude_first`` leading positions of every window
+        :mod:`interp.groups`); ``exclude_first`` leading positions of every window
         are skipped."""
         train = jobs[0].train
         self.plan, self.dist, self.columns = plan, dist, columns

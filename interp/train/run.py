@@ -76,7 +76,7 @@ def train_group(
     ``should_stop`` interrupted training (state is checkpointed, nothing is final;
     calling again resumes). ``checkpoint_every`` overrides the jobs'
     ``train.checkpoint_every`` (the group saves at the smallest). The jobs must share
-    one activation stream (see :mod:`interp.train.group`)."""
+    one activation stream (see :mod:`interp.groups`)."""
     done = [_finished(job) for job in jobs]
     if all(s is not None for s in done):
         return done  # finished earlier, not yet committed

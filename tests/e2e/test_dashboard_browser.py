@@ -52,10 +52,10 @@ def _commit_point(root: Path, cfg, scorers, rng, helpers) -> None:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from interp.align.sweep import align_sweep
     from interp.plan import Task
     from interp.report.html import write_report
     from interp.stages import gather
+    from interp.stages.align import align_sweep
     from interp.stages.context import StageContext
 
     h = _helpers()

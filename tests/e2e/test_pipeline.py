@@ -84,12 +84,13 @@ def test_store_reads_equal_what_the_sae_produced(run) -> None:
     from interp.models import load_subject
     from interp.runs import RunPaths
     from interp.sae import load_sae
+    from interp.stages.inputs import token_source
     from interp.store import StoreReader
 
     out, _ = run
     cfg = point_config(out / "e2e")
     paths = RunPaths(out / "e2e", cfg)
-    windows = np.asarray(load_windows(paths, "collect")[: cfg.collect.lm_batch_size])
+    windows = np.asarray(load_windows(token_source(paths), "collect")[: cfg.collect.lm_batch_size])
     subject = load_subject(cfg.model, cfg.layer)
     sae = load_sae(paths.sae_dir())
     with torch.inference_mode():

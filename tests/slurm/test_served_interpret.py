@@ -84,7 +84,7 @@ def ask_llm(
     paths = RunPaths(root, cfg)
     # like the interpret stage: the live replicas, checked against squeue by the check
     # attend() installed from the job's runtime
-    client = build_client(cfg.llm, discover=discoverer(root, serve_id(cfg)))
+    client = build_client(cfg.llm, discover=discoverer(root, serve_id(cfg.llm, cfg.serve)))
     (root / f"started-interpret-{task.index}").touch()  # the test kills the server now
     answers = {}
     for latent in range(task.start, task.stop):
@@ -149,7 +149,7 @@ def run_undisturbed(out: Path) -> list[dict]:
         wait_for(lambda: not serve_jobs_in_queue(root), 120, "the serve job to end", every=2)
     finally:
         cancel_sweep(root)
-    assert read_replicas(root, serve_id(cfgs[0])) == []  # withdrawn
+    assert read_replicas(root, serve_id(cfgs[0].llm, cfgs[0].serve)) == []  # withdrawn
     return table(root)
 
 
@@ -163,7 +163,7 @@ def test_killed_server_fails_ranges_cleanly_and_rerun_with_a_fresh_server_comple
     out = tmp_path / "storm"
     cfgs = served_points(out)
     root = out / "fake"
-    sid = serve_id(cfgs[0])
+    sid = serve_id(cfgs[0].llm, cfgs[0].serve)
     (root / "hold-interpret-1").touch()  # range 1 stays mid-work while the server dies
     plan, by_point = fake_plan(cfgs)
     submit_plan(plan, by_point, root, profile())
@@ -203,7 +203,7 @@ def test_killed_server_fails_ranges_cleanly_and_rerun_with_a_fresh_server_comple
 def test_cancelling_the_dag_leaves_no_server(tmp_path: Path) -> None:
     cfgs = served_points(tmp_path)
     root = tmp_path / "fake"
-    sid = serve_id(cfgs[0])
+    sid = serve_id(cfgs[0].llm, cfgs[0].serve)
     (root / "hold-interpret-0").touch()
     plan, by_point = fake_plan(cfgs)
     submit_plan(plan, by_point, root, profile())

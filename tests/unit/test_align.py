@@ -31,11 +31,13 @@ from interp.align.report import (
     explanation_similarity,
     summarize,
 )
-from interp.align.sweep import align_dir, align_sweep, plan_pairs
+from interp.align.sweep import align_dir, plan_pairs
 from interp.config import load_run_config, to_dict
 from interp.runs import RunPaths, atomic_write_json
 from interp.sae.io import save_sae
 from interp.sae.topk import TopKSAE
+from interp.stages.align import align_sweep
+from interp.stages.inputs import dictionary
 
 SPARSE = AlignConfig(method="sparse", neighbours=4, block_a=64, block_b=96)
 
@@ -342,11 +344,9 @@ def test_align_sweep_stops_between_pairs_without_an_index(tmp_path: Path) -> Non
 
 def test_plan_pairs_needs_no_weights(tmp_path: Path) -> None:
     root, points = fake_sweep(tmp_path)
-    from interp.align.sweep import Dictionary
-
-    pairs = plan_pairs([Dictionary(p.cfg, p) for p in points.values()])
+    pairs = plan_pairs([dictionary(p.cfg, p) for p in points.values()])
     assert len(pairs) == 7 and pairs == plan_pairs(
-        [Dictionary(p.cfg, p) for p in points.values()][::-1]
+        [dictionary(p.cfg, p) for p in points.values()][::-1]
     )
 
 

@@ -28,6 +28,7 @@ from interp.data import (
     write_token_file,
 )
 from interp.runs import RunIds, RunPaths
+from interp.stages.inputs import token_source
 
 TOKENIZER = "tiny-random-llama"  # SmolLM2's real tokenizer (BOS 1, EOS 2, 49,152 ids)
 
@@ -327,46 +328,57 @@ def corpus_dir(tmp_path):
 
 def test_token_file_is_built_once_and_slices_are_deterministic(tmp_path, corpus_dir):
     paths = run_paths(tmp_path, corpus_dir)
-    out = ensure_tokens(paths)
+    out = ensure_tokens(token_source(paths))
     first = out.read_bytes()
     arr = np.load(out, mmap_mode="r")
     assert arr.dtype == np.uint16 and arr.shape[1] == 32
-    assert out.stat().st_mtime_ns == ensure_tokens(paths).stat().st_mtime_ns  # not rebuilt
-    train, coll = load_windows(paths, "train"), load_windows(paths, "collect")
-    assert split_windows(paths, "train") == (0, 40) and split_windows(paths, "collect") == (40, 64)
-    np.testing.assert_array_equal(np.concatenate([train, coll]), open_windows(paths)[:64])
+    assert (
+        out.stat().st_mtime_ns == ensure_tokens(token_source(paths)).stat().st_mtime_ns
+    )  # not rebuilt
+    train, coll = (
+        load_windows(token_source(paths), "train"),
+        load_windows(token_source(paths), "collect"),
+    )
+    assert split_windows(token_source(paths), "train") == (0, 40) and split_windows(
+        token_source(paths), "collect"
+    ) == (40, 64)
+    np.testing.assert_array_equal(
+        np.concatenate([train, coll]), open_windows(token_source(paths))[:64]
+    )
     for start in (0, 256, 512):  # the plan's three collect slices of 8 windows
-        part = slice_windows(paths, "collect", start, start + 256)
+        part = slice_windows(token_source(paths), "collect", start, start + 256)
         np.testing.assert_array_equal(part.reshape(-1), coll.reshape(-1)[start : start + 256])
         assert part.shape == (8, 32)
     with pytest.raises(ValueError, match="not aligned to ctx_len=32"):
-        slice_windows(paths, "collect", 8, 256)
+        slice_windows(token_source(paths), "collect", 8, 256)
     with pytest.raises(ValueError, match="ends past the collect split"):
-        slice_windows(paths, "collect", 512, 800)
+        slice_windows(token_source(paths), "collect", 512, 800)
     # a fresh build of the same config (another machine, a rerun) gives the same bytes
     out.unlink()
-    assert ensure_tokens(paths).read_bytes() == first
+    assert ensure_tokens(token_source(paths)).read_bytes() == first
 
 
 def test_a_short_corpus_commits_nothing_so_adding_text_helps(tmp_path, corpus_dir):
     paths = run_paths(tmp_path, corpus_dir, train={"num_tokens": 32 * 150}, data={"max_tokens": 32 * 300})  # fmt: skip
     with pytest.raises(ValueError, match=r"gave \d+ windows.*174 windows.*add text.*train.num_tokens"):  # fmt: skip
-        load_windows(paths, "train")  # the first stage's first call, before any training
+        load_windows(
+            token_source(paths), "train"
+        )  # the first stage's first call, before any training
     assert not paths.tokens_file().exists()  # the data id hashes path strings: keep nothing
     assert not [p for p in paths.tokens_file().parent.iterdir() if p.suffix != ".lock"]
     for f in range(4, 12):  # the advice: more text under the same glob (same data id)
         (corpus_dir / f"{f}.txt").write_text("\n\n\n".join(words(100 * f + k, 20) for k in range(10)))  # fmt: skip
     assert RunPaths(paths.root, paths.cfg).ids.data == paths.ids.data
-    assert load_windows(paths, "train").shape == (150, 32)
+    assert load_windows(token_source(paths), "train").shape == (150, 32)
 
 
 def test_a_short_token_file_committed_earlier_is_named_with_the_fix(tmp_path, corpus_dir):
     paths = run_paths(tmp_path, corpus_dir)
-    ensure_tokens(paths)
+    ensure_tokens(token_source(paths))
     short = run_paths(tmp_path, corpus_dir, collect={"num_tokens": 32 * 160, "slice_tokens": 32 * 8})  # fmt: skip
     assert short.tokens_file() == paths.tokens_file()  # same data id, more windows needed
     with pytest.raises(ValueError, match=r"tokens.npy has \d+ windows.*delete that file"):
-        load_windows(short, "collect")
+        load_windows(token_source(short), "collect")
 
 
 def test_an_empty_corpus_commits_nothing(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp.config import load_run_config
+from interp.groups import train_group_key
 from interp.plan import (
     collect_group_key,
     intervals,
@@ -14,7 +15,6 @@ from interp.plan import (
     task_committed,
 )
 from interp.runs import RunIds, RunPaths, commit_task
-from interp.train.group import train_group_key
 
 D_IN = 576
 

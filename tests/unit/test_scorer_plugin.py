@@ -28,7 +28,13 @@ from interp.plan import Task, plan_point
 from interp.report.export import delphi_latent_name, read_delphi
 from interp.report.summary import headline
 from interp.runs import RunPaths, atomic_write_json, commit_task
-from interp.score import ScoreContext, ScorerSpec, register_scorer, unregister_scorer
+from interp.score import (
+    ResourceInputs,
+    ScoreContext,
+    ScorerSpec,
+    register_scorer,
+    unregister_scorer,
+)
 from interp.score.config import ScorerConfig
 from interp.stages import gather, interpret
 from interp.stages.context import StageContext
@@ -55,12 +61,12 @@ class ToyOutput:
 
 
 PRODUCED: dict[int, dict[str, Any]] = {}  # latent -> the metrics the toy scorer returned
-LOADED: list[tuple[str, str]] = []  # (sweep name, point id) of each resource build
+LOADED: list[tuple[str, str]] = []  # (point id, dictionary folder) of each resource build
 
 
-def load_counter(cfg: RunConfig, paths: RunPaths) -> dict[str, int]:
+def load_counter(inputs: ResourceInputs) -> dict[str, int]:
     """The toy's task-wide resource: built once per interpret task, shared by latents."""
-    LOADED.append((cfg.name, paths.ids.point))
+    LOADED.append((inputs.point, str(inputs.sae_dir)))
     return {"calls": 0}
 
 
@@ -153,7 +159,7 @@ def test_a_registered_scorer_runs_through_interpret_gather_and_exports(
     for latent, r in ok.items():
         assert r["scores"] == {"toy": PRODUCED[latent]}
         assert r["scores"]["toy"]["toy_score"] == pytest.approx(0.25 + latent / 10)
-    assert [(cfg.name, paths.ids.point)] == LOADED
+    assert [(paths.ids.point, str(paths.sae_dir()))] == LOADED
 
     monkeypatch.setattr(outputs, "AFTER_TABLE", ())  # no dictionary here to align or draw
     gather.run(StageContext(paths.root, Task(0, 0, 1)))

@@ -97,7 +97,7 @@ def test_serve_id_is_shared_by_points_talking_to_the_same_model() -> None:
     a = load_run_config({**SERVED, "layer": 3})
     b = load_run_config({**SERVED, "layer": 6})
     c = load_run_config({**SERVED, "llm": {**SERVED["llm"], "model": "other"}})
-    assert serve_id(a) == serve_id(b) != serve_id(c)
+    assert serve_id(a.llm, a.serve) == serve_id(b.llm, b.serve) != serve_id(c.llm, c.serve)
 
 
 def test_plan_starts_interpret_after_the_servers_and_servers_after_compact() -> None:
@@ -211,12 +211,12 @@ def test_replica_publishes_then_withdraws_when_the_work_is_finished(
     seen: list[list[str]] = []
 
     def finished() -> bool:
-        seen.append([r.job for r in read_replicas(tmp_path, serve_id(cfg))])
+        seen.append([r.job for r in read_replicas(tmp_path, serve_id(cfg.llm, cfg.serve))])
         return len(seen) >= 2
 
     out = serve_stage.serve(cfg, tmp_path, lambda: False, finished, job="7_0", tick_s=0.01)
     assert seen[0] == ["7_0"]  # published while it served
-    assert read_replicas(tmp_path, serve_id(cfg)) == [] and fake.stopped
+    assert read_replicas(tmp_path, serve_id(cfg.llm, cfg.serve)) == [] and fake.stopped
     assert out["reason"].startswith("the interpret work") and out["base_url"].endswith(":8123/v1")
 
 
@@ -233,7 +233,7 @@ def test_a_dying_server_fails_the_replica_and_is_withdrawn(
 
     with pytest.raises(serve_stage.ServerDied, match="segfault"):
         serve_stage.serve(cfg, tmp_path, lambda: False, finished, job="8", tick_s=0.01)
-    assert read_replicas(tmp_path, serve_id(cfg)) == [] and fake.stopped
+    assert read_replicas(tmp_path, serve_id(cfg.llm, cfg.serve)) == [] and fake.stopped
     stop = serve_stage.serve  # a stop request ends it cleanly too
     fake.alive = True
     out = stop(cfg, tmp_path, lambda: True, lambda: False, job="9", tick_s=0.01)

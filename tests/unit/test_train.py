@@ -46,7 +46,7 @@ def read_metrics(paths: RunPaths) -> list[dict]:
 
 def checkpoints(paths: RunPaths) -> list[str]:
     """Committed checkpoint folders of the point's one-member train group."""
-    from interp.train import train_group_id
+    from interp.groups import train_group_id
 
     folder = paths.train_group_checkpoint_dir(train_group_id([paths.cfg]))
     return sorted(c.name for c in folder.iterdir())

@@ -520,12 +520,13 @@ def test_training_loop_two_processes(tmp_path, strategy) -> None:
     reaches the single-process held-out FVU (shuffle order and, under ddp, the per-rank
     FVU denominator differ, so not bit for bit)."""
     from interp.data import load_windows
+    from interp.stages.inputs import token_source
     from interp.stages.train import train_group
 
     single = {s["hookpoint"]: s for s in train_group(loop_members(tmp_path / "single", 256))}
     for _, paths in loop_members(tmp_path / strategy, LOOP_BATCH[strategy]):
-        load_windows(paths, "train")  # tokenise once, before two ranks race to
-        load_windows(paths, "collect")
+        load_windows(token_source(paths), "train")  # tokenise once, before two ranks race to
+        load_windows(token_source(paths), "collect")
     ranks = spawn(_loop_worker, tmp_path, strategy, port=free_slurm_port())
     written = [sorted(s["hookpoint"] for s in r) for r in ranks]
     expected = {"ddp": [["layers.1", "layers.2"], []],
@@ -590,13 +591,14 @@ def test_training_loop_deepspeed(tmp_path, stage) -> None:
     partition) ends on the uninterrupted run's weights."""
     pytest.importorskip("deepspeed")
     from interp.data import load_windows
+    from interp.stages.inputs import token_source
     from interp.stages.train import train_group
 
     single = {s["hookpoint"]: s for s in train_group(loop_members(tmp_path / "single", 256))}
     for run in ("full", "resumed", "ddp"):
         for _, paths in loop_members(tmp_path / run, 128):
-            load_windows(paths, "train")  # tokenise once, before two ranks race to
-            load_windows(paths, "collect")
+            load_windows(token_source(paths), "train")  # tokenise once, before two ranks race to
+            load_windows(token_source(paths), "collect")
     ranks = spawn(_deepspeed_loop_worker, tmp_path, stage)
     assert [sorted(s["hookpoint"] for s in r["full"]) for r in ranks] == [
         ["layers.1", "layers.2"], []]  # fmt: skip

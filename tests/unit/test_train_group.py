@@ -46,11 +46,11 @@ def weights(paths: RunPaths) -> dict[str, torch.Tensor]:
 
 def test_group_key_needs_no_torch_and_groups_by_stream(tmp_path):
     code = (
-        "import sys; from interp.train import train_group_key; "
+        "import sys; from interp.groups import train_group_key; "
         "assert 'torch' not in sys.modules, 'train_group_key imported torch'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-    from interp.train import train_group_key
+    from interp.groups import train_group_key
 
     base = config(tmp_path)
     same = [
@@ -115,7 +115,7 @@ def test_group_members_train_exactly_as_alone(tmp_path):
     for m in metrics:
         assert {"fvu", "l0", "loss", "dead_pct", "lr", "tokens_per_s"} <= set(m)
 
-    from interp.train import train_group_id
+    from interp.groups import train_group_id
 
     ckpt = paths_of(resid).train_group_checkpoint_dir(train_group_id([resid, tc]))
     assert sorted(p.name for p in ckpt.iterdir()) == ["step-00000006", "step-00000007"]
@@ -166,7 +166,7 @@ def test_impossible_members_are_refused_before_training(tmp_path, overrides, mat
 
 
 def test_transcoder_without_target_and_mixed_streams_are_refused(tmp_path):
-    from interp.train import check_group
+    from interp.groups import check_group
 
     with pytest.raises(ValueError, match="needs target_hookpoint"):
         config(tmp_path, hook="layers.1.mlp:input", sae={"transcode": True})

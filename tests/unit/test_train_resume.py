@@ -69,7 +69,7 @@ raise SystemExit("the child was not killed")
 
 
 def group_checkpoints(cfg: RunConfig) -> list[str]:
-    from interp.train import train_group_id
+    from interp.groups import train_group_id
 
     folder = paths_of(cfg).train_group_checkpoint_dir(train_group_id([cfg]))
     return sorted(p.name for p in folder.iterdir())
