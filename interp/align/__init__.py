@@ -12,8 +12,7 @@ Names are imported lazily: importing the package loads nothing.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from interp.lazy import lazy_getattr
 
 _EXPORTS = {
     "AlignConfig": "interp.align.align",
@@ -36,7 +35,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'interp.align' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -11,8 +11,7 @@ module does for its ``config`` submodule) imports none of its heavy modules.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from interp.lazy import lazy_getattr
 
 _EXPORTS = {
     "DataConfig": "interp.data.config",
@@ -41,7 +40,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'interp.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -17,8 +17,7 @@ Names are imported lazily, so importing the package loads nothing beyond torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from interp.lazy import lazy_getattr
 
 _EXPORTS = {
     "EncoderOutput": "interp.sae.base",
@@ -43,7 +42,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'interp.sae' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -10,9 +10,7 @@ scorer module, no import cycle through the modules that import the config.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from interp.lazy import lazy_getattr
 from interp.score.registry import (
     register_scorer,
     scorer_names,
@@ -59,7 +57,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'interp.score' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)

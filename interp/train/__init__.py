@@ -7,8 +7,7 @@ pays for no torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from interp.lazy import lazy_getattr
 
 _EXPORTS = {
     "GroupTrainer": "interp.train.loop",
@@ -23,7 +22,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'interp.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
