@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from interp.config import ScorerConfig
 from interp.explain import TokenRenderer, derangement, explain, single_token_explanation
 from interp.interpret.config import InterpretConfig
 from interp.interpret.work import FATAL, LatentWork, fail, prepare, scorer_errors
 from interp.latents import CooccurrenceIndex, SimilarPool
 from interp.llm import LLMClient
 from interp.records import Alternative, LatentRecord
+from interp.score.config import ScorerConfig
 from interp.score.context import ScoreContext, ScoreResources
 from interp.score.run import run_scorers
 

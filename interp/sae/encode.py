@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 if TYPE_CHECKING:
-    from interp.config import ModelConfig
+    from interp.models.config import ModelConfig
 
 
 @dataclass(frozen=True)

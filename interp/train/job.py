@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import numpy as np
 
-    from interp.config import ModelConfig
+    from interp.models.config import ModelConfig
     from interp.sae.config import SAEConfig
     from interp.train.config import TrainConfig
 
