@@ -124,6 +124,8 @@ class SAECommon:
         """Folder name of the dictionary, from what it computes: architecture, width, the
         sparsity knob, flags, and a short hash of any other non-default hyperparameter."""
         spec = self.spec
+        if spec.sae_id is not None:
+            return spec.sae_id(self)
         width = self.num_latents or f"x{self.expansion_factor}"
         parts = [self.architecture, str(width), spec.sparsity_tag(self)[0]]
         flags = [f for f in spec.id_flags if getattr(self, f.field, None)]
