@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.config import RunConfig, id_dict
@@ -119,10 +120,51 @@ def resolve_points(cfgs: Sequence[RunConfig]) -> tuple[list[RunConfig], list[str
     return out, list(dict.fromkeys(problems))
 
 
+SOURCE_KEYS = ("path", "format", "source_hookpoint")
+"""The ``sae.*`` keys naming a checkpoint: a trained point ignores them."""
+
+
+def drop_repeats(
+    cfgs: Sequence[RunConfig], overrides: Sequence[Any] | None = None
+) -> tuple[list[RunConfig], list[Any] | None]:
+    """The points with the checkpoint keys of trained points cleared, each once.
+
+    ``-m sae=topk,pretrained sae.path=A,B`` makes two topk points that differ only in the
+    ``sae.path`` they ignore: they are one point (planned once, the first's overrides
+    kept). Points that repeat for any other reason stay (the collision check names them).
+    """
+    out: list[RunConfig] = []
+    kept: list[Any] = []
+    seen: set[str] = set()
+    for i, cfg in enumerate(cfgs):
+        cleared = _clear_source(cfg)
+        key = repr(cleared)
+        if cleared is not cfg and key in seen:
+            log.info("point %d repeats another once sae.path is ignored: planned once", i)
+            continue
+        seen.add(key)
+        out.append(cleared)
+        kept.append(overrides[i] if overrides is not None else None)
+    return out, (kept if overrides is not None else None)
+
+
+def _clear_source(cfg: RunConfig) -> RunConfig:
+    if is_pretrained(cfg):
+        return cfg
+    blank = type(cfg.sae)()
+    if all(getattr(cfg.sae, k) == getattr(blank, k) for k in SOURCE_KEYS):
+        return cfg
+    sae = dataclasses.replace(cfg.sae, **{k: getattr(blank, k) for k in SOURCE_KEYS})
+    return dataclasses.replace(cfg, sae=sae)
+
+
 def resolve(cfg: RunConfig, info: PretrainedInfo) -> RunConfig:
-    """``cfg`` with what :func:`inspect_point` found recorded in its ``sae`` section."""
-    sae = dataclasses.replace(cfg.sae, content_hash=info.content_hash, format=info.format,
-                              num_latents=info.num_latents)  # fmt: skip
+    """``cfg`` with what :func:`inspect_point` found recorded in its ``sae`` section (a
+    local path made absolute, so tasks find it from any directory)."""
+    local = Path(cfg.sae.path).expanduser()
+    path = str(local.resolve()) if local.exists() else cfg.sae.path
+    sae = dataclasses.replace(cfg.sae, path=path, content_hash=info.content_hash,
+                              format=info.format, num_latents=info.num_latents)  # fmt: skip
     return dataclasses.replace(cfg, sae=sae)
 
 

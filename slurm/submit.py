@@ -140,11 +140,12 @@ def run_points(
     holds the sweep folder (:func:`interp.sweep_lock.hold_sweep`): a second command on the
     same folder is refused."""
     from interp.preflight import PreflightError, preflight
-    from interp.pretrained_point import resolve_points
+    from interp.pretrained_point import drop_repeats, resolve_points
     from interp.sweep_lock import hold_sweep
 
     check_cluster(cluster)
     check_serving(cfgs, cluster)
+    cfgs, overrides = drop_repeats(cfgs, overrides)  # trained points ignore sae.path
     cfgs, unreadable = resolve_points(cfgs)  # pretrained sources: content hash, width
     if unreadable:
         raise PreflightError(

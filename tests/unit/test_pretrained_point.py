@@ -214,3 +214,21 @@ def test_collect_loads_the_checkpoint_and_keeps_a_copy(tmp_path: Path, path: Pat
 def dense(code: object, width: int) -> torch.Tensor:
     acts, idx = code.top_acts, code.top_idx  # type: ignore[attr-defined]
     return torch.zeros(acts.shape[0], width).scatter_(1, idx, acts)
+
+
+def test_trained_points_that_differ_only_in_the_ignored_path_are_one(tmp_path: Path) -> None:
+    from interp.pretrained_point import drop_repeats
+
+    # -m sae=pretrained,topk sae.path=A,B: four combinations, three points
+    combos = [
+        point(tmp_path, path=SPARSIFY),
+        point(tmp_path, path=SAELENS),
+        trained(tmp_path, sae={"path": str(SPARSIFY)}),
+        trained(tmp_path, sae={"path": str(SAELENS)}),
+    ]
+    cfgs, over = drop_repeats(combos, ["a", "b", "c", "d"])
+    assert over == ["a", "b", "c"] and len(cfgs) == 3
+    assert cfgs[2].sae.path == "" and RunIds.of(cfgs[2]) == RunIds.of(trained(tmp_path))
+    assert cfgs[:2] == combos[:2]
+    same = [trained(tmp_path), trained(tmp_path)]  # a value listed twice: not hidden here
+    assert drop_repeats(same)[0] == same
