@@ -51,9 +51,9 @@ def needs_training(cfg: RunConfig) -> bool:
     return not is_pretrained(cfg)
 
 
-def source_hookpoint(cfg: RunConfig) -> str:
-    """Which dictionary of the source to read: ``sae.source_hookpoint``, else the point's."""
-    return cfg.sae.source_hookpoint or cfg.hookpoint
+def wanted_hookpoint(cfg: RunConfig) -> str:
+    """Which dictionary of the source to read: ``sae.hookpoint``, else the point's."""
+    return cfg.sae.hookpoint or cfg.hookpoint
 
 
 def source_label(cfg: RunConfig) -> tuple[str, str]:
@@ -65,10 +65,21 @@ def source_label(cfg: RunConfig) -> tuple[str, str]:
 
 
 def inspect_point(cfg: RunConfig) -> PretrainedInfo:
-    """What the point's source holds (its headers and content hash; no weights built)."""
+    """What the point's source holds (its headers and content hash; no weights built):
+    the dictionary at the point's hookpoint or ``sae.hookpoint``; failing that, the
+    source's only dictionary when it holds one (its hookpoint is then checked against the
+    point's by :func:`pretrained_problems`, naming both), else the first error."""
     from interp.sae.pretrained import inspect_pretrained
 
-    return inspect_pretrained(cfg.sae.path, cfg.sae.format, source_hookpoint(cfg))
+    try:
+        return inspect_pretrained(cfg.sae.path, cfg.sae.format, wanted_hookpoint(cfg))
+    except Exception as err:
+        if cfg.sae.hookpoint:
+            raise
+        try:
+            return inspect_pretrained(cfg.sae.path, cfg.sae.format, None)
+        except Exception:
+            raise err from None
 
 
 # ----------------------------------------------------------------------------- run ids
@@ -106,7 +117,7 @@ def resolve_points(cfgs: Sequence[RunConfig]) -> tuple[list[RunConfig], list[str
         if not is_pretrained(cfg):
             out.append(cfg)
             continue
-        key = (cfg.sae.path, cfg.sae.format, source_hookpoint(cfg))
+        key = (cfg.sae.path, cfg.sae.format, wanted_hookpoint(cfg))
         if key not in seen:
             try:
                 seen[key] = inspect_point(cfg)
@@ -120,7 +131,7 @@ def resolve_points(cfgs: Sequence[RunConfig]) -> tuple[list[RunConfig], list[str
     return out, list(dict.fromkeys(problems))
 
 
-SOURCE_KEYS = ("path", "format", "source_hookpoint")
+SOURCE_KEYS = ("path", "format", "hookpoint")
 """The ``sae.*`` keys naming a checkpoint: a trained point ignores them."""
 
 
@@ -174,7 +185,7 @@ def _source_problem(cfg: RunConfig, err: BaseException) -> str:
     fix = (
         "pass a sparsify run or hookpoint folder, a SAELens folder (cfg.json + "
         "sae_weights.safetensors), a Gemma Scope params.npz folder or a hub id, with "
-        "sae.format=auto|sparsify|saelens|gemmascope and layer= (or sae.source_hookpoint=) "
+        "sae.format=auto|sparsify|saelens|gemmascope and layer= (or sae.hookpoint=) "
         "naming one of its dictionaries"
     )
     return f"sae.path={cfg.sae.path!r} cannot be read ({line[:300]}): {fix}"
@@ -208,7 +219,7 @@ def _match_problems(cfg: RunConfig, info: PretrainedInfo) -> list[str]:
         out.append(
             f"{src} holds a dictionary of {info.hookpoint} (file: {info.file_hookpoint!r}) but "
             f"{key}={cfg.hook or cfg.layer} reads {cfg.hookpoint}: set "
-            f"{_hook_fix(info.hookpoint)} (or sae.source_hookpoint= for another of its dictionaries)"
+            f"{_hook_fix(info.hookpoint)} (or sae.hookpoint= for another of its dictionaries)"
         )
     width = hookpoint_width(cfg.model.name, cfg.hookpoint)
     if info.d_in != width:

@@ -143,8 +143,12 @@ def test_a_hookpoint_mismatch_names_both_sides(tmp_path: Path) -> None:
         f"sae.path='{SAELENS}' holds a dictionary of layers.2 (file: "
         "'blocks.2.hook_resid_post') but layer=3 reads layers.3: set layer=2"
     )
-    (line,) = point_problems(point(tmp_path, layer=1), {})  # no layers.1 in the run folder
-    assert line.startswith(f"sae.path='{SPARSIFY}' cannot be read (") and "layers.2" in line
+    (line,) = point_problems(point(tmp_path, layer=1), {})  # a run folder of layers.2 only
+    assert line.startswith(f"sae.path='{SPARSIFY}' holds a dictionary of layers.2 (file: ")
+    assert line.endswith("but layer=1 reads layers.1: set layer=2 (or sae.hookpoint= for "
+                         "another of its dictionaries)")  # fmt: skip
+    (line,) = point_problems(point(tmp_path, sae={"hookpoint": "layers.1"}), {})
+    assert line.startswith(f"sae.path='{SPARSIFY}' cannot be read (")
     (line,) = point_problems(point(tmp_path, layer=9), {})  # not in the model at all
     assert line.startswith("layer=9 is past the last decoder layer of tiny-random-llama")
 

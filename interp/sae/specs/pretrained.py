@@ -1,6 +1,6 @@
 """A dictionary someone else trained (``sae=pretrained``): config part and spec.
 
-Its keys name the checkpoint (``sae.path``, ``sae.format``, ``sae.source_hookpoint``);
+Its keys name the checkpoint (``sae.path``, ``sae.format``, ``sae.hookpoint``);
 its architecture, width and weights are the checkpoint's own, read by
 :mod:`interp.sae.pretrained`. ``sae.content_hash`` is filled in when the point is planned
 (:mod:`interp.pretrained_point`): the run ids name the dictionary by its content, so a
@@ -40,7 +40,7 @@ class PretrainedConfig:
             id=False,
         ),
     )
-    source_hookpoint: str = field(
+    hookpoint: str = field(
         default="",
         metadata=meta(
             "pretrained: which dictionary of a multi-hookpoint source to read (its own name "
