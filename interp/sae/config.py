@@ -38,7 +38,8 @@ class SAECommon:
             "Dictionary type: topk (Gao et al.), batchtopk (Bussmann et al.; saved as "
             "jumprelu), jumprelu (Gemma Scope STE), relu (L1, Anthropic April 2024), gated; "
             "neurons = the hookpoint's own basis sparsified with top-k (not trained; e.g. "
-            "hook=layers.N.mlp.down_proj:input for MLP neurons)."
+            "hook=layers.N.mlp.down_proj:input for MLP neurons); pretrained = read from "
+            "sae.path (no training)."
         ),
     )
     expansion_factor: int = field(default=8, metadata=meta("num_latents = d_in * this."))
