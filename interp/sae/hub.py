@@ -18,10 +18,15 @@ log = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(/[\w.=-]+)*")
 _TRUE = ("1", "true", "yes", "on")
+_WEIGHT_FILES = ("sae.safetensors", "sae_weights.safetensors", "params.npz")
 
 
 class HubUnavailable(FileNotFoundError):
     """A hub id that could not be fetched (offline, no network, unknown repo)."""
+
+
+class HubAmbiguous(ValueError):
+    """A hub id holding several dictionaries, none named: nothing is downloaded."""
 
 
 def default_cache_dir() -> Path:
@@ -61,10 +66,13 @@ def _unavailable(source: str, folder: Path, why: str) -> HubUnavailable:
     )
 
 
-def fetch(source: str, cache_dir: Path | None = None) -> Path:
-    """The local folder of hub id ``source``: its sub-folder's files downloaded (only
-    those), or, offline or unreachable, what the cache already holds (fetched before or
-    placed by hand)."""
+def fetch(source: str, cache_dir: Path | None = None, hookpoint: str | None = None) -> Path:
+    """The local folder of hub id ``source``, with the files of its one dictionary that
+    ``hookpoint`` names (a folder below it: ``layers.6``, ``layer_20/width_16k``; our
+    ``layers.N`` also finds Gemma Scope's ``layer_N``), or of the only one it holds. A
+    source holding several and no hookpoint naming one folder is refused before
+    anything is downloaded. Offline or unreachable: what the cache already holds
+    (fetched before, or placed by hand)."""
     folder = local_folder(source, cache_dir)
     cached = folder.is_dir() and any(folder.iterdir())
     if _offline():
@@ -73,13 +81,16 @@ def fetch(source: str, cache_dir: Path | None = None) -> Path:
         raise _unavailable(source, folder, "HF_HUB_OFFLINE is set")
     repo_id, sub = split_hub_id(source)
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import HfApi, snapshot_download
 
+        wanted = _wanted(source, HfApi().list_repo_files(repo_id), sub, hookpoint)
         snapshot_download(
             repo_id,
-            allow_patterns=[f"{sub}/**"] if sub else None,
+            allow_patterns=[f"{wanted}/**"] if wanted else None,
             local_dir=(cache_dir or default_cache_dir()) / repo_id,
         )
+    except HubAmbiguous:
+        raise
     except Exception as err:  # offline, DNS, 404, auth, not installed: one message
         if cached:
             log.warning("%s: hub unreachable (%s); using the cached %s", source, err, folder)
@@ -88,3 +99,24 @@ def fetch(source: str, cache_dir: Path | None = None) -> Path:
     if not folder.is_dir():
         raise _unavailable(source, folder, f"the repository has no folder {sub!r}")
     return folder
+
+
+def _wanted(source: str, files: list[str], sub: str, hookpoint: str | None) -> str:
+    """The repository folder to download: ``sub``, narrowed to the folder ``hookpoint``
+    names when there is one."""
+    prefix = f"{sub}/" if sub else ""
+    if hookpoint:
+        gemma_scope = re.sub(r"^layers\.(\d+)$", r"layer_\1", hookpoint)
+        for name in dict.fromkeys([hookpoint.rstrip("/"), gemma_scope]):
+            if any(f.startswith(f"{prefix}{name}/") for f in files):
+                return f"{prefix}{name}"
+    found = sorted({f.rsplit("/", 1)[0] for f in files
+                    if f.startswith(prefix) and f.rsplit("/", 1)[-1] in _WEIGHT_FILES})  # fmt: skip
+    if len(found) > 1:
+        listing = ", ".join(f.removeprefix(prefix) for f in found[:12])
+        raise HubAmbiguous(
+            f"hub id {source!r} holds {len(found)} dictionaries: pass sae.hookpoint=<the folder "
+            f"of one> (or append it to the id) so that only it is downloaded: {listing}"
+            + (" ..." if len(found) > 12 else "")
+        )
+    return sub

@@ -88,7 +88,7 @@ def inspect_pretrained(
     gemmascope. Raises ValueError / FileNotFoundError with one line naming the fix."""
     if fmt != "auto" and fmt not in FORMATS:
         raise ValueError(f"sae.format={fmt!r}: use auto or one of {list(FORMATS)}")
-    root = _resolve(source, cache_dir)
+    root = _resolve(source, cache_dir, hookpoint)
     found = _select(source, _discover(source, root, fmt), hookpoint)
     return _describe(source, found)
 
@@ -135,12 +135,12 @@ def safetensors_shapes(file: Path) -> dict[str, tuple[int, ...]]:
 
 
 # ---------------------------------------------------------------------------- finding
-def _resolve(source: str, cache_dir: Path | None) -> Path:
+def _resolve(source: str, cache_dir: Path | None, hookpoint: str | None) -> Path:
     path = Path(source).expanduser()
     if path.exists():
         return path
     if looks_like_hub_id(source):
-        return fetch(source, cache_dir)
+        return fetch(source, cache_dir, hookpoint)
     raise FileNotFoundError(
         f"sae.path={source!r} is no existing file or folder and no hub id (org/repo[/sub]): "
         "pass a local checkpoint folder or a hub id"
@@ -189,7 +189,7 @@ def _found(source: str, kind: str, folder: Path, key: str) -> _Found:
     if kind == "gemmascope":
         file_hook = _from_layer_folder(folder)
         try:  # the release name (-res, -mlp ...) is in the source: a hub id or its copy
-            hook, target = gemma_scope_hookpoints("/".join(filter(None, [source, key])))
+            hook, target = gemma_scope_hookpoints(f"{source}/{file_hook}")
         except UnmappableHookpoint:
             hook, target = None, ""
         path = folder / GEMMA_SCOPE_FILE
@@ -259,7 +259,10 @@ def _select(source: str, found: list[_Found], hookpoint: str | None) -> _Found:
 
 def _matches(found: _Found, hookpoint: str) -> bool:
     names = (found.hookpoint, found.file_hookpoint, found.key)
-    return hookpoint in names or found.key.startswith(hookpoint.rstrip("/") + "/")
+    below = hookpoint.rstrip("/") + "/"
+    return (
+        hookpoint in names or found.key.startswith(below) or found.file_hookpoint.startswith(below)
+    )
 
 
 def _no_mapping(source: str, found: _Found) -> ValueError:

@@ -234,3 +234,49 @@ def test_hub_offline_names_the_id_and_where_to_put_the_files(tmp_path, monkeypat
     info = inspect_pretrained(source, cache_dir=tmp_path)
     assert (info.source, info.hookpoint, info.format) == (source, "layers.2", "gemmascope")
     assert info.content_hash == inspect_pretrained(str(FIX / GEMMA)).content_hash
+
+
+class FakeHub:
+    """The hub's two calls over a local 'remote' tree: what the id holds, and a download
+    that copies the files ``allow_patterns`` selects (as huggingface_hub does)."""
+
+    def __init__(self, remote: Path) -> None:
+        self.remote, self.downloads = remote, []
+
+    def list_repo_files(self, repo_id: str) -> list[str]:
+        root = self.remote / repo_id
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+    def snapshot_download(self, repo_id, allow_patterns=None, local_dir=None):
+        import fnmatch
+
+        self.downloads.append(allow_patterns)
+        for rel in self.list_repo_files(repo_id):
+            if allow_patterns is None or any(fnmatch.fnmatch(rel, p) for p in allow_patterns):
+                (Path(local_dir) / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(self.remote / repo_id / rel, Path(local_dir) / rel)
+        return str(local_dir)
+
+
+def test_hub_fetches_only_the_named_dictionary(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    remote = tmp_path / "remote" / "google" / "gemma-scope-tiny-res"
+    for layer in (2, 3):
+        shutil.copytree(FIX / GEMMA, remote / f"layer_{layer}" / "width_256" / "average_l0_64")
+    hub = FakeHub(tmp_path / "remote")
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: hub)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match=r"holds 2 dictionaries: pass sae\.hookpoint=.*layer_2/"):
+        inspect_pretrained("google/gemma-scope-tiny-res", cache_dir=cache)
+    assert hub.downloads == []  # refused before downloading a whole release
+    info = inspect_pretrained("google/gemma-scope-tiny-res", hookpoint="layers.3", cache_dir=cache)
+    assert hub.downloads == [["layer_3/**"]]
+    assert (info.hookpoint, info.format) == ("layers.3", "gemmascope")
+    assert (
+        info.path
+        == cache / "google/gemma-scope-tiny-res/layer_3/width_256/average_l0_64/params.npz"
+    )
+    assert not (cache / "google/gemma-scope-tiny-res/layer_2").exists()
