@@ -96,7 +96,8 @@ def inspect_pretrained(
 def load_pretrained(info: PretrainedInfo, *, device: str | torch.device = "cpu") -> SparseCoder:
     """Load the dictionary ``info`` describes (float32), refusing files whose bytes
     changed since they were inspected (the run id was computed from the old ones)."""
-    from interp.sae.formats import load_saelens, load_sparsify
+    from interp.sae.io import load_sae
+    from interp.sae.saelens import load_saelens
     from interp.sae.gemmascope import load_gemma_scope
 
     now = content_hash(_hashed_files(info.format, info.path))
@@ -110,7 +111,7 @@ def load_pretrained(info: PretrainedInfo, *, device: str | torch.device = "cpu")
     elif info.format == "saelens":
         sae = load_saelens(info.path, device=device)
     else:
-        sae = load_sparsify(info.path, device=device)
+        sae = load_sae(info.path, device=device)  # sparsify's layout, any of our architectures
     got = (sae.d_in, sae.d_out, sae.num_latents, sae.transcode)
     assert got == (info.d_in, info.d_out, info.num_latents, info.transcode), (got, info)
     return sae
@@ -200,7 +201,7 @@ def _found(source: str, kind: str, folder: Path, key: str) -> _Found:
         file_hook = str(meta.get("hook_name") or cfg.get("hook_name", ""))
         out = str(cfg.get("hook_name_out") or meta.get("hook_name_out") or "")
         model = str(meta.get("model_name") or "")
-        transcode = "d_out" in cfg or "transcoder" in str(cfg.get("architecture", ""))
+        transcode = "transcoder" in str(cfg.get("architecture", ""))
     else:
         file_hook = key.split("/seed")[0] if key else folder.name
         if file_hook.startswith("seed") and not key:

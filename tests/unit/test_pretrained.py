@@ -280,3 +280,11 @@ def test_hub_fetches_only_the_named_dictionary(tmp_path, monkeypatch):
         == cache / "google/gemma-scope-tiny-res/layer_3/width_256/average_l0_64/params.npz"
     )
     assert not (cache / "google/gemma-scope-tiny-res/layer_2").exists()
+
+
+@pytest.mark.parametrize(("name", "arch"), [("ours_jumprelu", "jumprelu"), ("ours_gated", "gated")])
+def test_our_own_saved_dictionaries_load_as_sparsify_layout(name, arch):
+    """A dictionary this project trained (sparsify's layout, any architecture)."""
+    info = inspect_pretrained(str(FIX / name), hookpoint="layers.1")
+    assert (info.format, info.architecture, info.num_latents) == ("sparsify", arch, 64)
+    assert load_pretrained(info).architecture == arch
