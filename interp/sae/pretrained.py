@@ -96,9 +96,9 @@ def inspect_pretrained(
 def load_pretrained(info: PretrainedInfo, *, device: str | torch.device = "cpu") -> SparseCoder:
     """Load the dictionary ``info`` describes (float32), refusing files whose bytes
     changed since they were inspected (the run id was computed from the old ones)."""
+    from interp.sae.gemmascope import load_gemma_scope
     from interp.sae.io import load_sae
     from interp.sae.saelens import load_saelens
-    from interp.sae.gemmascope import load_gemma_scope
 
     now = content_hash(_hashed_files(info.format, info.path))
     if now != info.content_hash:
