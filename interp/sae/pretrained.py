@@ -17,6 +17,7 @@ sparsify -> :mod:`interp.sae.formats`, SAELens -> :mod:`interp.sae.saelens`, Gem
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -118,9 +119,17 @@ def load_pretrained(info: PretrainedInfo, *, device: str | torch.device = "cpu")
 
 
 def content_hash(files: list[Path]) -> str:
-    """sha256 hex of the files' bytes, in order (weights first, then the config)."""
+    """sha256 hex of the files' bytes, in order (weights first, then the config). Read
+    once per process while the files' sizes and mtimes stay the same (GB-sized weights
+    are inspected by planning, preflight and the stage)."""
+    stats = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _hash_files(stats)
+
+
+@functools.lru_cache(maxsize=256)
+def _hash_files(stats: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for file in files:
+    for file, _size, _mtime in stats:
         with open(file, "rb") as fh:
             while chunk := fh.read(1 << 22):
                 digest.update(chunk)
