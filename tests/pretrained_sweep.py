@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures" / "pretrained"
-SPARSIFY = FIXTURES / "sparsify_run"
-SAELENS = FIXTURES / "saelens_relu"
+FIXTURES = ROOT / "tests" / "fixtures" / "interop"
+SPARSIFY = FIXTURES / "sparsify_tiny_topk"
+SAELENS = FIXTURES / "saelens_tiny_jumprelu"
 SOURCES = {str(SPARSIFY): "sparsify", str(SAELENS): "saelens"}
 MIXED = [
     "-m", "experiment=pretrained_demo", "name=mixed", "sae=pretrained,topk",

@@ -3,7 +3,8 @@ checkpoint's content, not its path), planned without a train job and in the same
 forward as trained points of the same model, refused before anything is submitted when
 the checkpoint does not fit, and loaded by collect into the point's dictionary folder.
 
-Checkpoints: tests/fixtures/pretrained/ (d_in 256, model=tiny-random-llama, layers.2).
+Checkpoints written by the real eai-sparsify and SAELens at the width of
+model=tiny-random-llama (tests/fixtures/interop/*_tiny_*, layers.2).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from slurm.schema import resolve
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "pretrained"
-SPARSIFY = FIXTURES / "sparsify_run"
-SAELENS = FIXTURES / "saelens_relu"
+FIXTURES = ROOT / "tests" / "fixtures" / "interop"
+SPARSIFY = FIXTURES / "sparsify_tiny_topk"
+SAELENS = FIXTURES / "saelens_tiny_jumprelu"
+GEMMA = FIXTURES / "gemma-scope-tiny-res"
 TINY = "tiny-random-llama"
 D_IN = 256
 
@@ -119,7 +121,7 @@ def test_a_pretrained_point_plans_no_train_and_shares_the_collect_forward(
 
 
 def test_preflight_passes_a_good_pretrained_point(tmp_path: Path) -> None:
-    for path in (SPARSIFY, SAELENS, SPARSIFY / "layers.2"):
+    for path in (SPARSIFY, SAELENS, GEMMA, SPARSIFY / "layers.2"):
         assert point_problems(resolved(point(tmp_path, path=path))[0], {}) == []
 
 
@@ -194,10 +196,10 @@ def test_a_checkpoint_changed_since_planning_is_refused(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- collect
 
 
-@pytest.mark.parametrize("path", [SPARSIFY, SAELENS])
+@pytest.mark.parametrize("path", [SPARSIFY, SAELENS, GEMMA])
 def test_collect_loads_the_checkpoint_and_keeps_a_copy(tmp_path: Path, path: Path) -> None:
-    from interp.sae.formats import load_dictionary
     from interp.sae.io import load_sae
+    from interp.sae.pretrained import inspect_pretrained, load_pretrained
 
     (cfg,) = resolved(point(tmp_path, path=path))
     paths = RunPaths(tmp_path, cfg)
@@ -208,11 +210,12 @@ def test_collect_loads_the_checkpoint_and_keeps_a_copy(tmp_path: Path, path: Pat
     source = json.loads(paths.pretrained_source_file().read_text())
     assert source["content_hash"] == cfg.sae.content_hash and source["source"] == str(path)
     x = torch.randn(64, D_IN, generator=torch.Generator().manual_seed(0))
-    direct = load_dictionary(path / "layers.2" if path == SPARSIFY else path)
-    want = dense(direct.encode(x), 512)
+    direct = load_pretrained(inspect_pretrained(str(path), "auto", "layers.2"))
+    width = cfg.sae.num_latents
+    want = dense(direct.encode(x), width)
     assert want.count_nonzero() > 0
     for got in (sae, load_sae(folder), load_point_dictionary(cfg, paths)):
-        torch.testing.assert_close(dense(got.encode(x), 512), want, atol=1e-6, rtol=0)
+        torch.testing.assert_close(dense(got.encode(x), width), want, atol=1e-6, rtol=0)
 
 
 def dense(code: object, width: int) -> torch.Tensor:
