@@ -265,7 +265,8 @@ def _train_key_problems(cfg: RunConfig) -> list[str]:
 def load_point_dictionary(cfg: RunConfig, paths: RunPaths, device: Any = "cpu") -> SparseCoder:
     """The point's dictionary: trained (its train folder) or pretrained (its copy in our
     layout, written on first use after checking the content is what was planned)."""
-    from interp.sae.io import WEIGHTS_FILE, load_sae, save_sae
+    from interp.sae import load_sae  # the package's name: tests substitute it
+    from interp.sae.io import WEIGHTS_FILE, save_sae
 
     folder = paths.sae_dir()
     if not is_pretrained(cfg) or (folder / WEIGHTS_FILE).is_file():
