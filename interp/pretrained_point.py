@@ -118,6 +118,8 @@ def resolve_points(cfgs: Sequence[RunConfig]) -> tuple[list[RunConfig], list[str
             out.append(cfg)
             continue
         key = (cfg.sae.path, cfg.sae.format, wanted_hookpoint(cfg))
+        if not cfg.sae.path:
+            seen[key] = NO_PATH
         if key not in seen:
             try:
                 seen[key] = inspect_point(cfg)
@@ -130,6 +132,8 @@ def resolve_points(cfgs: Sequence[RunConfig]) -> tuple[list[RunConfig], list[str
         out.append(resolve(cfg, seen[key]))
     return out, list(dict.fromkeys(problems))
 
+
+NO_PATH = "sae=pretrained needs sae.path=<checkpoint folder or hub id>: set it"
 
 SOURCE_KEYS = ("path", "format", "hookpoint")
 """The ``sae.*`` keys naming a checkpoint: a trained point ignores them."""
@@ -198,7 +202,7 @@ def pretrained_problems(cfg: RunConfig, *, trained_points: bool = False) -> list
     if not is_pretrained(cfg):
         return []
     if not cfg.sae.path:
-        return ["sae=pretrained needs sae.path=<checkpoint folder or hub id>: set it"]
+        return [NO_PATH]
     try:
         info = inspect_point(cfg)
     except Exception as err:  # noqa: BLE001

@@ -135,6 +135,7 @@ def test_a_missing_or_unreadable_source_is_refused(tmp_path: Path) -> None:
     assert line.startswith(f"sae.path='{tmp_path / 'nope'}' cannot be read")
     (line,) = point_problems(point(tmp_path, path=None), {})
     assert line == "sae=pretrained needs sae.path=<checkpoint folder or hub id>: set it"
+    assert resolve_points([point(tmp_path, path=None)])[1] == [line]  # not the working dir
     (line,) = point_problems(point(tmp_path, sae={"format": "saelens"}), {})
     assert "cannot be read" in line and "saelens" in line
 
