@@ -124,13 +124,16 @@ def store_error(paths: RunPaths, err: Any) -> ValueError:
     return StoreCorruptError(err.group, err.problem, fix=repair_hint(paths, err.group))
 
 
-def read_checked_latents(paths: RunPaths, a: int, b: int) -> tuple[Any, Any, Any, list[str]]:
-    """Read what latents ``[a, b)`` need, once, decoded and checked: ``(reader, csr, token
-    ids, groups read without checksums)``; raise naming the file and the fix on damage."""
+def read_checked_latents(
+    paths: RunPaths, a: int, b: int, runs: Sequence[tuple[int, int]] | None = None
+) -> tuple[Any, Any, Any, list[str]]:
+    """Read what latents ``[a, b)`` (or the contiguous ``runs`` of a selection) need, once,
+    decoded and checked: ``(reader, csr, token ids, groups read without checksums)``; raise
+    naming the file and the fix on damage."""
     from interp.store import StoreCorruptError
     from interp.store.verify import read_latents
 
-    reader, csr, token_ids, report = read_latents(paths.store_dir(), a, b)
+    reader, csr, token_ids, report = read_latents(paths.store_dir(), a, b, runs)
     if not report.ok:
         fixes = "; ".join(repair_hint(paths, g) for g in report.damaged)
         raise StoreCorruptError(
