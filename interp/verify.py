@@ -85,6 +85,21 @@ def check_records(paths: RunPaths, task: Task) -> str:
     return ""
 
 
+def committed_records(file: Path, manifest: dict[str, Any] | None) -> list[LatentRecord]:
+    """The records of a committed record file; [] when it is not the file its manifest
+    committed (gone, or size/sha256 differ) or the manifest holds no digest."""
+    from interp.records import read_records
+
+    digest = (manifest or {}).get("records") or {}
+    try:
+        data = file.read_bytes()
+    except OSError:
+        return []
+    if hashlib.sha256(data).hexdigest() != digest.get("sha256"):
+        return []
+    return list(read_records(file))
+
+
 def _parse_problem(file: Path, task: Task, fix: str) -> str:
     from interp.report.table import RecordFileError, read_record_file
 

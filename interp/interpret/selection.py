@@ -69,7 +69,7 @@ class Selection:
         if self.mode == "range":
             return f"{self.start}:{self.stop}"
         if self.mode == "list":
-            return ",".join(map(str, self.ids))
+            return ",".join(map(str, self.ids)) + ("," if len(self.ids) == 1 else "")
         if self.mode == "file":
             return f"file:{self.path}@{self.sha}"
         return f"{self.mode}:{self.n}"

@@ -311,6 +311,8 @@ STAGES: tuple[StageSpec, ...] = (
         uses=("serve",),
         retry_errors=True,
         task_name="range",
+        notes_title="interpret selections (interpret.latents)",
+        report="interp.stages.selected:report",
     ),
     StageSpec(
         "gather",

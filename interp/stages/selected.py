@@ -23,18 +23,20 @@ is its LLM ledger.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import json
 import logging
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from interp.config import RunConfig
 from interp.interpret.selection import Selection
-from interp.records import LatentRecord, read_records
+from interp.records import LatentRecord
 from interp.runs import RunIds, RunPaths, read_manifest, read_points
+from interp.verify import committed_records
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ def reusable_records(
     for other in siblings(cfg, paths.root) if need else []:
         for manifest in sorted(other.manifest_dir("interpret").glob("*.json")):
             index = int(manifest.stem)
-            for rec in _committed(other.records_file(index), read_manifest(manifest)):
+            for rec in committed_records(other.records_file(index), read_manifest(manifest)):
                 if rec.latent in need and rec.latent not in found and rec.status != "error":
                     found[rec.latent] = rec
                     origin[other.ids.interpret] = origin.get(other.ids.interpret, 0) + 1
@@ -113,14 +115,32 @@ def reusable_records(
     return found, origin
 
 
-def _committed(file: Path, manifest: dict | None) -> list[LatentRecord]:
-    """The records of a committed file, [] if it is not as its manifest committed it."""
-    digest = (manifest or {}).get("records") or {}
-    try:
-        data = file.read_bytes()
-    except OSError:
-        return []
-    if hashlib.sha256(data).hexdigest() != digest.get("sha256"):
-        log.warning("not reusing %s: it is not the file its manifest committed", file)
-        return []
-    return list(read_records(file))
+# ----------------------------------------------------------------------------- status
+
+
+def report(root: Path, job: Any, alive: Any) -> tuple[list[str], list[str]]:
+    """(problems, notes) for the sweep status (the registry's ``report`` hook): one note
+    per point counting its interpret work against its selection."""
+    from interp.config import load_run_config
+
+    config = root / "points" / job.point / "config.json"
+    if not config.is_file():
+        return [], []
+    cfg = load_run_config(json.loads(config.read_text()))
+    return [], [selection_note(RunPaths(root, cfg), job.tasks)]
+
+
+def selection_note(paths: RunPaths, tasks: Any) -> str:
+    """``point: interpret.latents=X: N selected, k done (d dead or too rare, r reused)``."""
+    done = skipped = reused = 0
+    for t in tasks:
+        m = read_manifest(paths.manifest_file("interpret", t.index))
+        if m is not None:
+            done += int(m.get("n_latents", t.stop - t.start))
+            skipped += int(m.get("n_skipped", 0))
+            reused += sum((m.get("reused") or {}).values())
+    n = sum(t.stop - t.start for t in tasks)
+    return (
+        f"{paths.ids.point}: interpret.latents={describe(paths.cfg)}: {n} selected, {done} done "
+        f"({skipped} dead or too rare, no LLM call; {reused} reused from other selections)"
+    )
