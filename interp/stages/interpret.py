@@ -60,7 +60,8 @@ def interpret_range_task(
     from interp.llm.ledger import read_ledger
     from interp.verify import write_records
 
-    ids = tuple(int(i) for i in selected_ids(cfg, paths)[task.start : task.stop])
+    selection = selected_ids(cfg, paths)
+    ids = tuple(int(i) for i in selection[task.start : task.stop])
     reused, origin = reusable_records(cfg, paths, ids)
     fresh = [i for i in ids if i not in reused]
     latents = LatentRange(task.index, task.start, task.stop, ids)
@@ -72,7 +73,9 @@ def interpret_range_task(
         return
     check_not_all_errors([r for r in records if r.latent not in reused], task.index)
     summary = summarize(records, time.perf_counter() - t0, llm_stats)
-    summary.update(selection=describe(cfg), latents=list(ids), reused=origin)
+    summary.update(
+        selection=describe(cfg), n_selected=len(selection), latents=list(ids), reused=origin
+    )
     # size and sha256: gather and launch/verify.py check them
     summary["records"] = write_records(paths.records_file(task.index), records)
     summary["tokens_paid"] = read_ledger(paths.llm_ledger_dir(), task.index)  # all attempts

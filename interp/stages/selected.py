@@ -133,13 +133,14 @@ def report(root: Path, job: Any, alive: Any) -> tuple[list[str], list[str]]:
 def selection_note(paths: RunPaths, tasks: Any) -> str:
     """``point: interpret.latents=X: N selected, k done (d dead or too rare, r reused)``."""
     done = skipped = reused = 0
+    n = sum(t.stop - t.start for t in tasks)  # planned; a sample finds fewer alive
     for t in tasks:
         m = read_manifest(paths.manifest_file("interpret", t.index))
         if m is not None:
             done += int(m.get("n_latents", t.stop - t.start))
             skipped += int(m.get("n_skipped", 0))
             reused += sum((m.get("reused") or {}).values())
-    n = sum(t.stop - t.start for t in tasks)
+            n = int(m.get("n_selected", n))
     return (
         f"{paths.ids.point}: interpret.latents={describe(paths.cfg)}: {n} selected, {done} done "
         f"({skipped} dead or too rare, no LLM call; {reused} reused from other selections)"

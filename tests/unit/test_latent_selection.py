@@ -305,3 +305,23 @@ def test_status_and_gather_count_against_the_selection(tmp_path: Path, llm) -> N
     assert point["n_latents"] == 3 and point["selection"] == "1,3,5"
     md = format_markdown(summary)
     assert "selection `interpret.latents=1,3,5`: 3 selected, 3 recorded, 1 dead or too rare" in md
+
+
+def test_a_sample_larger_than_the_alive_latents_leaves_its_last_task_empty(
+    tmp_path: Path, llm
+) -> None:
+    from interp.gather.points import point_sources
+    from interp.stages.selected import selection_note
+
+    raw = to_dict(_point(tmp_path, llm.url, "sample:6"))
+    raw["interpret"]["range_latents"] = 5
+    cfg = load_run_config(raw)
+    paths = _run_all(cfg, tasks=2)  # 5 of the 6 latents are alive: task 1 gets none
+    assert sorted(_records(paths, 1)) == [0, 1, 2, 3, 4]
+    empty = read_manifest(paths.manifest_file("interpret", 1))
+    assert empty["latents"] == [] and empty["n_latents"] == 0 and empty["n_selected"] == 5
+    (source,) = point_sources(paths.root, [cfg])
+    assert len(source.records) == 1 and source.columns["n_selected"] == 5
+    assert ": 5 selected, 5 done (0 dead or too rare" in selection_note(
+        paths, interpret_ranges(cfg, 16)
+    )
