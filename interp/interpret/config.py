@@ -18,7 +18,11 @@ class InterpretConfig:
     """Explain and score latents (latent-range array)."""
 
     num_latents: int = field(
-        default=0, metadata=meta("Interpret latents [0, num_latents); 0 = every latent.")
+        default=0,
+        metadata=meta(
+            "Interpret latents [0, num_latents); 0 = every latent. The same as "
+            "latents=0:N; a set interpret.latents wins."
+        ),
     )
     latents: str = field(
         default="",

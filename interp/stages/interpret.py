@@ -1,6 +1,9 @@
 """interpret: one latent range -> one record per latent (explanation, scores, controls, costs).
 
-Wiring only. Reads the range from the store once (checked), builds the LLM client once
+Wiring only. The task's latents are positions ``[start, stop)`` of the point's selection
+(``interpret.latents``, resolved the same in every task; :mod:`interp.stages.selected`);
+those a sibling selection already committed are copied, not recomputed. Reads the rest
+from the store once (checked), builds the LLM client once
 (its response cache is this range's file in the run folder, so a rerun after
 preemption re-pays nothing; its ledger keeps what every attempt paid), the scorers'
 lazily loaded resources and the hard-negative sources, then runs
