@@ -296,6 +296,14 @@ def test_status_and_gather_count_against_the_selection(tmp_path: Path, llm) -> N
     note = selection_note(paths, tasks)
     assert "interpret.latents=1,3,5: 3 selected, 3 done (1 dead or too rare" in note
     assert "2 selected, 0 done" in selection_note(paths, (Task(5, 0, 2),))  # not run
+    from interp.plan import plan_point
+    from slurm.status import format_status, job_status
+
+    (job,) = [j for j in plan_point(cfg, 16) if j.stage == "interpret"]
+    row = job_status(paths.root, job, {job.point: cfg}, {}, {}, False)
+    assert row.counts["done"] == 2
+    text = format_status(paths.root, [row])
+    assert "interpret selections (interpret.latents):" in text and note in text
     (source,) = point_sources(paths.root, [cfg])
     assert source.columns["selection"] == "1,3,5" and source.columns["n_selected"] == 3
     table = tmp_path / "t.parquet"
