@@ -92,9 +92,7 @@ class Selection:
 
     def problem(self, width: int) -> str:
         """Why it does not fit a dictionary of ``width`` latents ('' if it does)."""
-        top = {"range": self.stop, "list": max(self.ids, default=-1) + 1}.get(self.mode, 0)
-        if self.mode == "file":
-            top = max(self.ids, default=-1) + 1
+        top = self.stop if self.mode == "range" else max(self.ids, default=-1) + 1
         if top > width:
             what = f"range ends at {self.stop}" if self.mode == "range" else f"has id {top - 1}"
             return (
