@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -35,10 +34,8 @@ import numpy as np
 from interp.config import RunConfig
 from interp.interpret.selection import Selection
 from interp.records import LatentRecord
-from interp.runs import RunIds, RunPaths, read_manifest, read_points
+from interp.runs import RunIds, RunPaths, points_dir, read_manifest
 from interp.verify import committed_records
-
-log = logging.getLogger(__name__)
 
 
 def selected_ids(cfg: RunConfig, paths: RunPaths) -> np.ndarray:
@@ -85,9 +82,15 @@ def work_key(cfg: RunConfig) -> str:
 
 def siblings(cfg: RunConfig, root: Path) -> list[RunPaths]:
     """The sweep's other points that differ from ``cfg`` only in their selection."""
+    from interp.config import load_run_config
+
     own, key = RunIds.of(cfg).interpret, work_key(cfg)
     out = []
-    for other in read_points(root):
+    for file in sorted(points_dir(root).glob("*/config.json")):
+        try:  # a point that no longer loads (its id file moved) is no sibling
+            other = load_run_config(json.loads(file.read_text()))
+        except (OSError, ValueError):
+            continue
         paths = RunPaths(root, other)
         done = paths.manifest_dir("interpret").is_dir()
         if paths.ids.interpret != own and done and work_key(other) == key:

@@ -269,6 +269,9 @@ def test_dead_latents_are_recorded_and_a_new_selection_reuses_the_overlap(
     assert calls_first == 2 * per_latent > 0
     assert read_manifest(first.manifest_file("interpret", 1))["latents"] == [5]
 
+    broken = first.root / "points" / "gone" / "config.json"  # its id file was removed
+    broken.parent.mkdir()
+    broken.write_text(json.dumps({"interpret": {"latents": "file:/nonexistent@0123456789ab"}}))
     second = _run_all(_point(tmp_path, llm.url, "0:5"), tasks=3)  # another point, same work
     assert second.ids.interpret != first.ids.interpret
     assert len(llm.requests) - calls_first == 3 * per_latent  # 0, 2, 4: 1 and 3 reused
