@@ -107,8 +107,8 @@ def cut_config(config: Any, num_layers: int) -> Any:
     return out
 
 
-_REPORT_ROW = re.compile(r"^(\S+)\s*\|\s*(\w+)", re.MULTILINE)
-_LAYER = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")
+_REPORT_ROW = re.compile(r"^(.+?)\s*\|\s*([A-Z_]+)\s*\|", re.MULTILINE)  # key | STATUS |
+_LAYER = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+|\{[\d, ]+\})\.")  # "layers.{2, 3}." folds
 
 
 class _CutReportFilter(logging.Filter):
@@ -123,13 +123,16 @@ class _CutReportFilter(logging.Filter):
         text = record.getMessage()
         if "LOAD REPORT" not in text:
             return True
-        rows = [(k, s) for k, s in _REPORT_ROW.findall(text) if s.isupper() and k != "Key"]
-        cut = [
-            (m := _LAYER.search(k)) is not None and int(m.group(1)) >= self.first_cut
-            for k, s in rows
-            if s == "UNEXPECTED"
-        ]
+        rows = _REPORT_ROW.findall(text)
+        cut = [self._cut(key) for key, status in rows if status == "UNEXPECTED"]
         return not (rows and all(s == "UNEXPECTED" for _, s in rows) and all(cut))
+
+    def _cut(self, key: str) -> bool:
+        match = _LAYER.search(key)
+        return (
+            match is not None
+            and min(map(int, re.findall(r"\d+", match.group(1)))) >= self.first_cut
+        )
 
 
 @contextlib.contextmanager
