@@ -151,3 +151,40 @@ def test_spliced_evaluation_and_steering_run_on_an_offloaded_model(tmp_path) -> 
     lp = [lm.next_token_logprobs(prompts, vector) for lm in lms]
     torch.testing.assert_close(lp[0], lp[1], rtol=0, atol=0)
     assert lms[0].generate(prompts, 4, vector) == lms[1].generate(prompts, 4, vector)
+
+
+# ----------------------------------------------------------------------------- preflight
+
+
+def _point(tmp_path, **model) -> RunConfig:
+    return load_run_config({"name": "s", "out_dir": str(tmp_path), "layer": 2,
+                            "model": {"name": TINY, **model}, "llm": {"model": TINY}})  # fmt: skip
+
+
+def test_preflight_refuses_a_gpu_the_tasks_do_not_see_in_one_line(tmp_path) -> None:
+    from interp.preflight import PreflightError, point_problems, preflight
+
+    cpu_only = _point(tmp_path, device_map="auto", max_memory="cpu=64MiB")
+    assert point_problems(cpu_only, {}, task_gpus=0) == []  # fine on a CPU machine
+    assert point_problems(_point(tmp_path, device_map="auto"), {}, task_gpus=0) == []
+    two = _point(tmp_path, device_map="auto", max_memory="0=1GiB,1=1GiB,cpu=1GiB")
+    assert point_problems(two, {}, task_gpus=2) == []
+    with pytest.raises(PreflightError) as err:
+        preflight([two], {}, task_gpus=1)
+    (line,) = str(err.value).splitlines()[1:]
+    assert "model.max_memory='0=1GiB,1=1GiB,cpu=1GiB' names GPU 1" in line and "GPUs 0..0" in line
+
+
+def test_the_submitter_counts_the_gpus_a_task_gets() -> None:
+    from slurm.resources import StageResources, stage_gpus
+    from slurm.submit import task_gpus
+
+    assert task_gpus({"executor": "local"}) == torch.cuda.device_count()
+    assert stage_gpus(StageResources()) == 0
+    assert stage_gpus(StageResources(gpus_per_node=4)) == 4
+    assert stage_gpus(StageResources(gres="gpu:a100:2")) == 2
+    assert stage_gpus(StageResources(gres="gpu:3")) == 3
+    assert stage_gpus(StageResources(gres="shard:8")) is None
+    profile = {"executor": "slurm", "resources": {"gpus_per_node": 0},
+               "stages": {"train": {"gpus_per_node": 4}, "collect": {"gres": "gpu:a100:2"}}}  # fmt: skip
+    assert task_gpus(profile) == 2
