@@ -59,9 +59,9 @@ def check_serving(cfgs: list[RunConfig], cluster: dict[str, Any]) -> None:
 
 
 def task_gpus(cluster: dict[str, Any]) -> int | None:
-    """GPUs a task that loads the subject model (train, collect) sees: this machine's under
-    the local executors, the fewest the profile gives those stages under SLURM (None when
-    a gres says it in a form not read here)."""
+    """GPUs a task that loads the subject model sees: this machine's under the local
+    executors, the fewest the profile gives those stages under SLURM (None when a gres
+    says it in a form not read here)."""
     if cluster.get("executor") != "slurm":
         import torch
 
@@ -69,7 +69,8 @@ def task_gpus(cluster: dict[str, Any]) -> int | None:
     from slurm.resources import stage_gpus
     from slurm.slurm_executor import load_cluster
 
-    counts = [stage_gpus(load_cluster(cluster).stages[s]) for s in ("train", "collect")]
+    profile = load_cluster(cluster).stages
+    counts = [stage_gpus(profile[s.name]) for s in stages() if s.loads_subject]
     return None if None in counts else min(c for c in counts if c is not None)
 
 
