@@ -12,6 +12,7 @@ expected to equal the unsplit model's exactly (bitwise), and are asserted so.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 
 import numpy as np
@@ -188,3 +189,36 @@ def test_the_submitter_counts_the_gpus_a_task_gets() -> None:
     profile = {"executor": "slurm", "resources": {"gpus_per_node": 0},
                "stages": {"train": {"gpus_per_node": 4}, "collect": {"gres": "gpu:a100:2"}}}  # fmt: skip
     assert task_gpus(profile) == 2
+
+
+# ----------------------------------------------------------------------------- train
+
+
+@pytest.mark.slow  # ~20 s: two train stages
+def test_train_stage_on_an_offloaded_model_trains_the_same_dictionary(tmp_path) -> None:
+    """The whole train stage (stream, fit, spliced evaluation with the full model kept)
+    on the offloaded model: the same weights and held-out figures, bitwise."""
+    from interp.plan import Task
+    from interp.runs import RunPaths
+    from interp.sae import load_sae
+    from interp.stages import train as stage
+    from interp.stages.context import StageContext
+
+    results = []
+    for name, model in (("whole", {}), ("split", {"device_map": "auto", "max_memory": SMALL_CPU})):
+        raw = {"name": "t", "out_dir": str(tmp_path / name), "layer": 1,
+               "model": {"name": TINY, "dtype": "float32", "device": "cpu", **model},
+               "data": {"ctx_len": 32, "max_tokens": 2048}, "sae": {"expansion_factor": 2, "k": 8},
+               "train": {"num_tokens": 512, "batch_size": 128, "lm_batch_size": 8,
+                         "buffer_batches": 2, "warmup_steps": 1},
+               "collect": {"num_tokens": 512, "slice_tokens": 512}}  # fmt: skip
+        cfg = load_run_config(raw)
+        paths = RunPaths(RunPaths.sweep_root(cfg), cfg)
+        stage.run(StageContext.of(cfg, paths, Task(0, 0, 1), lambda: False))
+        summary = json.loads(paths.train_summary().read_text())
+        results.append((load_sae(paths.sae_dir()).state_dict(), summary))
+    (w_whole, s_whole), (w_split, s_split) = results
+    for key in w_whole:
+        torch.testing.assert_close(w_split[key], w_whole[key], rtol=0, atol=0)
+    for key in ("fvu", "l0", "ce_clean", "ce_spliced", "kl"):
+        assert s_split[key] == s_whole[key], key
