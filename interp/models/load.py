@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from interp.models import placement as place
 from interp.models.config import ModelConfig
-from interp.models.placement import cut_config, input_device
 from interp.models.provision import resolve_model
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,12 @@ def _from_pretrained(
 ) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
-    from interp.models import placement as place
-
     path = resolve_model(name)
-    kwargs = place.load_kwargs(placement) if placement is not None else {}
-    folder = place.private_offload_folder(placement, name) if kwargs else None
-    if folder is not None:
-        kwargs["offload_folder"] = folder
+    kwargs: dict[str, Any] = {}
+    folder = None
+    if placement is not None and placement.device_map != "none":
+        kwargs = place.load_kwargs(placement)
+        folder = kwargs["offload_folder"] = place.private_offload_folder(placement, name)
     if config is not None:
         kwargs["config"] = config
     with place.quiet_cut_report(first_cut):
@@ -166,7 +165,7 @@ class SubjectModel:
         self.model = model
         self.base = getattr(model, model.base_model_prefix, model)
         self.hookpoints = tuple(names)
-        self.input_device = input_device(model)
+        self.input_device = place.input_device(model)
         self.device = torch.device(output_device) if output_device else self.input_device
         self.d_in = int(model.config.hidden_size)
         self._captured: dict[str, torch.Tensor] = {}
@@ -306,4 +305,4 @@ def _cut_config(name: str, layer: int | None, hookpoints: Sequence[str]) -> tupl
     names = _hookpoint_names(layer, hookpoints)
     deepest = max(layer_of(base, resolve_hookpoint(base, n), layers) for n in names)
     keep = max(deepest + 1, 1)
-    return cut_config(config, keep), keep
+    return place.cut_config(config, keep), keep
