@@ -222,3 +222,16 @@ def test_train_stage_on_an_offloaded_model_trains_the_same_dictionary(tmp_path) 
         torch.testing.assert_close(w_split[key], w_whole[key], rtol=0, atol=0)
     for key in ("fvu", "l0", "ce_clean", "ce_spliced", "kl"):
         assert s_split[key] == s_whole[key], key
+
+
+def test_train_refuses_a_device_map_with_several_processes(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from interp.runs import RunPaths
+    from interp.stages.train import train_group
+
+    cfg = load_run_config({"name": "t", "out_dir": str(tmp_path), "layer": 1,
+                           "model": {"name": TINY, "device_map": "auto"}})  # fmt: skip
+    two_ranks = SimpleNamespace(world_size=2)
+    with pytest.raises(ValueError, match="training runs 2 processes: run train as one process"):
+        train_group([(cfg, RunPaths(RunPaths.sweep_root(cfg), cfg))], dist=two_ranks)
