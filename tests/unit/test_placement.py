@@ -100,6 +100,27 @@ def test_collect_never_loads_the_layers_above_the_deepest_hookpoint(caplog) -> N
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
+def test_cut_config_cuts_per_layer_lists_and_the_report_filter_keeps_real_findings() -> None:
+    from transformers import Gemma2Config
+
+    from interp.models.placement import _CutReportFilter, cut_config
+
+    full = Gemma2Config(num_hidden_layers=4)
+    cut = cut_config(full, 2)
+    assert cut.num_hidden_layers == 2 and cut.layer_types == full.layer_types[:2]
+    assert full.num_hidden_layers == 4  # a copy
+
+    def kept(rows: str) -> bool:
+        msg = f"LlamaForCausalLM LOAD REPORT from: x\nKey | Status |  | \n---+---\n{rows}"
+        return _CutReportFilter(2).filter(logging.LogRecord("t", 30, "", 0, msg, None, None))
+
+    assert not kept("model.layers.{2, 3}.mlp.up_proj.weight | UNEXPECTED |  | ")
+    assert not kept("model.layers.3.mlp.up_proj.weight | UNEXPECTED |  | ")
+    assert kept("model.layers.1.mlp.up_proj.weight | UNEXPECTED |  | ")
+    assert kept("model.layers.{2, 3}.mlp.up_proj.weight | UNEXPECTED |  | \n"
+                "model.norm.weight | MISSING |  | ")  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- offload
 
 
