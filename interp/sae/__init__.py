@@ -12,6 +12,9 @@ spec to ``registry.BUILTIN`` (its fields become ``sae.<field>`` keys) or call
 Built-ins keep spec and config in ``interp.sae.specs.<name>`` because ``interp.config``
 imports them without torch. ``tests/unit/test_sae_plugin.py`` is a complete example.
 
+Dictionaries others trained (sparsify, SAELens, Gemma Scope; folders or hub ids):
+:func:`inspect_pretrained` / :func:`load_pretrained` (``interp.sae.pretrained``).
+
 Names are imported lazily, so importing the package loads nothing beyond torch.
 """
 
@@ -37,6 +40,9 @@ _EXPORTS = {
     "build_sae": "interp.sae.build",
     "load_sae": "interp.sae.io",
     "save_sae": "interp.sae.io",
+    "PretrainedInfo": "interp.sae.pretrained",
+    "inspect_pretrained": "interp.sae.pretrained",
+    "load_pretrained": "interp.sae.pretrained",
 }
 
 __all__ = sorted(_EXPORTS)

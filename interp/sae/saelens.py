@@ -103,6 +103,26 @@ def load_saelens(path: str | Path, *, device: str | torch.device = "cpu") -> Spa
     see the module docstring for the folds. Weights of any dtype load as float32."""
     folder = Path(path)
     cfg = read_saelens_cfg(folder)
+    ours_arch, transcode = saelens_architecture(cfg, folder)
+    norm = cfg.get("normalize_activations", "none")
+    if norm == "expected_average_only_in":
+        log.warning(
+            "%s: normalize_activations=expected_average_only_in: SAELens applies no scaling "
+            "at inference either, so inputs must be scaled as in training (fold the factor "
+            "with SAELens' fold_activation_norm_scaling_factor before exporting)",
+            folder,
+        )
+    if cfg.get("reshape_activations", "none") == "hook_z":
+        log.info("%s: hook_z SAE: flatten [..., heads, d_head] to [..., D] before encode", folder)
+    tensors = {k: v.to(torch.float32) for k, v in load_file(str(folder / SAELENS_WEIGHTS)).items()}
+    ours = _saelens_to_ours(ours_arch, cfg, tensors, folder, transcode=transcode)
+    hyper = {name: _plain(cfg[name]) for name in spec_of(ours_arch).saelens_hyper}
+    return build_from_tensors(ours_arch, int(cfg["d_in"]), ours, hyper, device, transcode=transcode)
+
+
+def saelens_architecture(cfg: dict[str, Any], folder: Path) -> tuple[str, bool]:
+    """(our architecture, transcoder?) of a SAELens cfg (from :func:`read_saelens_cfg`);
+    refuses what we cannot load: unknown architectures, per-token input normalisations."""
     arch = cfg.get("architecture", "standard")
     ours_arch = _from_saelens().get(arch) or _transcoders().get(arch)
     if ours_arch is None:
@@ -116,20 +136,7 @@ def load_saelens(path: str | Path, *, device: str | torch.device = "cpu") -> Spa
             f"{folder}: normalize_activations={norm!r} normalises every token at run time, "
             "which our dictionaries cannot express; fold it into the weights in SAELens first"
         )
-    if norm == "expected_average_only_in":
-        log.warning(
-            "%s: normalize_activations=expected_average_only_in: SAELens applies no scaling "
-            "at inference either, so inputs must be scaled as in training (fold the factor "
-            "with SAELens' fold_activation_norm_scaling_factor before exporting)",
-            folder,
-        )
-    if cfg.get("reshape_activations", "none") == "hook_z":
-        log.info("%s: hook_z SAE: flatten [..., heads, d_head] to [..., D] before encode", folder)
-    tensors = {k: v.to(torch.float32) for k, v in load_file(str(folder / SAELENS_WEIGHTS)).items()}
-    transcode = arch in _transcoders()
-    ours = _saelens_to_ours(ours_arch, cfg, tensors, folder, transcode=transcode)
-    hyper = {name: _plain(cfg[name]) for name in spec_of(ours_arch).saelens_hyper}
-    return _build(ours_arch, int(cfg["d_in"]), ours, hyper, device, transcode=transcode)
+    return ours_arch, arch in _transcoders()
 
 
 def _plain(value: Any) -> Any:
@@ -173,7 +180,7 @@ def _saelens_to_ours(
     return out
 
 
-def _build(
+def build_from_tensors(
     arch: str,
     d_in: int,
     tensors: dict[str, torch.Tensor],
