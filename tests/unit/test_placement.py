@@ -256,3 +256,41 @@ def test_train_refuses_a_device_map_with_several_processes(tmp_path) -> None:
     two_ranks = SimpleNamespace(world_size=2)
     with pytest.raises(ValueError, match="training runs 2 processes: run train as one process"):
         train_group([(cfg, RunPaths(RunPaths.sweep_root(cfg), cfg))], dist=two_ranks)
+
+
+# ----------------------------------------------------------------------------- collect stage
+
+
+def test_collect_stage_store_of_an_offloaded_model_equals_the_unsplit_models(
+    tmp_path, monkeypatch
+) -> None:
+    """The collect stage's committed slice group (real Zarr) through the offloaded model
+    equals, array for array, the one through the whole model."""
+    import interp.data
+    from interp.plan import Task
+    from interp.runs import RunPaths, is_committed
+    from interp.sae import save_sae
+    from interp.stages import collect
+    from interp.stages.context import StageContext
+    from interp.store.compact import load_slices, merge_slices
+
+    windows = np.random.default_rng(0).integers(0, 4000, (8, 32))
+    monkeypatch.setattr(interp.data, "load_windows", lambda paths, split: windows)
+    stores = []
+    for name, model in (("whole", {}), ("split", {"device_map": "auto", "max_memory": SMALL_CPU})):
+        cfg = load_run_config({"name": "c", "out_dir": str(tmp_path / name), "layer": 3,
+                               "model": {"name": TINY, "dtype": "float32", "device": "cpu", **model},
+                               "data": {"ctx_len": 32, "max_tokens": 8192, "exclude_first": 1},
+                               "sae": {"expansion_factor": 2, "k": 8}, "train": {"num_tokens": 2048},
+                               "collect": {"num_tokens": 256, "slice_tokens": 256}})  # fmt: skip
+        paths = RunPaths(RunPaths.sweep_root(cfg), cfg)
+        gen = torch.Generator().manual_seed(0)
+        save_sae(build_sae(cfg.sae, 256, generator=gen), paths.sae_dir())
+        collect.run(StageContext.of(cfg, paths, Task(0, 0, 256), lambda: False))
+        assert is_committed(paths.manifest_file("collect", 0))
+        (info,) = load_slices([paths.slice_group(0)])
+        csr = merge_slices([info], 0, 512)
+        stores.append((csr.offsets, csr.tok, csr.val))
+    assert len(stores[0][1]) > 0
+    for got, want in zip(stores[1], stores[0]):
+        np.testing.assert_array_equal(got, want)
