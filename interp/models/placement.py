@@ -108,7 +108,9 @@ def cut_config(config: Any, num_layers: int) -> Any:
 
 
 _REPORT_ROW = re.compile(r"^(.+?)\s*\|\s*([A-Z_]+)\s*\|", re.MULTILINE)  # key | STATUS |
-_LAYER = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+|\{[\d, ]+\})\.")  # "layers.{2, 3}." folds
+# transformers folds layer numbers: "layers.{2, 3}." or "layers.{7...29}."
+_LAYER = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+|\{[\d, .]+\})\.")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class _CutReportFilter(logging.Filter):
@@ -120,7 +122,7 @@ class _CutReportFilter(logging.Filter):
         self.first_cut = first_cut
 
     def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
+        text = _ANSI.sub("", record.getMessage())
         if "LOAD REPORT" not in text:
             return True
         rows = _REPORT_ROW.findall(text)

@@ -116,6 +116,8 @@ def test_cut_config_cuts_per_layer_lists_and_the_report_filter_keeps_real_findin
 
     assert not kept("model.layers.{2, 3}.mlp.up_proj.weight | UNEXPECTED |  | ")
     assert not kept("model.layers.3.mlp.up_proj.weight | UNEXPECTED |  | ")
+    assert not kept("model.layers.{7...29}.mlp.up_proj.weight | \x1b[31mUNEXPECTED\x1b[0m |  | ")
+    assert kept("model.layers.{1...29}.mlp.up_proj.weight | UNEXPECTED |  | ")
     assert kept("model.layers.1.mlp.up_proj.weight | UNEXPECTED |  | ")
     assert kept("model.layers.{2, 3}.mlp.up_proj.weight | UNEXPECTED |  | \n"
                 "model.norm.weight | MISSING |  | ")  # fmt: skip
