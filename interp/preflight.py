@@ -34,14 +34,22 @@ class PreflightError(ValueError):
     """Some sweep points would fail in a task; the message has one line per problem."""
 
 
-def preflight(cfgs: Sequence[RunConfig], environ: Mapping[str, str] | None = None) -> None:
+def preflight(
+    cfgs: Sequence[RunConfig],
+    environ: Mapping[str, str] | None = None,
+    *,
+    task_gpus: int | None = None,
+) -> None:
     """Raise :class:`PreflightError` listing every problem of every point (each once).
 
     ``environ`` is where API-key variables are looked up (default: this process's
-    environment, which the tasks inherit)."""
+    environment, which the tasks inherit); ``task_gpus`` how many GPUs a task that loads
+    the subject model sees (None: unknown, ``model.max_memory``'s GPUs are not checked)."""
     env = os.environ if environ is None else environ
     models = Models()
-    problems = list(dict.fromkeys(p for c in cfgs for p in point_problems(c, env, models)))
+    problems = list(
+        dict.fromkeys(p for c in cfgs for p in point_problems(c, env, models, task_gpus))
+    )
     if problems:
         raise PreflightError(
             f"{len(problems)} problem(s) found before anything was recorded or submitted:\n  "
@@ -50,11 +58,14 @@ def preflight(cfgs: Sequence[RunConfig], environ: Mapping[str, str] | None = Non
 
 
 def point_problems(
-    cfg: RunConfig, environ: Mapping[str, str], models: Models | None = None
+    cfg: RunConfig,
+    environ: Mapping[str, str],
+    models: Models | None = None,
+    task_gpus: int | None = None,
 ) -> list[str]:
     """One line per problem of one point (empty: it passes)."""
     models = models or Models()
-    out = _model_problems(cfg, models)
+    out = _model_problems(cfg, models) + _placement_problems(cfg, task_gpus)
     if not out:  # hookpoints and widths need the model
         out += _hookpoint_problems(cfg, models) or _width_problems(cfg)
     return out + _data_problems(cfg) + _llm_problems(cfg, environ, models)
@@ -136,6 +147,17 @@ def _model_problems(cfg: RunConfig, models: Models) -> list[str]:
     if not err:
         return []
     return [f"model.name={cfg.model.name!r} cannot be resolved ({err}): {_MODEL_FIX}"]
+
+
+def _placement_problems(cfg: RunConfig, task_gpus: int | None) -> list[str]:
+    """``model.max_memory`` naming a GPU the tasks will not see (CPU-only limits, or
+    ``device_map`` without limits, are fine anywhere: accelerate uses what there is)."""
+    if task_gpus is None or not cfg.model.max_memory:
+        return []
+    from interp.models.placement import gpu_problem
+
+    problem = gpu_problem(cfg.model.max_memory, task_gpus)
+    return [problem] if problem else []
 
 
 def _hookpoint_problems(cfg: RunConfig, models: Models) -> list[str]:

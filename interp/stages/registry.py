@@ -162,6 +162,8 @@ class StageSpec:
     """``(config, hookpoint width) ->`` its array tasks."""
     group_key: Callable[[RunConfig], str] | None = None
     """Jobs of points with equal keys merge into one group job (one LM forward)."""
+    loads_subject: bool = False
+    """Its tasks load the subject model (``model.max_memory``'s GPUs must be theirs)."""
     service: bool = False
     """Serves other stages while it runs; commits nothing; never requeued."""
     uses: tuple[str, ...] = ()
@@ -261,6 +263,7 @@ STAGES: tuple[StageSpec, ...] = (
             train="section:train",
         ),
         group_key=train_group_key,
+        loads_subject=True,
     ),
     StageSpec(
         "collect",
@@ -271,6 +274,7 @@ STAGES: tuple[StageSpec, ...] = (
         after=("train",),
         split=token_slices,
         group_key=collect_group_key,
+        loads_subject=True,
     ),
     StageSpec(
         "compact",
