@@ -199,6 +199,10 @@ def _width_problems(cfg: RunConfig) -> list[str]:
     sae = cfg.sae
     width = hookpoint_width(cfg.model.name, cfg.hookpoint)
     n = num_latents(cfg, width)
+    sel = cfg.interpret.selection  # num_latents=N (0:N) is capped at the width, as ever
+    selection = "" if sel.mode == "range" and sel.start == 0 else sel.problem(n)
+    if selection:
+        return [selection]
     made = f"sae.num_latents={n}" if sae.num_latents else (
         f"{width} at {cfg.hookpoint} x sae.expansion_factor={sae.expansion_factor}"
     )  # fmt: skip

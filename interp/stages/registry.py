@@ -120,8 +120,16 @@ def latent_ranges(cfg: RunConfig, d_in: int) -> tuple[Task, ...]:
 
 
 def interpret_ranges(cfg: RunConfig, d_in: int) -> tuple[Task, ...]:
+    """Ranges of *positions* in the selection (``interpret.latents``): its size is known
+    here, its ids at run time (:mod:`interp.interpret.select`)."""
     width = num_latents(cfg, d_in)
-    return intervals(min(cfg.interpret.num_latents or width, width), cfg.interpret.range_latents)
+    sel = cfg.interpret.selection
+    if sel.mode == "range" and sel.start == 0:  # num_latents=N: capped at the width, as ever
+        return intervals(min(sel.stop, width), cfg.interpret.range_latents)
+    problem = sel.problem(width)
+    if problem:
+        raise ValueError(problem)
+    return intervals(sel.size(width), cfg.interpret.range_latents)
 
 
 def replicas(cfg: RunConfig, d_in: int) -> tuple[Task, ...]:
@@ -307,6 +315,8 @@ STAGES: tuple[StageSpec, ...] = (
         uses=("serve",),
         retry_errors=True,
         task_name="range",
+        notes_title="interpret selections (interpret.latents)",
+        report="interp.stages.selected:report",
     ),
     StageSpec(
         "gather",
