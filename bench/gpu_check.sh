@@ -2,8 +2,10 @@
 # The GPU paths in one go, on a machine with one CUDA GPU, no network and only this
 # repository's files (issue 14): Triton kernels compiled (not interpreted) against the
 # torch reference, a CUDA training step of every architecture against the CPU, DDP and
-# FSDP2 on one GPU (NCCL), collect on CUDA against CPU, and the transformers backend's
-# log-probs on CUDA against CPU. Prints one table; exit status 1 if any check failed.
+# FSDP2 on one GPU (NCCL), collect on CUDA against CPU, collect with the subject model
+# split over the GPUs and the CPU (model.device_map) against it whole on GPU 0, and the
+# transformers backend's log-probs on CUDA against CPU. Prints one table; exit status 1
+# if any check failed.
 #
 #   bash bench/gpu_check.sh prepare   # here, with network: wheels + the tiny model's
 #                                     # tokenizer into .gpu/ (ignored, ~14 MB)

@@ -35,18 +35,26 @@ class PreflightError(ValueError):
     """Some sweep points would fail in a task; the message has one line per problem."""
 
 
-def preflight(cfgs: Sequence[RunConfig], environ: Mapping[str, str] | None = None) -> None:
+def preflight(
+    cfgs: Sequence[RunConfig],
+    environ: Mapping[str, str] | None = None,
+    *,
+    task_gpus: int | None = None,
+) -> None:
     """Raise :class:`PreflightError` listing every problem of every point (each once).
 
     ``environ`` is where API-key variables are looked up (default: this process's
-    environment, which the tasks inherit)."""
+    environment, which the tasks inherit); ``task_gpus`` how many GPUs a task that loads
+    the subject model sees (None: unknown, ``model.max_memory``'s GPUs are not checked)."""
     from interp.pretrained_point import is_pretrained
 
     env = os.environ if environ is None else environ
     models = Models()
     trains = any(not is_pretrained(c) for c in cfgs)
     problems = list(
-        dict.fromkeys(p for c in cfgs for p in point_problems(c, env, models, trains=trains))
+        dict.fromkeys(
+            p for c in cfgs for p in point_problems(c, env, models, task_gpus, trains=trains)
+        )
     )
     if problems:
         raise PreflightError(
@@ -59,6 +67,7 @@ def point_problems(
     cfg: RunConfig,
     environ: Mapping[str, str],
     models: Models | None = None,
+    task_gpus: int | None = None,
     *,
     trains: bool = True,
 ) -> list[str]:
@@ -68,7 +77,7 @@ def point_problems(
     from interp.pretrained_point import pretrained_problems
 
     models = models or Models()
-    out = _model_problems(cfg, models)
+    out = _model_problems(cfg, models) + _placement_problems(cfg, task_gpus)
     if not out:  # hookpoints, widths and a pretrained dictionary's fit need the model
         out += _hookpoint_problems(cfg, models) or (
             _width_problems(cfg) + pretrained_problems(cfg, trained_points=trains)
@@ -154,6 +163,17 @@ def _model_problems(cfg: RunConfig, models: Models) -> list[str]:
     return [f"model.name={cfg.model.name!r} cannot be resolved ({err}): {_MODEL_FIX}"]
 
 
+def _placement_problems(cfg: RunConfig, task_gpus: int | None) -> list[str]:
+    """``model.max_memory`` naming a GPU the tasks will not see (CPU-only limits, or
+    ``device_map`` without limits, are fine anywhere: accelerate uses what there is)."""
+    if task_gpus is None or not cfg.model.max_memory:
+        return []
+    from interp.models.placement import gpu_problem
+
+    problem = gpu_problem(cfg.model.max_memory, task_gpus)
+    return [problem] if problem else []
+
+
 def _hookpoint_problems(cfg: RunConfig, models: Models) -> list[str]:
     try:
         names, n_layers, patterns = models.tree(cfg.model.name)
@@ -193,6 +213,10 @@ def _width_problems(cfg: RunConfig) -> list[str]:
     sae = cfg.sae
     width = hookpoint_width(cfg.model.name, cfg.hookpoint)
     n = num_latents(cfg, width)
+    sel = cfg.interpret.selection  # num_latents=N (0:N) is capped at the width, as ever
+    selection = "" if sel.mode == "range" and sel.start == 0 else sel.problem(n)
+    if selection:
+        return [selection]
     made = f"sae.num_latents={n}" if sae.num_latents else (
         f"{width} at {cfg.hookpoint} x sae.expansion_factor={sae.expansion_factor}"
     )  # fmt: skip

@@ -18,7 +18,7 @@ This is the only module that builds paths. A sweep folder looks like::
         slices/s00000/                    per token slice, latent-sorted (collect)
         ranges/r00000/                    per latent range, latent-major (compact)
       interpret/<interpret_id>/
-        records/r00000.jsonl              one record per latent of the range
+        records/r00000.jsonl              one record per selected latent of the task
         llm_cache/                        content-addressed LLM responses
         llm_ledger/r00000.a0001.jsonl     tokens each attempt of a range paid the LLM
       <stage dir>/manifest/<task>.json    one file per committed array task

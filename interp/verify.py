@@ -85,6 +85,21 @@ def check_records(paths: RunPaths, task: Task) -> str:
     return ""
 
 
+def committed_records(file: Path, manifest: dict[str, Any] | None) -> list[LatentRecord]:
+    """The records of a committed record file; [] when it is not the file its manifest
+    committed (gone, or size/sha256 differ) or the manifest holds no digest."""
+    from interp.records import read_records
+
+    digest = (manifest or {}).get("records") or {}
+    try:
+        data = file.read_bytes()
+    except OSError:
+        return []
+    if hashlib.sha256(data).hexdigest() != digest.get("sha256"):
+        return []
+    return list(read_records(file))
+
+
 def _parse_problem(file: Path, task: Task, fix: str) -> str:
     from interp.report.table import RecordFileError, read_record_file
 
@@ -124,13 +139,16 @@ def store_error(paths: RunPaths, err: Any) -> ValueError:
     return StoreCorruptError(err.group, err.problem, fix=repair_hint(paths, err.group))
 
 
-def read_checked_latents(paths: RunPaths, a: int, b: int) -> tuple[Any, Any, Any, list[str]]:
-    """Read what latents ``[a, b)`` need, once, decoded and checked: ``(reader, csr, token
-    ids, groups read without checksums)``; raise naming the file and the fix on damage."""
+def read_checked_latents(
+    paths: RunPaths, a: int, b: int, runs: Sequence[tuple[int, int]] | None = None
+) -> tuple[Any, Any, Any, list[str]]:
+    """Read what latents ``[a, b)`` (or the contiguous ``runs`` of a selection) need, once,
+    decoded and checked: ``(reader, csr, token ids, groups read without checksums)``; raise
+    naming the file and the fix on damage."""
     from interp.store import StoreCorruptError
     from interp.store.verify import read_latents
 
-    reader, csr, token_ids, report = read_latents(paths.store_dir(), a, b)
+    reader, csr, token_ids, report = read_latents(paths.store_dir(), a, b, runs)
     if not report.ok:
         fixes = "; ".join(repair_hint(paths, g) for g in report.damaged)
         raise StoreCorruptError(

@@ -118,6 +118,16 @@ class StageResources:
         return params
 
 
+def stage_gpus(res: StageResources) -> int | None:
+    """GPUs one task of a stage sees (None: a gres this does not read)."""
+    if res.gpus_per_node or res.gpus_per_task:
+        return res.gpus_per_node or res.gpus_per_task
+    if not res.gres:
+        return 0
+    match = re.fullmatch(r"gpu(?::[\w.-]+)?:(\d+)", res.gres)
+    return int(match.group(1)) if match else None
+
+
 @dataclass(frozen=True)
 class SlurmCluster:
     """A validated ``executor: slurm`` cluster profile (``conf/cluster/*.yaml``)."""

@@ -58,6 +58,22 @@ def check_serving(cfgs: list[RunConfig], cluster: dict[str, Any]) -> None:
                 raise ValueError(why)
 
 
+def task_gpus(cluster: dict[str, Any]) -> int | None:
+    """GPUs a task that loads the subject model sees: this machine's under the local
+    executors, the fewest the profile gives those stages under SLURM (None when a gres
+    says it in a form not read here)."""
+    if cluster.get("executor") != "slurm":
+        import torch
+
+        return torch.cuda.device_count()
+    from slurm.resources import stage_gpus
+    from slurm.slurm_executor import load_cluster
+
+    profile = load_cluster(cluster).stages
+    counts = [stage_gpus(profile[s.name]) for s in stages() if s.loads_subject]
+    return None if None in counts else min(c for c in counts if c is not None)
+
+
 def record_point(cfg: RunConfig, overrides: dict[str, Any] | None = None) -> Path:
     """Save the resolved config in the sweep folder (gather finds points here) and, for
     a multirun point, the Hydra overrides that made it (compare lines points up by them)."""
@@ -159,7 +175,8 @@ def run_points(
     roots = {RunPaths.sweep_root(cfg) for cfg in cfgs}
     assert len(roots) == 1, f"points of one sweep must share out_dir/name, got {roots}"
     root = roots.pop()
-    preflight(cfgs)
+    gpus = task_gpus(cluster) if any(c.model.max_memory for c in cfgs) else None
+    preflight(cfgs, task_gpus=gpus)
     with hold_sweep(root):
         for cfg, over in zip(cfgs, overrides or [None] * len(cfgs)):
             record_point(cfg, over)

@@ -46,7 +46,7 @@ def build_table(sources: list[PointSource], out: Path) -> list[dict[str, Any]]:
     with tqdm(total=total, desc="gather records", unit="range") as bar:
         for source in sources:
             for rec in source.records:
-                table = read_record_file(rec.path, rec.start, rec.stop)
+                table = read_record_file(rec.path, rec.start, rec.stop, rec.latents)
                 writer.add(with_point_columns(table, source.columns))
                 bar.update()
     writer.commit(out)

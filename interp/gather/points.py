@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from interp.llm.ledger import read_ledger
 from interp.models import hookpoint_width
 from interp.plan import Task, plan_point
 from interp.pretrained_point import source_label
-from interp.runs import RunPaths
+from interp.runs import RunPaths, read_manifest
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,9 @@ class RecordFile:
     path: Path
     start: int
     stop: int
+    latents: tuple[int, ...] | None = None
+    """The selected ids it holds (its manifest's ``latents``); None: ``[start, stop)``."""
+    manifest: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -69,14 +72,29 @@ def interpret_tasks(cfg: RunConfig) -> tuple[Task, ...]:
 
 def point_sources(root: Path, cfgs: list[RunConfig]) -> list[PointSource]:
     """Every point's columns and record files, in table order."""
-    columns = [point_columns(root, cfg) for cfg in cfgs]
-    return [
-        PointSource(
-            cols,
-            tuple(
-                RecordFile(RunPaths(root, cfg).records_file(t.index), t.start, t.stop)
-                for t in interpret_tasks(cfg)
-            ),
-        )
-        for cfg, cols in zip(cfgs, columns)
-    ]
+    out = []
+    for cfg in cfgs:
+        files = record_files(RunPaths(root, cfg), interpret_tasks(cfg))
+        out.append(PointSource({**point_columns(root, cfg), **selection_counts(cfg, files)}, files))
+    return out
+
+
+def record_files(paths: RunPaths, tasks: tuple[Task, ...]) -> tuple[RecordFile, ...]:
+    """The committed tasks' record files with the ids each holds (a selection's task
+    that got no latents, a sample shorter than its array, has none)."""
+    out = []
+    for t in tasks:
+        manifest = read_manifest(paths.manifest_file("interpret", t.index)) or {}
+        latents = manifest.get("latents")
+        if latents == []:
+            continue
+        ids = None if latents is None else tuple(latents)
+        out.append(RecordFile(paths.records_file(t.index), t.start, t.stop, ids, manifest))
+    return tuple(out)
+
+
+def selection_counts(cfg: RunConfig, files: tuple[RecordFile, ...]) -> dict[str, Any]:
+    """Which selection the point reports, how many it selects, how many were reused."""
+    reused = sum(sum((f.manifest.get("reused") or {}).values()) for f in files)
+    n = sum(len(f.latents) if f.latents is not None else f.stop - f.start for f in files)
+    return {"selection": cfg.interpret.selection.canonical, "n_selected": n, "n_reused": reused}

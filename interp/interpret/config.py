@@ -8,6 +8,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from interp.explain.config import ExplainerConfig
+from interp.interpret.selection import Selection, parse
 from interp.latents.config import ExamplesConfig
 from interp.typed import meta, positive
 
@@ -17,9 +18,28 @@ class InterpretConfig:
     """Explain and score latents (latent-range array)."""
 
     num_latents: int = field(
-        default=0, metadata=meta("Interpret latents [0, num_latents); 0 = every latent.")
+        default=0,
+        metadata=meta(
+            "Interpret latents [0, num_latents); 0 = every latent. The same as "
+            "latents=0:N; a set interpret.latents wins."
+        ),
     )
-    range_latents: int = field(default=256, metadata=meta("Latents per interpret array task."))
+    latents: str = field(
+        default="",
+        metadata=meta(
+            "Which latents (interp/interpret/selection.py): all, A:B, '3,17,42', "
+            "file:<path>, sample:N (seeded, alive only) or stratified:N (by firing "
+            "frequency); '' = num_latents. A:B from 0 and all are stored as num_latents.",
+            id="when_set",
+        ),
+    )
+    latents_seed: int = field(
+        default=0,
+        metadata=meta("Seed of latents=sample:N / stratified:N.", id="when_set"),
+    )
+    range_latents: int = field(
+        default=256, metadata=meta("Selected latents per interpret array task.")
+    )
     examples: ExamplesConfig = field(default_factory=ExamplesConfig)
     explainer: ExplainerConfig = field(default_factory=ExplainerConfig)
     control: bool = field(
@@ -58,6 +78,7 @@ class InterpretConfig:
         positive(self, "range_latents", "max_concurrent_latents")
         if self.num_latents < 0:
             raise ValueError("interpret.num_latents must be >= 0 (0 = all)")
+        self._canonical_selection()
         if self.latent_timeout_s < 0:
             raise ValueError("interpret.latent_timeout_s must be >= 0 (0 = no limit)")
         if self.baseline and self.explainer.kind == "single_token":
@@ -74,3 +95,28 @@ class InterpretConfig:
                 "set interpret.examples.n_explain_inactive > 0, or the prompt has no negatives",
                 stacklevel=2,
             )
+
+    def _canonical_selection(self) -> None:
+        """One spelling per selection, so equal selections get equal run ids: ``all`` and
+        ``0:N`` become ``num_latents`` (the ids they always had); any other ``latents``
+        wins over ``num_latents`` (set to 0)."""
+        if not self.latents:
+            sel = Selection("range", 0, self.num_latents) if self.num_latents else Selection("all")
+        else:
+            sel = parse(self.latents)
+            n = sel.stop if sel.mode == "range" and sel.start == 0 else 0
+            native = sel.mode == "all" or n > 0
+            object.__setattr__(self, "latents", "" if native else sel.canonical)
+            object.__setattr__(self, "num_latents", n)
+        object.__setattr__(self, "_selection", sel)
+        if self.latents_seed and not sel.needs_store:
+            warnings.warn(
+                f"interpret.latents_seed={self.latents_seed} has no effect with "
+                f"interpret.latents={sel.canonical!r} (only sample:N / stratified:N draw)",
+                stacklevel=3,
+            )
+
+    @property
+    def selection(self) -> Selection:
+        """The parsed selection (:mod:`interp.interpret.selection`)."""
+        return self._selection  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from interp.explain import TokenRenderer, derangement, explain, single_token_explanation
 from interp.interpret.config import InterpretConfig
-from interp.interpret.work import FATAL, LatentWork, fail, prepare, scorer_errors
+from interp.interpret.work import FATAL, Draft, LatentWork, fail, prepare, scorer_errors
 from interp.latents import CooccurrenceIndex, SimilarPool
 from interp.llm import LLMClient
 from interp.records import Alternative, LatentRecord
@@ -52,11 +52,17 @@ class RangeConfig:
 
 @dataclass(frozen=True)
 class LatentRange:
-    """The latents ``[start, stop)`` of interpret task ``index``."""
+    """Interpret task ``index``: positions ``[start, stop)`` of the selection, the latents
+    ``latents`` (None: the selection is ``num_latents``, positions are latent ids)."""
 
     index: int
     start: int
     stop: int
+    latents: tuple[int, ...] | None = None
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return tuple(range(self.start, self.stop)) if self.latents is None else self.latents
 
 
 async def interpret_range(
@@ -71,30 +77,46 @@ async def interpret_range(
     *,
     cooccurrence: CooccurrenceIndex | None = None,
     similar: SimilarPool | None = None,
+    reused: Mapping[int, LatentRecord] | None = None,
 ) -> list[LatentRecord] | None:
-    """Records of latents ``[task.start, task.stop)`` in order; None if asked to stop.
+    """Records of the latents ``task.ids`` in order; None if asked to stop.
 
+    ``csr`` holds the latents of ``task.ids`` not in ``reused``, in order.
     ``cooccurrence`` / ``similar``: the sources of hard negatives that
-    ``examples.negatives`` asks for (built once per task by the stage).
+    ``examples.negatives`` asks for (built once per task by the stage). ``reused``:
+    committed records of other selections (:mod:`interp.stages.selected`), returned as
+    they are; their explanations can still be the controls of the latents computed here.
     """
     resources = resources if resources is not None else ScoreResources()
+    reused = reused or {}
     prepare_one = partial(
         prepare, cfg.interpret.examples, cfg.ctx_len,
         csr=csr, token_ids=token_ids, negatives=(cooccurrence, similar),
     )  # fmt: skip
-    work = [prepare_one(task.start + i, i) for i in range(task.stop - task.start)]
+    fresh = [latent for latent in task.ids if latent not in reused]
+    work = [prepare_one(latent, i) for i, latent in enumerate(fresh)]
     todo = [w for w in work if w.record.status == "pending"]
     explain_one = partial(explain_latent, cfg=cfg, render=render, client=client)
     if not await _each(todo, explain_one, cfg, should_stop, f"explain r{task.index:05d}"):
         return None
     explained = [w for w in todo if w.record.explanation is not None]
-    sources = _controls(cfg.interpret, task, explained)
+    sources = _controls(cfg.interpret, task, explained + _as_sources(reused))
     score_one = partial(
         score_latent, cfg=cfg, render=render, client=client, resources=resources, sources=sources
     )
     if not await _each(explained, score_one, cfg, should_stop, f"score r{task.index:05d}"):
         return None
-    return [w.finish() for w in work]
+    done = {w.latent: w.finish() for w in work}
+    return [reused[latent] if latent in reused else done[latent] for latent in task.ids]
+
+
+def _as_sources(reused: Mapping[int, LatentRecord]) -> list[LatentWork]:
+    """Reused records with an explanation, as control sources (never scored here)."""
+    return [
+        LatentWork(r.latent, None, Draft(r.latent, status=r.status, explanation=r.explanation))
+        for r in reused.values()
+        if r.explanation is not None
+    ]
 
 
 async def _each(
@@ -173,8 +195,9 @@ def _controls(
     """latent -> the latent whose explanation is its random control (none if disabled)."""
     if not icfg.control:
         return {}
-    by_latent = {w.latent: w for w in explained}
-    pairs = derangement(list(by_latent), (icfg.examples.seed, task.start))
+    by_latent = {w.latent: w for w in sorted(explained, key=lambda w: w.latent)}
+    first = task.ids[0] if task.ids else task.start  # task.start under num_latents, as ever
+    pairs = derangement(list(by_latent), (icfg.examples.seed, first))
     return {latent: by_latent[src] for latent, src in pairs.items()}
 
 

@@ -116,6 +116,8 @@ def prepare(
             f"{examples.n_active_contexts} activating contexts < "
             f"interpret.examples.min_examples={ecfg.min_examples}"
         )
+        if not len(tok):  # a selection can name latents that never fire
+            record.error = f"dead: never fires in the collected tokens ({record.error})"
     return LatentWork(latent, examples, record)
 
 

@@ -3,8 +3,9 @@
 A hookpoint names a module relative to the model's base (sparsify's naming): ``layers.N``
 is the output of decoder layer N (the residual stream after it), ``layers.N.mlp`` the
 MLP's output, and a ``:input`` suffix (``layers.N.mlp:input``) the module's first input.
-The subject model runs only up to the deepest decoder layer a hookpoint needs: the rest
-would be computed and thrown away (sparsify and delphi both run all layers).
+The subject model is loaded and run only up to the deepest decoder layer a hookpoint
+needs: the rest would be computed and thrown away (sparsify and delphi both run all
+layers). ``model.device_map`` spreads it over GPUs, CPU and disk (:mod:`.placement`).
 
 Shapes: B windows, T tokens per window, D the hookpoint's width.
 """
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from interp.models import placement as place
 from interp.models.config import ModelConfig
 from interp.models.provision import resolve_model
 
@@ -39,12 +41,40 @@ def load_tokenizer(name: str) -> Any:
     return AutoTokenizer.from_pretrained(resolve_model(name))
 
 
-def load_causal_lm(name: str, dtype: str, device: str) -> nn.Module:
-    """A full causal LM in eval mode (for LLM backends and spliced evaluation)."""
+def load_causal_lm(
+    name: str, dtype: str, device: str, *, placement: ModelConfig | None = None
+) -> nn.Module:
+    """A full causal LM in eval mode (for LLM backends, steering and spliced evaluation);
+    ``placement`` (a model config with ``device_map`` set) spreads it over devices."""
+    return _from_pretrained(name, dtype, device, placement)
+
+
+def _from_pretrained(
+    name: str,
+    dtype: str,
+    device: str,
+    placement: ModelConfig | None,
+    config: Any = None,
+    first_cut: int | None = None,
+) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=getattr(torch, dtype))
-    return model.to(resolve_device(device)).eval()
+    path = resolve_model(name)
+    kwargs: dict[str, Any] = {}
+    folder = None
+    if placement is not None and placement.device_map != "none":
+        kwargs = place.load_kwargs(placement)
+        folder = kwargs["offload_folder"] = place.private_offload_folder(placement, name)
+    if config is not None:
+        kwargs["config"] = config
+    with place.quiet_cut_report(first_cut):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **kwargs)
+    if folder is not None:
+        place.own_folder(model, folder)
+        log.info("%s placed over devices: %s", name, getattr(model, "hf_device_map", "one device"))
+    else:
+        model = model.to(resolve_device(device))
+    return model.eval()
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -85,10 +115,36 @@ def hookpoint_patterns(base: nn.Module) -> list[str]:
     return out
 
 
+def resolve_hookpoint(base: nn.Module, name: str) -> nn.Module:
+    """The module hookpoint ``name`` names under the model's base (``:input`` dropped)."""
+    module_name = name.removesuffix(INPUT_SUFFIX)
+    try:
+        return base.get_submodule(module_name)
+    except AttributeError:
+        real = ", ".join(hookpoint_patterns(base))
+        raise ValueError(
+            f"unknown hookpoint {name!r}: {type(base).__name__} has no module "
+            f"{module_name!r}. Its modules: {real} (append ':input' for a module's input)"
+        ) from None
+
+
+def layer_of(base: nn.Module, module: nn.Module, layers: nn.ModuleList) -> int:
+    """Index of the decoder layer holding ``module``; -1 before the first, the last
+    layer for modules after them (e.g. the final norm)."""
+    owner = {id(m): i for i, block in enumerate(layers) for m in block.modules()}
+    if id(module) in owner:
+        return owner[id(module)]
+    order = [id(m) for m in base.modules()]
+    first_layer = order.index(id(layers[0])) if len(layers) else 0
+    return -1 if order.index(id(module)) < first_layer else len(layers) - 1
+
+
 class SubjectModel:
     """The subject LM cut after the deepest decoder layer its hookpoints need.
 
-    ``capture(ids)`` returns every hookpoint's activation from one forward pass;
+    ``capture(ids)`` returns every hookpoint's activation from one forward pass, on
+    ``device`` (``output_device``, where the dictionaries run: a model spread over
+    devices by ``model.device_map`` delivers each layer's output there);
     ``hidden(ids)`` the first (or only) one. With ``keep_full=True`` the layers past the
     cut stay in memory and :meth:`full_model` puts them back for a while (spliced
     evaluation during training needs the whole LM and its head).
@@ -101,26 +157,23 @@ class SubjectModel:
         *,
         hookpoints: Sequence[str] = (),
         keep_full: bool = False,
+        output_device: torch.device | str | None = None,
     ) -> None:
         layers = decoder_layers(model)
-        if layer is not None and not 0 <= layer < len(layers):
-            raise ValueError(f"layer={layer} but the model has layers 0..{len(layers) - 1}")
-        names = list(
-            dict.fromkeys([*hookpoints, *([f"layers.{layer}"] if layer is not None else [])])
-        )
-        if not names:
-            raise ValueError("SubjectModel needs a layer or at least one hookpoint")
+        _check_layer(layer, len(layers))
+        names = _hookpoint_names(layer, hookpoints)
         self.model = model
         self.base = getattr(model, model.base_model_prefix, model)
         self.hookpoints = tuple(names)
-        self.device = next(model.parameters()).device
+        self.input_device = place.input_device(model)
+        self.device = torch.device(output_device) if output_device else self.input_device
         self.d_in = int(model.config.hidden_size)
         self._captured: dict[str, torch.Tensor] = {}
         modules = [self._resolve(name) for name in names]
         self.widths: dict[str, int] = {}
         for name, module in zip(names, modules):
             self._register(name, module)
-        self.last_layer = max(self._layer_of(m, layers) for m in modules)
+        self.last_layer = max(layer_of(self.base, m, layers) for m in modules)
         self._rest = list(layers[self.last_layer + 1 :])
         del layers[self.last_layer + 1 :]  # stop at the deepest hookpoint
         self._layers = layers
@@ -131,25 +184,7 @@ class SubjectModel:
 
     # ---------------------------------------------------------------- hookpoints
     def _resolve(self, name: str) -> nn.Module:
-        module_name = name.removesuffix(INPUT_SUFFIX)
-        try:
-            return self.base.get_submodule(module_name)
-        except AttributeError:
-            real = ", ".join(hookpoint_patterns(self.base))
-            raise ValueError(
-                f"unknown hookpoint {name!r}: {type(self.base).__name__} has no module "
-                f"{module_name!r}. Its modules: {real} (append ':input' for a module's input)"
-            ) from None
-
-    def _layer_of(self, module: nn.Module, layers: nn.ModuleList) -> int:
-        """Index of the decoder layer holding ``module``; -1 before the first, the last
-        layer for modules after them (e.g. the final norm)."""
-        owner = {id(m): i for i, block in enumerate(layers) for m in block.modules()}
-        if id(module) in owner:
-            return owner[id(module)]
-        order = [id(m) for m in self.base.modules()]
-        first_layer = order.index(id(layers[0])) if len(layers) else 0
-        return -1 if order.index(id(module)) < first_layer else len(layers) - 1
+        return resolve_hookpoint(self.base, name)
 
     def _register(self, name: str, module: nn.Module) -> None:
         # The hooks reach this object through a weak reference: model -> hook -> self ->
@@ -186,10 +221,10 @@ class SubjectModel:
     def capture(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every hookpoint's activation, [B, T] token ids -> {name: [B, T, D] float32}."""
         self._captured = {}
-        self.base(input_ids=input_ids.to(self.device), use_cache=False)
+        self.base(input_ids=input_ids.to(self.input_device), use_cache=False)
         missing = [n for n in self.hookpoints if n not in self._captured]
         assert not missing, f"hooks did not fire: {missing}"
-        out = {n: self._captured[n].float() for n in self.hookpoints}
+        out = {n: self._captured[n].to(self.device, torch.float32) for n in self.hookpoints}
         self._captured = {}
         return out
 
@@ -224,9 +259,16 @@ def load_subject(
     hookpoints: Sequence[str] = (),
     keep_full: bool = False,
 ) -> SubjectModel:
-    """Load the subject LM and cut it after the deepest of ``layer`` / ``hookpoints``."""
-    model = load_causal_lm(cfg.name, cfg.dtype, cfg.device)
-    subject = SubjectModel(model, layer, hookpoints=hookpoints, keep_full=keep_full)
+    """Load the subject LM cut after the deepest of ``layer`` / ``hookpoints``: the layers
+    above are never loaded, unless ``keep_full`` (spliced evaluation needs them), and
+    placed over devices as ``cfg.device_map`` says."""
+    config, first_cut = (None, None) if keep_full else _cut_config(cfg.name, layer, hookpoints)
+    placement = cfg if cfg.device_map != "none" else None
+    model = _from_pretrained(cfg.name, cfg.dtype, cfg.device, placement, config, first_cut)
+    subject = SubjectModel(
+        model, layer, hookpoints=hookpoints, keep_full=keep_full,
+        output_device=resolve_device(cfg.device),
+    )  # fmt: skip
     log.info(
         "subject model %s (%s) cut after layer %d for %s",
         cfg.name,
@@ -235,3 +277,32 @@ def load_subject(
         ", ".join(subject.hookpoints),
     )
     return subject
+
+
+def _check_layer(layer: int | None, num_layers: int) -> None:
+    if layer is not None and not 0 <= layer < num_layers:
+        raise ValueError(f"layer={layer} but the model has layers 0..{num_layers - 1}")
+
+
+def _hookpoint_names(layer: int | None, hookpoints: Sequence[str]) -> list[str]:
+    names = list(dict.fromkeys([*hookpoints, *([f"layers.{layer}"] if layer is not None else [])]))
+    if not names:
+        raise ValueError("SubjectModel needs a layer or at least one hookpoint")
+    return names
+
+
+def _cut_config(name: str, layer: int | None, hookpoints: Sequence[str]) -> tuple[Any, int]:
+    """(the model's config cut after the deepest hookpoint's layer, layers kept), from a
+    weightless copy of the model on the meta device."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(resolve_model(name))
+    with torch.device("meta"):
+        meta = AutoModelForCausalLM.from_config(config)
+    layers = decoder_layers(meta)
+    _check_layer(layer, len(layers))
+    base = getattr(meta, meta.base_model_prefix, meta)
+    names = _hookpoint_names(layer, hookpoints)
+    deepest = max(layer_of(base, resolve_hookpoint(base, n), layers) for n in names)
+    keep = max(deepest + 1, 1)
+    return place.cut_config(config, keep), keep

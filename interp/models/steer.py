@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from interp.models.load import INPUT_SUFFIX, _first_tensor, hookpoint_patterns
+from interp.models.placement import input_device
 
 Prompt = Sequence[int]
 
@@ -117,7 +118,7 @@ class SteerableLM:
         self.hookpoint = hookpoint
         self.bos_id = bos_id
         self.pad_id = pad_id
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # a model spread over devices: where it embeds
         base = getattr(model, model.base_model_prefix, model)
         name = hookpoint.removesuffix(INPUT_SUFFIX)
         try:

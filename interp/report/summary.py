@@ -174,6 +174,7 @@ def summarize(table: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
                 **{k: meta.get(k) for k in ("source", "source_format")},
                 "dictionary": {k: meta.get(k) for k in TRAIN_KEYS},
                 "n_latents": len(idx),
+                **{k: meta.get(k) for k in ("selection", "n_selected", "n_reused")},
                 "n_ok": int(np.sum(st == "ok")),
                 "status_counts": _counts(st),
                 **{kind: {} for kind in SOURCES},
@@ -317,6 +318,8 @@ def format_markdown(summary: dict[str, Any]) -> str:
             f"point `{p['point']}`, model {p['model']}, explainer {p['explainer_model']}: "
             f"{p['n_ok']}/{p['n_latents']} latents explained and scored, status {p['status_counts']}"
         )
+        if p.get("selection"):
+            lines.append(_selection_line(p))
         d = p["dictionary"]
         lines.append(
             f"dictionary: FVU {fmt(d.get('fvu'))}, L0 {fmt(d.get('l0'), 1)}, "
@@ -376,3 +379,14 @@ def fmt(v: Any, digits: int = 3, signed: bool = False) -> str:
 def fmt_ci(ci: Any) -> str:
     """A 95% interval as '[lo, hi]' ('' when there is none)."""
     return "" if not ci else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def _selection_line(p: dict[str, Any]) -> str:
+    """Which latents the point reports (``interpret.latents``), and how many of them."""
+    counts = p["status_counts"]
+    rare = sum(counts.get(k, 0) for k in ("too_rare", "skipped"))
+    return (
+        f"selection `interpret.latents={p['selection']}`: {p.get('n_selected')} selected, "
+        f"{p['n_latents']} recorded, {rare} dead or too rare (no LLM call), "
+        f"{p.get('n_reused') or 0} reused from other selections"
+    )

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,9 +84,12 @@ class RecordFileError(ValueError):
     """A committed record file cannot be read or does not hold its range's latents."""
 
 
-def read_record_file(path: Path, start: int, stop: int) -> Any:
+def read_record_file(
+    path: Path, start: int, stop: int, latents: Sequence[int] | None = None
+) -> Any:
     """One interpret record file as a flat Arrow table (dotted columns), checked to hold
-    exactly one record for every latent of ``[start, stop)``."""
+    exactly one record for every latent of ``[start, stop)`` (of ``latents``, the ids a
+    selection's task holds, when given)."""
     import pyarrow as pa
     import pyarrow.json as pj
 
@@ -101,11 +104,13 @@ def read_record_file(path: Path, start: int, stop: int) -> Any:
     table = flatten(table)
     if "latent" not in table.column_names:
         raise RecordFileError(f"{path}: records have no 'latent' field")
+    want = np.arange(start, stop) if latents is None else np.sort(np.asarray(latents, int))
+    what = f"latent range [{start}, {stop})" if latents is None else f"{len(want)} selected latents"
     latents = np.sort(table.column("latent").to_numpy(zero_copy_only=False))
-    if len(latents) != stop - start or not np.array_equal(latents, np.arange(start, stop)):
-        missing = np.setdiff1d(np.arange(start, stop), latents)
+    if len(latents) != len(want) or not np.array_equal(latents, want):
+        missing = np.setdiff1d(want, latents)
         raise RecordFileError(
-            f"{path}: {len(latents)} records for latent range [{start}, {stop}) "
+            f"{path}: {len(latents)} records for {what} "
             f"(missing {_few(missing)}, duplicates or strays otherwise); delete it and its "
             "interpret manifest, then rerun the range"
         )

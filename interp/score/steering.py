@@ -116,7 +116,7 @@ def load_subject(inputs: ResourceInputs) -> Subject:
     from interp.sae import load_sae
 
     m = inputs.model
-    model = load_causal_lm(m.name, m.dtype, m.device)
+    model = load_causal_lm(m.name, m.dtype, m.device, placement=m)
     tokenizer = load_tokenizer(m.name)
     sae = load_sae(inputs.sae_dir, device="cpu")
     W_dec_MD = sae.W_dec.detach().float()

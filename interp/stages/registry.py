@@ -120,8 +120,16 @@ def latent_ranges(cfg: RunConfig, d_in: int) -> tuple[Task, ...]:
 
 
 def interpret_ranges(cfg: RunConfig, d_in: int) -> tuple[Task, ...]:
+    """Ranges of *positions* in the selection (``interpret.latents``): its size is known
+    here, its ids at run time (:mod:`interp.interpret.select`)."""
     width = num_latents(cfg, d_in)
-    return intervals(min(cfg.interpret.num_latents or width, width), cfg.interpret.range_latents)
+    sel = cfg.interpret.selection
+    if sel.mode == "range" and sel.start == 0:  # num_latents=N: capped at the width, as ever
+        return intervals(min(sel.stop, width), cfg.interpret.range_latents)
+    problem = sel.problem(width)
+    if problem:
+        raise ValueError(problem)
+    return intervals(sel.size(width), cfg.interpret.range_latents)
 
 
 def replicas(cfg: RunConfig, d_in: int) -> tuple[Task, ...]:
@@ -168,6 +176,8 @@ class StageSpec:
     """``(config, hookpoint width) ->`` its array tasks."""
     group_key: Callable[[RunConfig], str] | None = None
     """Jobs of points with equal keys merge into one group job (one LM forward)."""
+    loads_subject: bool = False
+    """Its tasks load the subject model (``model.max_memory``'s GPUs must be theirs)."""
     service: bool = False
     """Serves other stages while it runs; commits nothing; never requeued."""
     uses: tuple[str, ...] = ()
@@ -269,6 +279,7 @@ STAGES: tuple[StageSpec, ...] = (
         inputs_for=pretrained_inputs,
         group_key=train_group_key,
         enabled=trains,
+        loads_subject=True,
     ),
     StageSpec(
         "collect",
@@ -279,6 +290,7 @@ STAGES: tuple[StageSpec, ...] = (
         after=("train",),
         split=token_slices,
         group_key=collect_group_key,
+        loads_subject=True,
     ),
     StageSpec(
         "compact",
@@ -319,6 +331,8 @@ STAGES: tuple[StageSpec, ...] = (
         uses=("serve",),
         retry_errors=True,
         task_name="range",
+        notes_title="interpret selections (interpret.latents)",
+        report="interp.stages.selected:report",
     ),
     StageSpec(
         "gather",

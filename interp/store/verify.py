@@ -250,22 +250,33 @@ def _decode_csr(group, path: Path, width: int, nnz: int) -> np.ndarray:
     return offsets
 
 
-def read_latents(store_dir: Path, a: int, b: int) -> tuple[Any, Any, Any, VerifyReport]:
-    """Read latents ``[a, b)``, their stats and the token ids once, each decoded and
-    checked (the interpret stage's inputs, nothing else): ``(reader, csr, token ids,
-    report)``; on damage csr/token ids are None and the report names the group."""
+def read_latents(
+    store_dir: Path, a: int, b: int, runs: Sequence[tuple[int, int]] | None = None
+) -> tuple[Any, Any, Any, VerifyReport]:
+    """Read latents ``[a, b)`` (or the ``runs``, disjoint ascending ``[a, b)`` pieces, as
+    one CSR in their order), their stats and the token ids once, each decoded and checked
+    (the interpret stage's inputs, nothing else): ``(reader, csr, token ids, report)``; on
+    damage csr/token ids are None and the report names the group."""
+    from interp.store.csr import concat_ranges
     from interp.store.reader import StoreReader
 
+    runs = [(a, b)] if runs is None else list(runs)
     reader = StoreReader(store_dir)
     report = VerifyReport(n_slices=len(reader.slices), n_ranges=len(reader.ranges))
     csr = token_ids = None
     try:
-        csr = reader.latent_range(a, b)
-        reader.stats(a, b)
+        csr = concat_ranges([reader.latent_range(lo, hi) for lo, hi in runs])
+        for lo, hi in runs:
+            reader.stats(lo, hi)
         token_ids = reader.token_ids()
     except StoreCorruptError as e:
         report.add(e.group, e.problem)
-    serving = {rng.path: "range" for lo, hi, rng in reader._plan(a, b) if rng is not None}
+    serving = {
+        rng.path: "range"
+        for lo, hi in runs
+        for _, _, rng in reader._plan(lo, hi)
+        if rng is not None
+    }
     serving |= {s.path: "slice" for s in reader.slices}
     report.unchecked = [
         f"{kind} {p.name}" for p, kind in serving.items() if not is_checksummed(open_group(p).attrs)

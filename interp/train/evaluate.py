@@ -12,6 +12,7 @@ KL(clean || spliced) are averaged over the predictions made at positions E..T-2
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -122,13 +123,15 @@ def _eval_batch(
 
     logits_clean = _logits(lm, ids_BT, [(x_site, keep("x")), (y_site, keep("y"))])
     x_BTD, y_BTE = captured["x"], captured["y"]
-    x_ND = x_BTD[:, e:].reshape(-1, x_BTD.shape[-1]).float()
-    y_NE = y_BTE[:, e:].reshape(-1, y_BTE.shape[-1]).float()
+    sae_device = _device_of(sae)  # the LM's layers may sit elsewhere (model.device_map)
+    x_ND = x_BTD[:, e:].reshape(-1, x_BTD.shape[-1]).to(sae_device, torch.float32)
+    y_NE = y_BTE[:, e:].reshape(-1, y_BTE.shape[-1]).to(sae_device, torch.float32)
     acts_NK, idx_NK = sae.encode(x_ND)
     y_hat_NE = sae.decode(acts_NK, idx_NK)
     sums.add_reconstruction(y_NE, y_hat_NE, acts_NK)
     spliced_BTE = y_BTE.clone()
-    spliced_BTE[:, e:] = y_hat_NE.reshape(y_BTE.shape[0], -1, y_BTE.shape[-1]).to(y_BTE.dtype)
+    y_hat_BTE = y_hat_NE.reshape(y_BTE.shape[0], -1, y_BTE.shape[-1])
+    spliced_BTE[:, e:] = y_hat_BTE.to(y_BTE.device, y_BTE.dtype)
     done = {"n": 0}
 
     def splice(_t: torch.Tensor) -> torch.Tensor | None:
@@ -137,6 +140,11 @@ def _eval_batch(
 
     logits_spliced = _logits(lm, ids_BT, [(y_site, splice)])
     _add_lm_metrics(logits_clean, logits_spliced, ids_BT, e, sums)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
 
 
 def _add_lm_metrics(
@@ -175,7 +183,9 @@ def evaluate_spliced(
     if windows.shape[1] - exclude_first < 2:
         raise ValueError("evaluation needs ctx_len - exclude_first >= 2 positions per window")
     x_site, y_site = Site(lm, hookpoint), Site(lm, target or hookpoint)
-    device = next(lm.parameters()).device
+    from interp.models.placement import input_device
+
+    device = input_device(lm)  # a model spread over devices takes ids where it embeds them
     sums = _Sums()
     for start in range(0, len(windows), batch_size):
         ids = np.asarray(windows[start : start + batch_size], dtype=np.int64)

@@ -81,6 +81,12 @@ def train_group(
     if all(s is not None for s in done):
         return done  # finished earlier, not yet committed
     dist = dist or single_process(_device_of(inputs))
+    if dist.world_size > 1 and inputs.model.device_map != "none":
+        raise ValueError(
+            f"model.device_map={inputs.model.device_map} spreads one model over the node's "
+            f"devices, but training runs {dist.world_size} processes: run train as one "
+            "process (cluster.stages.train.tasks_per_node=1, nodes=1) or set model.device_map=none"
+        )
     subject = _load_subject(jobs, inputs)
     out: list[dict[str, Any] | None] = [None] * len(jobs)
     trained = [i for i, job in enumerate(jobs) if job.sae.spec.trained]
