@@ -12,7 +12,8 @@ and the fix; the submitter calls it before recording a point.
 
 Cheap by construction: model configs come from the model's folder, the bundled cache or
 the Hugging Face cache (``AutoConfig``), the module tree is built on the meta device (no
-weights), tokenizers load their files only. A bundled model not converted yet is
+weights), tokenizers load their files only, a pretrained dictionary's headers and content
+hash are read (:mod:`interp.pretrained_point`: its source, hookpoint and width). A bundled model not converted yet is
 converted here once (the first stage would do it anyway).
 """
 
@@ -45,10 +46,15 @@ def preflight(
     ``environ`` is where API-key variables are looked up (default: this process's
     environment, which the tasks inherit); ``task_gpus`` how many GPUs a task that loads
     the subject model sees (None: unknown, ``model.max_memory``'s GPUs are not checked)."""
+    from interp.pretrained_point import is_pretrained
+
     env = os.environ if environ is None else environ
     models = Models()
+    trains = any(not is_pretrained(c) for c in cfgs)
     problems = list(
-        dict.fromkeys(p for c in cfgs for p in point_problems(c, env, models, task_gpus))
+        dict.fromkeys(
+            p for c in cfgs for p in point_problems(c, env, models, task_gpus, trains=trains)
+        )
     )
     if problems:
         raise PreflightError(
@@ -62,12 +68,20 @@ def point_problems(
     environ: Mapping[str, str],
     models: Models | None = None,
     task_gpus: int | None = None,
+    *,
+    trains: bool = True,
 ) -> list[str]:
-    """One line per problem of one point (empty: it passes)."""
+    """One line per problem of one point (empty: it passes). ``trains``: some point of the
+    sweep trains a dictionary (``sae.*`` training keys then only do not apply to a
+    pretrained point; alone, a pretrained point refuses them)."""
+    from interp.pretrained_point import pretrained_problems
+
     models = models or Models()
     out = _model_problems(cfg, models) + _placement_problems(cfg, task_gpus)
-    if not out:  # hookpoints and widths need the model
-        out += _hookpoint_problems(cfg, models) or _width_problems(cfg)
+    if not out:  # hookpoints, widths and a pretrained dictionary's fit need the model
+        out += _hookpoint_problems(cfg, models) or (
+            _width_problems(cfg) + pretrained_problems(cfg, trained_points=trains)
+        )
     return out + _data_problems(cfg) + _llm_problems(cfg, environ, models)
 
 

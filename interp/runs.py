@@ -9,6 +9,9 @@ This is the only module that builds paths. A sweep folder looks like::
       train/<train_id>/                   one point's training (its outputs)
         sae/<hookpoint>/<sae_id>/         cfg.json + sae.safetensors (sparsify layout)
         metrics.jsonl  summary.json
+      pretrained/<train_id>/              a pretrained point's dictionary (no train stage):
+        source.json                       what it was read from (path, format, content hash)
+        sae/<hookpoint>/<sae_id>/         a copy in our layout, written by collect
       train/groups/<group_id>/checkpoints/  resume state of a train group (one or more
                                           points' SAEs trained from one LM forward)
       store/<collect_id>/latents.zarr/    the latent store
@@ -70,7 +73,8 @@ class RunIds:
 
         ids = {"data": _hash_inputs(cfg, DATA_INPUTS, {})}
         for spec in id_stages():
-            ids[spec.run_id] = _hash_inputs(cfg, spec.inputs, ids)
+            inputs = (spec.inputs_for(cfg) if spec.inputs_for else None) or spec.inputs
+            ids[spec.run_id] = _hash_inputs(cfg, inputs, ids)
         named = {k: ids.pop(k) for k in ("data", "train", "collect", "interpret")}
         return cls(**named, point=named[POINT_ID], extra=tuple(ids.items()))
 
@@ -125,7 +129,19 @@ class RunPaths:
         return self.root / "data" / self.ids.data / "tokens.npy"
 
     def sae_dir(self) -> Path:
-        return self.stage_dir("train") / "sae" / self.cfg.hookpoint / self.cfg.sae.sae_id
+        """The point's dictionary: trained into its train folder, or for a pretrained one
+        (no train stage) the copy in our layout that collect writes on first use."""
+        return self.dictionary_dir() / "sae" / self.cfg.hookpoint / self.cfg.sae.sae_id
+
+    def dictionary_dir(self) -> Path:
+        if self.cfg.sae.spec.pretrained:
+            return self.root / "pretrained" / self.ids.train
+        return self.stage_dir("train")
+
+    def pretrained_source_file(self) -> Path:
+        """What a pretrained point's dictionary was read from (interp.sae.pretrained's
+        PretrainedInfo: source, format, file hookpoint, content hash), beside its copy."""
+        return self.dictionary_dir() / "source.json"
 
     def train_metrics(self) -> Path:
         return self.stage_dir("train") / "metrics.jsonl"

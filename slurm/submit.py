@@ -149,15 +149,25 @@ def run_points(
     """Check, then plan and execute the points' DAGs (and the gather job) on this machine,
     or submit them. ``overrides[i]`` (multiruns) is recorded beside point i's config.
 
-    Nothing is recorded before every check passed (the cluster profile, serving, colliding
-    points, :func:`interp.preflight.preflight`), and all of it happens while this process
+    Pretrained points are resolved first (:func:`interp.pretrained_point.resolve_points`:
+    their run ids come from the checkpoint's content). Nothing is recorded before every
+    check passed (the cluster profile, serving, colliding points,
+    :func:`interp.preflight.preflight`), and all of it happens while this process
     holds the sweep folder (:func:`interp.sweep_lock.hold_sweep`): a second command on the
     same folder is refused."""
-    from interp.preflight import preflight
+    from interp.preflight import PreflightError, preflight
+    from interp.pretrained_point import drop_repeats, resolve_points
     from interp.sweep_lock import hold_sweep
 
     check_cluster(cluster)
     check_serving(cfgs, cluster)
+    cfgs, overrides = drop_repeats(cfgs, overrides)  # trained points ignore sae.path
+    cfgs, unreadable = resolve_points(cfgs)  # pretrained sources: content hash, width
+    if unreadable:
+        raise PreflightError(
+            f"{len(unreadable)} problem(s) found before anything was recorded or submitted:\n  "
+            + "\n  ".join(unreadable)
+        )
     labels = None
     if overrides is not None:
         labels = [" ".join(o.get("overrides", [])) or f"point {i}" for i, o in enumerate(overrides)]

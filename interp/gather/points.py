@@ -12,6 +12,7 @@ from interp.config import RunConfig
 from interp.llm.ledger import read_ledger
 from interp.models import hookpoint_width
 from interp.plan import Task, plan_point
+from interp.pretrained_point import source_label
 from interp.runs import RunPaths, read_manifest
 
 
@@ -40,6 +41,7 @@ def point_columns(root: Path, cfg: RunConfig) -> dict[str, Any]:
     the LLM tokens every interpret attempt paid (the ledgers)."""
     paths = RunPaths(root, cfg)
     train = json.loads(paths.train_summary().read_text()) if paths.train_summary().exists() else {}
+    source, source_format = source_label(cfg)  # a pretrained point has no training figures
     return {
         "point": paths.ids.point,
         "model": cfg.model.name,
@@ -47,6 +49,8 @@ def point_columns(root: Path, cfg: RunConfig) -> dict[str, Any]:
         "hookpoint": cfg.hookpoint,
         "sae_id": cfg.sae.sae_id,
         "architecture": cfg.sae.architecture,
+        "source": source,
+        "source_format": source_format,
         "explainer_model": cfg.llm.model,
         "fvu": train.get("fvu"),
         "l0": train.get("l0"),

@@ -171,6 +171,7 @@ def summarize(table: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
             {
                 **{k: meta.get(k) for k in ("point", "model", "architecture", "sae_id")},
                 **{k: meta.get(k) for k in ("layer", "hookpoint", "explainer_model")},
+                **{k: meta.get(k) for k in ("source", "source_format")},
                 "dictionary": {k: meta.get(k) for k in TRAIN_KEYS},
                 "n_latents": len(idx),
                 **{k: meta.get(k) for k in ("selection", "n_selected", "n_reused")},
@@ -311,6 +312,8 @@ def format_markdown(summary: dict[str, Any]) -> str:
             f"## {p['architecture']} {p['sae_id']} @ layer {p['layer']} ({p['hookpoint']})",
             "",
         ]
+        if p.get("source") not in (None, "trained"):
+            lines.append(f"pretrained dictionary: {p['source']} ({p.get('source_format')})")
         lines.append(
             f"point `{p['point']}`, model {p['model']}, explainer {p['explainer_model']}: "
             f"{p['n_ok']}/{p['n_latents']} latents explained and scored, status {p['status_counts']}"

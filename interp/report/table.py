@@ -5,6 +5,7 @@ Arrow's JSON reader (C++, no Python dict per record), its nested objects are fla
 into dotted columns, and the point's columns are prepended:
 
     point, model, layer, hookpoint, sae_id, architecture, explainer_model   (the point)
+    source, source_format   "trained" and "", or a pretrained point's path / hub id and format
     latent, status, explanation, ..., error, retries, wall_s                 (the record)
     scores.<scorer>.<metric>      every metric of every scorer that ran
     control.<scorer>.<metric>     the random-explanation control (control.explanation, ...)
@@ -44,6 +45,8 @@ POINT_COLUMNS = (
     "hookpoint",
     "sae_id",
     "architecture",
+    "source",
+    "source_format",
     "explainer_model",
 )
 LEADING = (

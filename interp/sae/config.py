@@ -38,7 +38,8 @@ class SAECommon:
             "Dictionary type: topk (Gao et al.), batchtopk (Bussmann et al.; saved as "
             "jumprelu), jumprelu (Gemma Scope STE), relu (L1, Anthropic April 2024), gated; "
             "neurons = the hookpoint's own basis sparsified with top-k (not trained; e.g. "
-            "hook=layers.N.mlp.down_proj:input for MLP neurons)."
+            "hook=layers.N.mlp.down_proj:input for MLP neurons); pretrained = read from "
+            "sae.path (no training)."
         ),
     )
     expansion_factor: int = field(default=8, metadata=meta("num_latents = d_in * this."))
@@ -124,6 +125,8 @@ class SAECommon:
         """Folder name of the dictionary, from what it computes: architecture, width, the
         sparsity knob, flags, and a short hash of any other non-default hyperparameter."""
         spec = self.spec
+        if spec.sae_id is not None:
+            return spec.sae_id(self)
         width = self.num_latents or f"x{self.expansion_factor}"
         parts = [self.architecture, str(width), spec.sparsity_tag(self)[0]]
         flags = [f for f in spec.id_flags if getattr(self, f.field, None)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from interp.sae.spec import ArchitectureSpec
-from interp.sae.specs import batchtopk, gated, jumprelu, neurons, relu, topk
+from interp.sae.specs import batchtopk, gated, jumprelu, neurons, pretrained, relu, topk
 
 BUILTIN: tuple[ArchitectureSpec, ...] = (
     topk.SPEC,
@@ -20,6 +20,7 @@ BUILTIN: tuple[ArchitectureSpec, ...] = (
     relu.SPEC,
     gated.SPEC,
     neurons.SPEC,
+    pretrained.SPEC,
 )
 
 _REGISTRY: dict[str, ArchitectureSpec] = {spec.name: spec for spec in BUILTIN}

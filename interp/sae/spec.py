@@ -80,6 +80,12 @@ class ArchitectureSpec:
     into the encoder scales them too (jumprelu ``threshold``, gated ``b_mag``)."""
     selects_by_rank: bool = False
     """Latents are chosen by rank (top-k): folding decoder norms would change the code."""
+    pretrained: bool = False
+    """Read from a checkpoint someone else wrote (``sae=pretrained``): no train stage; its
+    architecture is the checkpoint's own."""
+    sae_id: Callable[[Any], str] | None = None
+    """SAEConfig -> its ``sae_id`` when the default (architecture, width, sparsity tag,
+    flags) does not describe it (a pretrained checkpoint: its content hash)."""
 
     def load(self) -> type[SparseCoder]:
         """The SparseCoder subclass (ValueError when the architecture has none)."""

@@ -7,7 +7,8 @@ every member's dictionary, and each member's slice group and manifest are commit
 their own. Memory is bounded by the slice: its sparse codes are held until the groups
 are written. Each dictionary reads its input hookpoint (``cfg.hookpoint``: ``layers.N``
 by default; any module or ``module:input`` for transcoders and MLP dictionaries). The
-encoding itself is :func:`interp.sae.encode.encode_windows`.
+encoding itself is :func:`interp.sae.encode.encode_windows`; a pretrained dictionary is
+read by :mod:`interp.pretrained_point`.
 """
 
 from __future__ import annotations
@@ -81,11 +82,11 @@ def run_group(members: Members, task: Task, should_stop: Callable[[], bool]) -> 
 def _pending(todo: Members, task: Task, device: Any, token_dtype: str) -> list[tuple]:
     """(cfg, paths, dictionary) of the members whose slice group is still to write; the
     store's meta written (task 0) or checked against theirs."""
-    from interp.sae import load_sae
+    from interp.pretrained_point import load_point_dictionary
 
     encode = []
     for cfg, paths in todo:
-        sae = load_sae(paths.sae_dir(), device=device)  # beside the LM: no host round trip
+        sae = load_point_dictionary(cfg, paths, device)  # beside the LM: no host round trip
         _check_sae(cfg, sae)
         # store.json has one writer (task 0), so no two tasks share a file; the others
         # only refuse a store that an earlier run wrote for a different dictionary.
@@ -130,12 +131,11 @@ def _check_windows(cfg: RunConfig, windows: np.ndarray, task: Task) -> None:
 
 
 def _check_sae(cfg: RunConfig, sae: Any) -> None:
-    if getattr(sae, "transcode", False) != cfg.sae.transcode:
+    if getattr(sae, "transcode", False) != cfg.sae.transcode and not cfg.sae.spec.pretrained:
         raise ValueError(
             f"the saved dictionary has transcode={getattr(sae, 'transcode', False)} but the "
             f"config says sae.transcode={cfg.sae.transcode}: the train stage folder does not "
-            "match this point; delete it and rerun train"
-        )
+            "match this point; delete it and rerun train")  # fmt: skip
 
 
 def _store_meta(cfg: RunConfig, sae: Any, token_dtype: str) -> StoreMeta:

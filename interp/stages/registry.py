@@ -140,6 +140,17 @@ def always(cfg: RunConfig) -> bool:
     return True
 
 
+def trains(cfg: RunConfig) -> bool:
+    """The train stage runs for every point but a pretrained one (collect loads that)."""
+    return not cfg.sae.spec.pretrained
+
+
+def pretrained_inputs(cfg: RunConfig) -> tuple[IdInput, ...] | None:
+    from interp.pretrained_point import train_id_inputs
+
+    return train_id_inputs(cfg)
+
+
 # ----------------------------------------------------------------------------- the spec
 
 
@@ -156,6 +167,9 @@ class StageSpec:
     """The :class:`interp.runs.RunIds` field naming its folder below ``folder`` ("": none)."""
     inputs: tuple[IdInput, ...] = ()
     """What feeds ``run_id``, declared by the stage that owns that id."""
+    inputs_for: Callable[[RunConfig], tuple[IdInput, ...] | None] | None = None
+    """The inputs of one config when they are not ``inputs`` (returns None when they are): a
+    pretrained dictionary's train id hashes its content, not training settings."""
     after: tuple[str, ...] = ()
     """Stages of the same point (every point's, for a sweep-level stage) to succeed first."""
     split: Callable[[RunConfig, int], tuple[Task, ...]] = one_task
@@ -262,7 +276,9 @@ STAGES: tuple[StageSpec, ...] = (
             sae="section:sae",
             train="section:train",
         ),
+        inputs_for=pretrained_inputs,
         group_key=train_group_key,
+        enabled=trains,
         loads_subject=True,
     ),
     StageSpec(

@@ -82,6 +82,7 @@ ORCHESTRATION = (
     "interp/groups.py",
     "interp/preflight.py",
     "interp/verify.py",
+    "interp/pretrained_point.py",  # a pretrained point: resolve, check, load its dictionary
     "interp/point_info.py",  # the report's sweep points as plain values (PointInfo)
     # the gather job's sweep-level reading: which tasks of every point are committed (the
     # planner and verify over each point), and each point -> PointSource (plain values)

@@ -33,6 +33,7 @@ from conf_compose import CONF, Composer, composer
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from interp.config import RunConfig
+from interp.pretrained_point import drop_repeats, resolve_points
 from slurm.schema import resolve
 from slurm.submit import check_cluster, check_collisions, check_serving
 
@@ -114,7 +115,11 @@ def check_sweep(args: list[str], compose: Composer) -> None:
         check_serving([cfg], cluster)
         cfgs.append(cfg)
     assert all(isinstance(c, RunConfig) for c in cfgs)
-    check_collisions(cfgs, [" ".join(p) for p in points])
+    labels = [" ".join(p) for p in points]
+    cfgs, labels = drop_repeats(cfgs, labels)  # as run_points: trained points ignore sae.path
+    cfgs, unreadable = resolve_points(cfgs)  # pretrained points: their content hash
+    assert not unreadable, unreadable
+    check_collisions(cfgs, labels)
 
 
 def sweep_overrides(args: list[str]) -> tuple[bool, list[str]]:
