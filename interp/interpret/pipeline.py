@@ -106,7 +106,8 @@ async def interpret_range(
     explained = [w for w in todo if w.record.explanation is not None]
     known = {w.latent: w for w in work + _as_sources(reused)}
     if cfg.interpret.control and cfg.interpret.control_source == "dictionary" and pool:
-        tok_of = {latent: csr.latent(i).tok for i, latent in enumerate(fresh)}.__getitem__
+        at = {latent: i for i, latent in enumerate(fresh)}
+        tok_of = lambda latent: csr.tok[csr.offsets[at[latent]] : csr.offsets[at[latent] + 1]]  # noqa: E731
         drawn, extra_ids = draw_sources(explained, known, pool, tok_of)
         payer = {src: w for w in explained for src in [drawn[w.latent]] if src in extra_ids}
         extra = [_prepare_source(cfg, src, pool, token_ids, similar) for src in payer]
