@@ -2,8 +2,10 @@
 
 1. explain every latent (or build its single-token explanation, no LLM);
 2. score every explained latent's explanation, then its random-explanation control
-   (another latent's explanation of this range, a fixed derangement, scored with the
-   same examples and the same random draws), then the single-token baseline if asked.
+   (another latent's explanation: drawn from the whole dictionary, never a co-firer, and
+   explained for the control when outside the range; or, with control_source=range, a
+   fixed derangement of this range; :mod:`interp.interpret.controls`), scored with the
+   same examples and the same random draws, then the single-token baseline if asked.
 
 Every latent gets exactly one record, whatever happened to it: ``ok``, ``too_rare``
 (the reason in ``error``), ``explain_failed`` (every raw reply kept, nothing scored)
