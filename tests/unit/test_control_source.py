@@ -187,7 +187,7 @@ def test_the_stage_draws_from_the_store_and_pays_one_explain_call(tmp_path: Path
     from interp.stages.context import StageContext
     from interp.store import StoreMeta, write_slice, write_store_meta
 
-    def run(name: str, control: bool, url: str) -> list:
+    def run(name: str, control: bool, url: str) -> tuple[list, object]:
         raw = to_dict(interpret_point(tmp_path, url, name=name))
         raw["interpret"].update(latents="0,", control=control, control_source="dictionary")
         cfg = load_run_config(raw)
@@ -206,13 +206,13 @@ def test_the_stage_draws_from_the_store_and_pays_one_explain_call(tmp_path: Path
             n_latents=width, token_dtype="uint16",
         )  # fmt: skip
         interpret.run(StageContext.of(cfg, paths, Task(0, 0, 1), lambda: False))
-        return list(read_records(paths.records_file(0)))
+        return list(read_records(paths.records_file(0))), (paths, cfg)
 
     server = FakeOpenAI()
     try:
-        off = run("off", False, server.url)
+        off, _ = run("off", False, server.url)
         calls_off = len(server.requests)
-        on = run("on", True, server.url)
+        on, (paths, cfg) = run("on", True, server.url)
         calls_on = len(server.requests) - calls_off
         explains = [r for r in server.requests[calls_off:] if not r["body"].get("logprobs")]
     finally:
@@ -221,3 +221,17 @@ def test_the_stage_draws_from_the_store_and_pays_one_explain_call(tmp_path: Path
     c = on[0].control
     assert c.source_latent in (1, 2, 3) and c.explained_for_control and c.error is None
     assert calls_on == calls_off + 1 and len(explains) == 2  # latent 0's and its control's
+    # gather: the provenance is a column beside the control's scores, the summary as ever
+    import pyarrow.parquet as pq
+
+    from interp.gather.outputs import build_table
+    from interp.gather.points import point_sources
+    from interp.report.summary import summarize as summarize_table
+
+    sources = point_sources(paths.root, [cfg])
+    build_table(sources, tmp_path / "t.parquet")
+    table = pq.read_table(tmp_path / "t.parquet").to_pylist()
+    assert table[0]["control.source_latent"] == c.source_latent
+    assert table[0]["control.explained_for_control"] is True
+    (point,) = summarize_table(tmp_path / "t.parquet", [sources[0].columns])["points"]
+    assert point["n_latents"] == 1
