@@ -20,7 +20,7 @@ SOURCES = {str(SPARSIFY): "sparsify", str(SAELENS): "saelens"}
 MIXED = [
     "-m", "experiment=pretrained_demo", "name=mixed", "sae=pretrained,topk",
     f"sae.path={SPARSIFY},{SAELENS}", "sae.expansion_factor=2", "sae.k=8",
-    "interpret.num_latents=3",
+    "interpret.latents=0:3",
 ]  # fmt: skip
 """2 pretrained points and 1 trained one (the topk point ignores sae.path, so its two
 copies are one point; sae.k and sae.expansion_factor are for it)."""

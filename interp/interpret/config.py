@@ -141,6 +141,13 @@ class InterpretConfig:
             sel = parse(self.latents)
             n = sel.stop if sel.mode == "range" and sel.start == 0 else 0
             native = sel.mode == "all" or n > 0
+            if self.num_latents and (sel.mode, sel.start, n) != ("range", 0, self.num_latents):
+                raise ValueError(
+                    f"interpret.num_latents={self.num_latents} and interpret.latents="
+                    f"{self.latents!r} are both set: say which latents once, e.g. "
+                    f"interpret.latents=0:{self.num_latents} (the default config sets "
+                    "interpret.latents)"
+                )
             object.__setattr__(self, "latents", "" if native else sel.canonical)
             object.__setattr__(self, "num_latents", n)
         object.__setattr__(self, "_selection", sel)

@@ -109,11 +109,13 @@ def test_num_latents_ids_stay_and_the_selection_is_in_the_interpret_id(tmp_path:
     assert RunIds.of(_cfg(tmp_path, num_latents=24, latents="0:24")) == base
     assert RunIds.of(_cfg(tmp_path, latents="0:24")) == base
     assert RunIds.of(_cfg(tmp_path, latents="all")) == RunIds.of(_cfg(tmp_path))
-    other = RunIds.of(_cfg(tmp_path, num_latents=24, latents="sample:24"))
+    other = RunIds.of(_cfg(tmp_path, latents="sample:24"))
     seeded = RunIds.of(_cfg(tmp_path, latents="sample:24", latents_seed=1))
     assert other.collect == base.collect and other.train == base.train
     assert len({base.interpret, other.interpret, seeded.interpret}) == 3
-    saved = _cfg(tmp_path, num_latents=24, latents="3,1")
+    with pytest.raises(ValueError, match="interpret.num_latents=24 and interpret.latents="):
+        _cfg(tmp_path, num_latents=24, latents="sample:24")  # two selections: say one
+    saved = _cfg(tmp_path, latents="3,1")
     assert saved.interpret.latents == "1,3" and saved.interpret.num_latents == 0
     assert load_run_config(to_dict(saved)) == saved  # the resolved config reloads as itself
 

@@ -16,7 +16,14 @@ from slurm.schema import resolve
 
 pytestmark = pytest.mark.unit
 
-# name: (overrides, data id, train id, collect id, interpret id)
+# The embedded default moved once, on purpose (issue 18): layer 6 instead of 15 and a
+# seeded sample of 24 alive latents instead of [0, 24). PRE18 restores the old default, so
+# every id below still pins what it pinned (a rerun of an old sweep with these overrides
+# resumes); NOW pins the new default.
+PRE18 = ["layer=15", "interpret.latents=0:24"]
+
+# name: (overrides, data id, train id, collect id, interpret id); PRE18 goes first except for
+# presets that set their own layer and latents (tiny)
 # The interpret ids moved once, on purpose (issue 18): the default control is drawn from the
 # whole dictionary (interpret.control_source=dictionary), so its results differ; LEGACY
 # below keeps the old ids, which control_source=range still gets.
@@ -70,11 +77,15 @@ GOLDEN = {
 }
 
 
+def _pre18(overrides: list[str]) -> list[str]:
+    return list(overrides) if "experiment=tiny" in overrides else [*PRE18, *overrides]
+
+
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_run_ids_are_pinned(name: str) -> None:
     overrides, *expected = GOLDEN[name]
     with composer() as compose:
-        cfg, _cluster = resolve(compose(list(overrides)))
+        cfg, _cluster = resolve(compose(_pre18(overrides)))
     ids = RunIds.of(cfg)
     assert [ids.data, ids.train, ids.collect, ids.interpret] == expected
     assert ids.point == ids.interpret
@@ -135,8 +146,8 @@ LEGACY = {
 def test_control_source_range_keeps_the_old_ids(name: str) -> None:
     overrides, *expected = LEGACY[name]
     with composer() as compose:
-        cfg, _cluster = resolve(compose([*overrides, "interpret.control_source=range"]))
-        off, _cluster = resolve(compose([*overrides, "interpret.control=false"]))
+        cfg, _cluster = resolve(compose([*_pre18(overrides), "interpret.control_source=range"]))
+        off, _cluster = resolve(compose([*_pre18(overrides), "interpret.control=false"]))
     ids = RunIds.of(cfg)
     assert [ids.data, ids.train, ids.collect, ids.interpret] == expected
     assert off.interpret.control_source == "range"  # no effect without a control
@@ -145,7 +156,24 @@ def test_control_source_range_keeps_the_old_ids(name: str) -> None:
 def test_control_off_keeps_its_old_id() -> None:
     """Without a control, the new key changes nothing: the ids from before issue 18."""
     with composer() as compose:
-        default, _ = resolve(compose(["interpret.control=false"]))
+        default, _ = resolve(compose([*PRE18, "interpret.control=false"]))
         tiny, _ = resolve(compose(["experiment=tiny", "interpret.control=false"]))
     assert RunIds.of(default).interpret == "56a1be5217"
     assert RunIds.of(tiny).interpret == "69088a3620"
+
+
+# The embedded default since issue 18 (layer 6, interpret.latents=sample:24); demo spells it out.
+NOW = {
+    "default": ([], "857b6bfc7d", "c34f63c919", "38b9c4f504", "8bca67d0ba"),
+    "demo": (["experiment=demo"], "857b6bfc7d", "c34f63c919", "38b9c4f504", "8bca67d0ba"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOW))
+def test_the_default_is_pinned(name: str) -> None:
+    overrides, *expected = NOW[name]
+    with composer() as compose:
+        cfg, _cluster = resolve(compose(list(overrides)))
+    ids = RunIds.of(cfg)
+    assert [ids.data, ids.train, ids.collect, ids.interpret] == expected
+    assert cfg.layer == 6 and cfg.interpret.latents == "sample:24"
