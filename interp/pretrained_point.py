@@ -290,6 +290,15 @@ def _train_key_problems(cfg: RunConfig) -> list[str]:
 # ----------------------------------------------------------------------------- collect
 
 
+def measured_target(cfg: RunConfig) -> str | None:
+    """Where collect measures a pretrained point's reconstruction (its target: the input,
+    or a transcoder's output hookpoint); None for a trained point (train measured it) or
+    a transcoder whose output hookpoint is unknown."""
+    if not is_pretrained(cfg) or (cfg.sae.transcode and not cfg.target_hookpoint):
+        return None
+    return cfg.target
+
+
 def load_point_dictionary(cfg: RunConfig, paths: RunPaths, device: Any = "cpu") -> SparseCoder:
     """The point's dictionary: trained (its train folder) or pretrained (its copy in our
     layout, written on first use after checking the content is what was planned)."""

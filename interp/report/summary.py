@@ -172,7 +172,7 @@ def summarize(table: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
                 **{k: meta.get(k) for k in ("point", "model", "architecture", "sae_id")},
                 **{k: meta.get(k) for k in ("layer", "hookpoint", "explainer_model")},
                 **{k: meta.get(k) for k in ("source", "source_format")},
-                "dictionary": {k: meta.get(k) for k in TRAIN_KEYS},
+                "dictionary": {k: meta.get(k) for k in (*TRAIN_KEYS, "measured_on")},
                 "n_latents": len(idx),
                 **{k: meta.get(k) for k in ("selection", "n_selected", "n_reused")},
                 "n_ok": int(np.sum(st == "ok")),
@@ -324,6 +324,7 @@ def format_markdown(summary: dict[str, Any]) -> str:
         lines.append(
             f"dictionary: FVU {fmt(d.get('fvu'))}, L0 {fmt(d.get('l0'), 1)}, "
             f"dead {fmt(d.get('dead_pct'), 1)}%, CE-loss increase {fmt(d.get('ce_increase'))}"
+            + (f" (measured on the {d['measured_on']})" if d.get("measured_on") else "")
         )
         rows = _score_rows(p)
         if rows:
