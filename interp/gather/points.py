@@ -59,8 +59,8 @@ def point_columns(root: Path, cfg: RunConfig) -> dict[str, Any]:
         "l0": train.get("l0"),
         "dead_pct": train.get("dead_pct"),
         "ce_increase": train.get("ce_increase"),
-        "measured_on": train.get("measured_on"),
         "llm_paid": read_ledger(paths.llm_ledger_dir()),  # every attempt, killed ones too
+        **({"measured_on": train["measured_on"]} if "measured_on" in train else {}),
     }
 
 
