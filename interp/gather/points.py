@@ -76,8 +76,8 @@ def collect_figures(paths: RunPaths, cfg: RunConfig) -> dict[str, Any]:
     sums = read_sums([paths.collect_recon_file(i) for i in range(len(slices))])
     counts = store_counts(paths.store_dir(), cfg.sae.num_latents)
     out: dict[str, Any] = {
-        "measured_on": f"collect tokens ({cfg.collect.num_tokens}, positions >= "
-        f"{cfg.data.exclude_first} of each window)",
+        "measured_on": f"{cfg.collect.num_tokens} collect tokens, positions >= "
+        f"{cfg.data.exclude_first} of each window",
         "fvu": sums.fvu() if sums else None,
         "l0": sums.l0() if sums else None,
         "dead_pct": 100.0 * float((counts == 0).mean()),

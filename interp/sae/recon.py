@@ -32,10 +32,13 @@ class ReconSums:
 
     def add(self, y_ND: Any, y_hat_ND: Any, acts_NK: Any) -> None:
         """Add tokens: targets, reconstructions (torch tensors) and their codes."""
-        y64 = y_ND.double()
-        self.sq_err += float((y64 - y_hat_ND.double()).pow(2).sum())
-        self.sum_sq += float(y64.pow(2).sum())
-        s = y64.sum(0).cpu().numpy()
+        import torch
+
+        f64 = torch.float64  # float32 elementwise, float64 sums: ~4x faster than all-float64
+        err = y_ND - y_hat_ND
+        self.sq_err += float(torch.linalg.vecdot(err, err).sum(dtype=f64))
+        self.sum_sq += float(torch.linalg.vecdot(y_ND, y_ND).sum(dtype=f64))
+        s = y_ND.sum(0, dtype=f64).cpu().numpy()
         self.sum_y = s if self.sum_y is None else self.sum_y + s
         self.tokens += int(y_ND.shape[0])
         self.active += int((acts_NK > 0).sum())

@@ -104,7 +104,7 @@ def test_pretrained_figures_equal_a_direct_computation(tmp_path: Path, windows) 
     assert want["fvu"] > 0 and want["l0"] > 0 and 0 < want["dead_pct"] < 100
     for key in ("fvu", "l0", "dead_pct"):
         assert cols[key] == pytest.approx(want[key], rel=1e-5), key
-    assert cols["measured_on"].startswith("collect tokens (256")
+    assert cols["measured_on"] == "256 collect tokens, positions >= 1 of each window"
     assert cols["ce_increase"] is None
     summary = json.loads(pre_paths.train_summary().read_text())  # what the report reads
     assert summary["fvu"] == cols["fvu"] and summary["eval_tokens"] == 8 * (32 - EXCLUDE)
