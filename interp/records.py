@@ -127,6 +127,7 @@ class Alternative:
     scores: Scores = field(default_factory=dict)
     error: str | None = None
     source_latent: int | None = None
+    explained_for_control: bool = False  # the source was explained only for this control
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -136,6 +137,8 @@ class Alternative:
         }
         if self.source_latent is not None:
             out["source_latent"] = self.source_latent
+        if self.explained_for_control:
+            out["explained_for_control"] = True
         return out
 
     @classmethod
@@ -148,6 +151,7 @@ class Alternative:
             dict(d.get("scores") or {}),
             d.get("error"),
             None if source is None else int(source),
+            bool(d.get("explained_for_control", False)),
         )
 
 

@@ -12,11 +12,22 @@ import types
 import typing
 from typing import Any, Literal
 
+_UNSET = object()
 
-def meta(doc: str, *, id: bool | Literal["when_set"] = True) -> dict[str, Any]:
+
+def meta(
+    doc: str, *, id: bool | Literal["when_set"] = True, legacy: Any = _UNSET
+) -> dict[str, Any]:
     """A config field's metadata: its documentation (``--help-fields``) and whether it
-    enters run ids (True; False = logging only; "when_set" = only when not the default)."""
-    return {"doc": doc, "id": id}
+    enters run ids (True; False = logging only; "when_set" = only when not the default).
+
+    ``legacy`` (with "when_set"): the value that behaves as before the field existed; the
+    field is left out of ids at that value instead of at its default, so a new default
+    that changes results gets new ids while the old behaviour keeps its old ids."""
+    out = {"doc": doc, "id": id}
+    if legacy is not _UNSET:
+        out["legacy"] = legacy
+    return out
 
 
 def positive(obj: Any, *names: str, section: str = "") -> None:
@@ -112,7 +123,7 @@ def id_dict(cfg: Any) -> dict[str, Any]:
         if not f.metadata.get("id", True):
             continue
         v = getattr(cfg, f.name)
-        if f.metadata.get("id") == "when_set" and v == _default(f):
+        if f.metadata.get("id") == "when_set" and v == f.metadata.get("legacy", _default(f)):
             continue
         if dataclasses.is_dataclass(v):
             out[f.name] = id_dict(v)

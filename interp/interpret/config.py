@@ -5,12 +5,14 @@ ranges, the control and baseline, concurrency and time limits; its ``examples`` 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from interp.explain.config import ExplainerConfig
 from interp.interpret.selection import Selection, parse
 from interp.latents.config import ExamplesConfig
 from interp.typed import meta, positive
+
+CONTROL_SOURCES = ("dictionary", "range")
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,29 @@ class InterpretConfig:
     control: bool = field(
         default=True,
         metadata=meta(
-            "Random-explanation control: score another latent's explanation (same range, "
-            "a fixed derangement) exactly like the real one."
+            "Random-explanation control: score another latent's explanation exactly like "
+            "the real one (where it comes from: control_source)."
+        ),
+    )
+    control_source: str = field(
+        default="dictionary",
+        metadata=meta(
+            "Where the control explanation comes from: dictionary = a seeded draw from the "
+            "whole dictionary's alive latents that do not co-fire with the scored one "
+            "(interp/interpret/controls.py; explained for the control when not in the "
+            "range); range = another latent of the same range (a fixed derangement; the "
+            "behaviour and run ids from before this key).",
+            id="when_set",
+            legacy="range",
+        ),
+    )
+    control_max_overlap: float = field(
+        default=0.1,
+        metadata=meta(
+            "control_source=dictionary: a latent is never the control source when the "
+            "active tokens it shares with the scored latent exceed this share of the "
+            "smaller of the two latents' active-token counts.",
+            id="when_set",
         ),
     )
     baseline: bool = field(
@@ -79,6 +102,18 @@ class InterpretConfig:
         if self.num_latents < 0:
             raise ValueError("interpret.num_latents must be >= 0 (0 = all)")
         self._canonical_selection()
+        if self.control_source not in CONTROL_SOURCES:
+            raise ValueError(
+                f"interpret.control_source={self.control_source!r}: use one of "
+                f"{', '.join(CONTROL_SOURCES)}"
+            )
+        if not 0.0 <= self.control_max_overlap <= 1.0:
+            raise ValueError(
+                f"interpret.control_max_overlap={self.control_max_overlap} must be in [0, 1]"
+            )
+        if not self.control or self.control_source != "dictionary":  # no effect: old ids
+            object.__setattr__(self, "control_source", "range")
+            object.__setattr__(self, "control_max_overlap", _default_overlap())
         if self.latent_timeout_s < 0:
             raise ValueError("interpret.latent_timeout_s must be >= 0 (0 = no limit)")
         if self.baseline and self.explainer.kind == "single_token":
@@ -120,3 +155,7 @@ class InterpretConfig:
     def selection(self) -> Selection:
         """The parsed selection (:mod:`interp.interpret.selection`)."""
         return self._selection  # type: ignore[attr-defined]
+
+
+def _default_overlap() -> float:
+    return next(f.default for f in fields(InterpretConfig) if f.name == "control_max_overlap")  # type: ignore[return-value]

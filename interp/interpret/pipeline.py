@@ -2,8 +2,10 @@
 
 1. explain every latent (or build its single-token explanation, no LLM);
 2. score every explained latent's explanation, then its random-explanation control
-   (another latent's explanation of this range, a fixed derangement, scored with the
-   same examples and the same random draws), then the single-token baseline if asked.
+   (another latent's explanation: drawn from the whole dictionary, never a co-firer, and
+   explained for the control when outside the range; or, with control_source=range, a
+   fixed derangement of this range; :mod:`interp.interpret.controls`), scored with the
+   same examples and the same random draws, then the single-token baseline if asked.
 
 Every latent gets exactly one record, whatever happened to it: ``ok``, ``too_rare``
 (the reason in ``error``), ``explain_failed`` (every raw reply kept, nothing scored)
@@ -21,7 +23,7 @@ import asyncio
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -30,6 +32,7 @@ from tqdm import tqdm
 
 from interp.explain import TokenRenderer, derangement, explain, single_token_explanation
 from interp.interpret.config import InterpretConfig
+from interp.interpret.controls import ControlSource, DictionaryPool, draw_sources, resolve_sources
 from interp.interpret.work import FATAL, Draft, LatentWork, fail, prepare, scorer_errors
 from interp.latents import CooccurrenceIndex, SimilarPool
 from interp.llm import LLMClient
@@ -78,6 +81,7 @@ async def interpret_range(
     cooccurrence: CooccurrenceIndex | None = None,
     similar: SimilarPool | None = None,
     reused: Mapping[int, LatentRecord] | None = None,
+    pool: DictionaryPool | None = None,
 ) -> list[LatentRecord] | None:
     """Records of the latents ``task.ids`` in order; None if asked to stop.
 
@@ -86,6 +90,8 @@ async def interpret_range(
     ``examples.negatives`` asks for (built once per task by the stage). ``reused``:
     committed records of other selections (:mod:`interp.stages.selected`), returned as
     they are; their explanations can still be the controls of the latents computed here.
+    ``pool``: the whole dictionary, for ``interpret.control_source=dictionary``
+    (:mod:`interp.interpret.controls`); without it the control comes from the range.
     """
     resources = resources if resources is not None else ScoreResources()
     reused = reused or {}
@@ -100,7 +106,20 @@ async def interpret_range(
     if not await _each(todo, explain_one, cfg, should_stop, f"explain r{task.index:05d}"):
         return None
     explained = [w for w in todo if w.record.explanation is not None]
-    sources = _controls(cfg.interpret, task, explained + _as_sources(reused))
+    known = {w.latent: w for w in work + _as_sources(reused)}
+    if cfg.interpret.control and cfg.interpret.control_source == "dictionary" and pool:
+        at = {latent: i for i, latent in enumerate(fresh)}
+        tok_of = lambda latent: csr.tok[csr.offsets[at[latent]] : csr.offsets[at[latent] + 1]]  # noqa: E731
+        drawn, extra_ids = draw_sources(explained, known, pool, tok_of)
+        payer = {src: w for w in explained for src in [drawn[w.latent]] if src in extra_ids}
+        extra = [_prepare_source(cfg, src, pool, token_ids, similar) for src in payer]
+        explain_src = partial(_explain_source, payer=payer, cfg=cfg, render=render, client=client)
+        pending = [sw for sw in extra if sw.record.status == "pending"]
+        if not await _each(pending, explain_src, cfg, should_stop, f"control r{task.index:05d}"):
+            return None
+        sources = resolve_sources(drawn, known, {sw.latent: sw for sw in extra})
+    else:
+        sources = _controls(cfg.interpret, task, explained + _as_sources(reused))
     score_one = partial(
         score_latent, cfg=cfg, render=render, client=client, resources=resources, sources=sources
     )
@@ -149,6 +168,29 @@ async def _each(
 
 
 # --------------------------------------------------------------------------- pass 1
+def _prepare_source(
+    cfg: RangeConfig, src: int, pool: DictionaryPool, token_ids: np.ndarray, similar: Any
+) -> LatentWork:
+    """A control source outside the range, from its own examples like a real latent (the
+    task's co-occurrence index does not cover it: 'neighbours' negatives become random)."""
+    ecfg = cfg.interpret.examples
+    if ecfg.negatives == "neighbours":
+        ecfg = replace(ecfg, negatives="random")
+    csr = pool.fetch(src)
+    return prepare(
+        ecfg, cfg.ctx_len, src, 0, csr=csr, token_ids=token_ids, negatives=(None, similar)
+    )
+
+
+async def _explain_source(
+    sw: LatentWork, *, payer: dict, cfg: RangeConfig, render: TokenRenderer, client: LLMClient
+) -> None:
+    """Explain a control source outside the range; its tokens are the ``control`` part
+    of the first scored latent that drew it."""
+    metered = payer[sw.latent].meter("control", client)
+    await explain_latent(sw, cfg=cfg, render=render, client=metered)
+
+
 async def explain_latent(
     w: LatentWork, *, cfg: RangeConfig, render: TokenRenderer, client: LLMClient
 ) -> None:
@@ -191,14 +233,17 @@ async def _explain(
 # --------------------------------------------------------------------------- pass 2
 def _controls(
     icfg: InterpretConfig, task: LatentRange, explained: list[LatentWork]
-) -> dict[int, LatentWork]:
-    """latent -> the latent whose explanation is its random control (none if disabled)."""
+) -> dict[int, ControlSource]:
+    """control_source=range: latent -> its control's source in the range (a fixed
+    derangement); none if disabled."""
     if not icfg.control:
         return {}
     by_latent = {w.latent: w for w in sorted(explained, key=lambda w: w.latent)}
     first = task.ids[0] if task.ids else task.start  # task.start under num_latents, as ever
     pairs = derangement(list(by_latent), (icfg.examples.seed, first))
-    return {latent: by_latent[src] for latent, src in pairs.items()}
+    none = ControlSource(error="no other latent of this range was explained")
+    out = {latent: ControlSource(by_latent[src]) for latent, src in pairs.items()}
+    return {w.latent: out.get(w.latent, none) for w in explained}
 
 
 async def score_latent(
@@ -208,7 +253,7 @@ async def score_latent(
     render: TokenRenderer,
     client: LLMClient,
     resources: ScoreResources,
-    sources: dict[int, LatentWork],
+    sources: dict[int, ControlSource],
 ) -> None:
     """Score the explanation, then the control and the baseline; never raises."""
     try:
@@ -225,7 +270,7 @@ async def _score(
     render: TokenRenderer,
     client: LLMClient,
     resources: ScoreResources,
-    sources: dict[int, LatentWork],
+    sources: dict[int, ControlSource],
 ) -> None:
     record, icfg = w.record, cfg.interpret
     score = partial(_score_explanation, w, cfg, render, resources=resources)
@@ -237,13 +282,16 @@ async def _score(
     else:
         record.status = "ok"
     if icfg.control:
-        src = sources.get(w.latent)
-        if src is None:
-            record.control = _part(None, {}, {}, "no other latent of this range was explained")
+        src = sources.get(w.latent) or ControlSource(error="no control source")
+        if src.work is None:
+            record.control = _part(None, {}, {}, src.error)
         else:
-            expl = src.record.explanation
+            expl = src.work.record.explanation
             c_scores, c_errors = await score(w.meter("control", client), expl)
-            record.control = _part(expl, c_scores, c_errors, source_latent=src.latent)
+            record.control = _part(
+                expl, c_scores, c_errors, source_latent=src.work.latent,
+                explained_for_control=src.explained_for_control,
+            )  # fmt: skip
     if icfg.baseline and icfg.explainer.kind != "single_token":
         if w.baseline is None:
             record.baseline = _part(None, {}, {}, "no token of the explain examples is marked")
@@ -258,9 +306,10 @@ def _part(
     errors: dict,
     error: str | None = None,
     source_latent: int | None = None,
+    explained_for_control: bool = False,
 ) -> Alternative:
     error = error or (scorer_errors(errors) if errors else None)
-    return Alternative(explanation, scores, error, source_latent)
+    return Alternative(explanation, scores, error, source_latent, explained_for_control)
 
 
 async def _score_explanation(

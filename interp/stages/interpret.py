@@ -89,6 +89,18 @@ def interpret_range_task(
     )  # fmt: skip
 
 
+def _pool(cfg: RunConfig, reader: Any) -> Any:
+    """The whole dictionary as control sources (interpret.control_source=dictionary)."""
+    icfg = cfg.interpret
+    if not (icfg.control and icfg.control_source == "dictionary"):
+        return None
+    from interp.interpret.controls import store_pool
+
+    return store_pool(
+        reader, icfg.examples.min_examples, icfg.control_max_overlap, icfg.examples.seed
+    )
+
+
 def _compute(
     cfg: RunConfig,
     paths: RunPaths,
@@ -122,7 +134,7 @@ def _compute(
         records = asyncio.run(
             interpret_range(
                 range_config(cfg), task, csr, token_ids, TokenRenderer(tokenizer), client,
-                should_stop, resources, **negatives, reused=reused,
+                should_stop, resources, **negatives, reused=reused, pool=_pool(cfg, reader),
             )
         )  # fmt: skip
         return records, client_stats(client)

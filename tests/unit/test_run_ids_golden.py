@@ -17,7 +17,71 @@ from slurm.schema import resolve
 pytestmark = pytest.mark.unit
 
 # name: (overrides, data id, train id, collect id, interpret id)
+# The interpret ids moved once, on purpose (issue 18): the default control is drawn from the
+# whole dictionary (interpret.control_source=dictionary), so its results differ; LEGACY
+# below keeps the old ids, which control_source=range still gets.
 GOLDEN = {
+    "default": ([], "857b6bfc7d", "9918fc6f78", "3f01146849", "43fac559d5"),
+    "tiny": (["experiment=tiny"], "74a2909e87", "f7cf43e4a4", "11dd6bc8be", "41cf79c8a3"),
+    "demo": (["experiment=demo"], "857b6bfc7d", "9918fc6f78", "3f01146849", "43fac559d5"),
+    "relu": (["sae=relu", "layer=3"], "857b6bfc7d", "94ff943bde", "108a4596c8", "733a37321a"),
+    "jumprelu": (["sae=jumprelu"], "857b6bfc7d", "60e37251c7", "c85a5f7e29", "ec340d46d5"),
+    "gated": (["sae=gated"], "857b6bfc7d", "a083529e9b", "68c1c14f9a", "af0a64b48c"),
+    "batchtopk": (["sae=batchtopk"], "857b6bfc7d", "4067256497", "31bee0f72c", "e3695a2b84"),
+    "neurons": (["sae=neurons"], "857b6bfc7d", "b74cb6c506", "b60bd19aef", "541a271626"),
+    "neurons_rotated": (
+        ["sae=neurons_rotated"],
+        "857b6bfc7d",
+        "0847c687f0",
+        "402f4a55c7",
+        "cb0dfd7a4f",
+    ),
+    "transcoder": (
+        ["sae=topk_transcoder", "hook=layers.3.mlp:input", "target_hookpoint=layers.3.mlp"],
+        "857b6bfc7d",
+        "6c83eec43d",
+        "84f29a934d",
+        "6fe196ca64",
+    ),
+    "scorers": (["scorer=classifiers"], "857b6bfc7d", "9918fc6f78", "3f01146849", "c1585e4022"),
+    "intervention": (
+        ["scorer=intervention", "scorer.intervention_kl=1.0"],
+        "857b6bfc7d",
+        "9918fc6f78",
+        "3f01146849",
+        "24c884f092",
+    ),
+    "batched": (["scorer=batched"], "857b6bfc7d", "9918fc6f78", "3f01146849", "b3abafe972"),
+    "intruder": (
+        ["scorer.names=[intruder]", "scorer.intruder_examples=5"],
+        "857b6bfc7d",
+        "9918fc6f78",
+        "3f01146849",
+        "c8f11b7464",
+    ),
+    "http": (
+        ["llm=http", "llm.model=foo", "llm.base_urls=[http://127.0.0.1:8000/v1]"],
+        "857b6bfc7d",
+        "9918fc6f78",
+        "3f01146849",
+        "bf46955ed5",
+    ),
+    "llama": (["llm=llama_server"], "857b6bfc7d", "9918fc6f78", "3f01146849", "8b48ec2e6d"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_run_ids_are_pinned(name: str) -> None:
+    overrides, *expected = GOLDEN[name]
+    with composer() as compose:
+        cfg, _cluster = resolve(compose(list(overrides)))
+    ids = RunIds.of(cfg)
+    assert [ids.data, ids.train, ids.collect, ids.interpret] == expected
+    assert ids.point == ids.interpret
+
+
+# interpret.control_source=range (the control before issue 18): the ids from before it
+LEGACY = {
     "default": ([], "857b6bfc7d", "9918fc6f78", "3f01146849", "55927a9051"),
     "tiny": (["experiment=tiny"], "74a2909e87", "f7cf43e4a4", "11dd6bc8be", "5130533567"),
     "demo": (["experiment=demo"], "857b6bfc7d", "9918fc6f78", "3f01146849", "55927a9051"),
@@ -67,11 +131,21 @@ GOLDEN = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(GOLDEN))
-def test_run_ids_are_pinned(name: str) -> None:
-    overrides, *expected = GOLDEN[name]
+@pytest.mark.parametrize("name", sorted(LEGACY))
+def test_control_source_range_keeps_the_old_ids(name: str) -> None:
+    overrides, *expected = LEGACY[name]
     with composer() as compose:
-        cfg, _cluster = resolve(compose(list(overrides)))
+        cfg, _cluster = resolve(compose([*overrides, "interpret.control_source=range"]))
+        off, _cluster = resolve(compose([*overrides, "interpret.control=false"]))
     ids = RunIds.of(cfg)
     assert [ids.data, ids.train, ids.collect, ids.interpret] == expected
-    assert ids.point == ids.interpret
+    assert off.interpret.control_source == "range"  # no effect without a control
+
+
+def test_control_off_keeps_its_old_id() -> None:
+    """Without a control, the new key changes nothing: the ids from before issue 18."""
+    with composer() as compose:
+        default, _ = resolve(compose(["interpret.control=false"]))
+        tiny, _ = resolve(compose(["experiment=tiny", "interpret.control=false"]))
+    assert RunIds.of(default).interpret == "56a1be5217"
+    assert RunIds.of(tiny).interpret == "69088a3620"
