@@ -133,6 +133,8 @@ class RunConfig:
                     "to the model's base, optionally ending in ':input' (e.g. 'layers.3.mlp')"
                 )
         transcode = bool(getattr(self.sae, "transcode", False))
+        if self.sae.spec.pretrained:
+            return  # the checkpoint says what it is (interp.pretrained_point.resolve)
         if transcode and not self.target_hookpoint:
             raise ValueError(
                 "sae.transcode=true needs target_hookpoint=<module whose activation it "

@@ -175,12 +175,17 @@ def _clear_source(cfg: RunConfig) -> RunConfig:
 
 def resolve(cfg: RunConfig, info: PretrainedInfo) -> RunConfig:
     """``cfg`` with what :func:`inspect_point` found recorded in its ``sae`` section (a
-    local path made absolute, so tasks find it from any directory)."""
+    local path made absolute, so tasks find it from any directory). A transcoder's
+    ``sae.transcode`` and ``target_hookpoint`` (where it writes: the steering scorer
+    intervenes there) come from the file; a ``target_hookpoint`` the user set is kept
+    for :func:`pretrained_problems` to compare with the file's."""
     local = Path(cfg.sae.path).expanduser()
     path = str(local.resolve()) if local.exists() else cfg.sae.path
     sae = dataclasses.replace(cfg.sae, path=path, content_hash=info.content_hash,
-                              format=info.format, num_latents=info.num_latents)  # fmt: skip
-    return dataclasses.replace(cfg, sae=sae)
+                              format=info.format, num_latents=info.num_latents,
+                              transcode=cfg.sae.transcode or info.transcode)  # fmt: skip
+    target = cfg.target_hookpoint or (info.target_hookpoint if info.transcode else "")
+    return dataclasses.replace(cfg, sae=sae, target_hookpoint=target)
 
 
 def _source_problem(cfg: RunConfig, err: BaseException) -> str:
@@ -236,8 +241,7 @@ def _match_problems(cfg: RunConfig, info: PretrainedInfo) -> list[str]:
             f"sae.num_latents={cfg.sae.num_latents} but {src} has {info.num_latents} latents: "
             "drop sae.num_latents (a pretrained dictionary's width is its own)"
         )
-    if cfg.sae.transcode and not info.transcode:
-        out.append(f"sae.transcode=true but {src} is not a transcoder: drop sae.transcode")
+    out += _transcoder_problems(cfg, info, src)
     if cfg.sae.content_hash and cfg.sae.content_hash != info.content_hash:
         out.append(
             f"{src} changed since this point was planned (content hash "
@@ -245,6 +249,26 @@ def _match_problems(cfg: RunConfig, info: PretrainedInfo) -> list[str]:
             "launch/sweep.py again to make the new file a new point, or restore the old file"
         )
     return out
+
+
+def _transcoder_problems(cfg: RunConfig, info: PretrainedInfo, src: str) -> list[str]:
+    """``sae.transcode`` / ``target_hookpoint`` against the file (resolve copies the file's)."""
+    if not info.transcode:
+        keys = [k for k, v in (("sae.transcode", cfg.sae.transcode),
+                               ("target_hookpoint", cfg.target_hookpoint)) if v]  # fmt: skip
+        return [f"{k} is set but {src} is not a transcoder: drop {k}" for k in keys]
+    ours, theirs = cfg.target_hookpoint, info.target_hookpoint
+    if ours and theirs and ours != theirs:
+        return [
+            f"target_hookpoint={ours} but {src} is a transcoder writing {theirs} (file: "
+            f"{info.file_hookpoint!r}): drop target_hookpoint (the file's is used)"
+        ]
+    if not ours and not theirs:
+        return [
+            f"{src} is a transcoder whose file does not say where it writes: set "
+            "target_hookpoint=<the module whose output it predicts> (e.g. layers.3.mlp)"
+        ]
+    return []
 
 
 def _hook_fix(hookpoint: str) -> str:
@@ -264,6 +288,15 @@ def _train_key_problems(cfg: RunConfig) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- collect
+
+
+def measured_target(cfg: RunConfig) -> str | None:
+    """Where collect measures a pretrained point's reconstruction (its target: the input,
+    or a transcoder's output hookpoint); None for a trained point (train measured it) or
+    a transcoder whose output hookpoint is unknown."""
+    if not is_pretrained(cfg) or (cfg.sae.transcode and not cfg.target_hookpoint):
+        return None
+    return cfg.target
 
 
 def load_point_dictionary(cfg: RunConfig, paths: RunPaths, device: Any = "cpu") -> SparseCoder:

@@ -147,7 +147,10 @@ class RunPaths:
         return self.stage_dir("train") / "metrics.jsonl"
 
     def train_summary(self) -> Path:
-        """Final training metrics (FVU, L0, dead %, CE increase) read by gather."""
+        """Final training metrics (FVU, L0, dead %, CE increase) read by gather; for a
+        pretrained point (no training), gather's figures measured on the collect tokens."""
+        if self.cfg.sae.spec.pretrained:
+            return self.stage_dir("collect") / "dictionary_summary.json"
         return self.stage_dir("train") / "summary.json"
 
     def train_checkpoint_dir(self) -> Path:
@@ -164,6 +167,10 @@ class RunPaths:
 
     def store_dir(self) -> Path:
         return self.stage_dir("collect") / "latents.zarr"
+
+    def collect_recon_file(self, index: int) -> Path:
+        """A pretrained point's reconstruction sums over collect slice ``index``."""
+        return self.stage_dir("collect") / "recon" / f"s{index:05d}.json"
 
     def slice_group(self, index: int) -> Path:
         return self.store_dir() / "slices" / f"s{index:05d}"

@@ -61,6 +61,11 @@ def check_sweep(root: Path, jobs_dir: Path, sources: dict[str, str]) -> list[dic
     assert {p["source"] for p in summary["points"]} == set(sources) | (
         {"trained"} if trained else set()
     )
+    for p in summary["points"]:  # pretrained: figures measured on the collect tokens
+        if p["source"] != "trained":
+            d = p["dictionary"]
+            assert d["fvu"] > 0 and d["l0"] > 0 and d["dead_pct"] is not None, d
+            assert "collect tokens" in d["measured_on"], d
     return rows
 
 

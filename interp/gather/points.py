@@ -11,9 +11,9 @@ from typing import Any
 from interp.config import RunConfig
 from interp.llm.ledger import read_ledger
 from interp.models import hookpoint_width
-from interp.plan import Task, plan_point
-from interp.pretrained_point import source_label
-from interp.runs import RunPaths, read_manifest
+from interp.plan import Task, intervals, plan_point
+from interp.pretrained_point import is_pretrained, measured_target, source_label
+from interp.runs import RunPaths, atomic_write_json, read_manifest
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,11 @@ def point_columns(root: Path, cfg: RunConfig) -> dict[str, Any]:
     """The point's identity (table columns), its dictionary's training figures and
     the LLM tokens every interpret attempt paid (the ledgers)."""
     paths = RunPaths(root, cfg)
-    train = json.loads(paths.train_summary().read_text()) if paths.train_summary().exists() else {}
-    source, source_format = source_label(cfg)  # a pretrained point has no training figures
+    if is_pretrained(cfg):  # no training figures: measured on the collect tokens instead
+        train = collect_figures(paths, cfg)
+    else:
+        train = json.loads(paths.train_summary().read_text()) if paths.train_summary().exists() else {}  # fmt: skip
+    source, source_format = source_label(cfg)
     return {
         "point": paths.ids.point,
         "model": cfg.model.name,
@@ -57,7 +60,42 @@ def point_columns(root: Path, cfg: RunConfig) -> dict[str, Any]:
         "dead_pct": train.get("dead_pct"),
         "ce_increase": train.get("ce_increase"),
         "llm_paid": read_ledger(paths.llm_ledger_dir()),  # every attempt, killed ones too
+        **({"measured_on": train["measured_on"]} if "measured_on" in train else {}),
     }
+
+
+def collect_figures(paths: RunPaths, cfg: RunConfig) -> dict[str, Any]:
+    """A pretrained point's FVU and mean L0 over the kept collect tokens (the sums
+    collect kept per slice) and dead % (latents with no activation in the committed
+    store), written where a trained point's training summary is read; CE increase is
+    not measured. A figure that cannot be had is None, with the reason in ``<key>_na``."""
+    from interp.interpret.select import store_counts
+    from interp.sae.recon import read_sums
+
+    slices = intervals(cfg.collect.num_tokens, cfg.collect.slice_tokens)
+    sums = read_sums([paths.collect_recon_file(i) for i in range(len(slices))])
+    counts = store_counts(paths.store_dir(), cfg.sae.num_latents)
+    out: dict[str, Any] = {
+        "measured_on": f"{cfg.collect.num_tokens} collect tokens, positions >= "
+        f"{cfg.data.exclude_first} of each window",
+        "fvu": sums.fvu() if sums else None,
+        "l0": sums.l0() if sums else None,
+        "dead_pct": 100.0 * float((counts == 0).mean()),
+        "ce_increase": None,
+        "ce_increase_na": "not measured for a pretrained dictionary",
+        "target_hookpoint": measured_target(cfg),
+        "eval_tokens": sums.tokens if sums else None,
+    }
+    if sums is None:
+        why = (
+            "a transcoder whose output hookpoint is unknown: set target_hookpoint= and collect again"
+            if measured_target(cfg) is None
+            else "some collect slices kept no reconstruction sums (collected before they were "
+            "measured): rerun collect for this point to measure them"
+        )
+        out["fvu_na"] = out["l0_na"] = why
+    atomic_write_json(paths.train_summary(), out)
+    return out
 
 
 def interpret_tasks(cfg: RunConfig) -> tuple[Task, ...]:

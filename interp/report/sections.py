@@ -105,6 +105,11 @@ def _points_table(run: RunSet, stats: dict[str, dict[str, Any]], scorers: list[s
         if run.table is not None
         else missing_note(f"no latent table (gather/latents.parquet): {GATHER_HINT}")
     )
+    measured = [f"{p.point_id}: {stats[p.point_id]['measured_on']}" for p in run.points
+                if stats[p.point_id].get("measured_on")]  # fmt: skip
+    if measured:  # pretrained dictionaries: no training figures
+        note += "<p>FVU, L0 and dead % measured on the collect tokens (pretrained: no " \
+            f"training evaluation) for {html.escape('; '.join(measured))}.</p>"  # fmt: skip
     return note + table_html(head, rows)
 
 

@@ -15,7 +15,9 @@ def point_stats(point: Point, table: LatentTable | None, cfg: ReportConfig) -> d
     """Per-point figures: training summary, latent counts by status, per-scorer medians
     with bootstrap 95% CIs (real and control explanations), LLM cost per latent."""
     t = point.train
-    stats: dict[str, Any] = {k: t.get(k) for k in ("fvu", "l0", "dead_pct", "ce_increase")}
+    stats: dict[str, Any] = {
+        k: t.get(k) for k in ("fvu", "l0", "dead_pct", "ce_increase", "measured_on")
+    }
     if table is None:
         return stats
     mask = table.point_mask(point)

@@ -46,6 +46,12 @@ FALLBACK = ("balanced_accuracy", "auroc", "correlation", "accuracy", "score")
 """Headline of a scorer the registry does not know (an older table): the first of these."""
 
 
+def _dictionary(meta: dict[str, Any]) -> dict[str, Any]:
+    """The point's dictionary figures; ``measured_on`` where not from training (pretrained)."""
+    keys = (*TRAIN_KEYS, "measured_on") if meta.get("measured_on") else TRAIN_KEYS
+    return {k: meta.get(k) for k in keys}
+
+
 def headline(scorer: str, metrics: dict[str, Any]) -> str | None:
     """The name of ``scorer``'s headline metric among ``metrics`` (its spec's, see
     :mod:`interp.score.registry`, else the first of FALLBACK; None: none of them)."""
@@ -172,7 +178,7 @@ def summarize(table: Path, points: list[dict[str, Any]]) -> dict[str, Any]:
                 **{k: meta.get(k) for k in ("point", "model", "architecture", "sae_id")},
                 **{k: meta.get(k) for k in ("layer", "hookpoint", "explainer_model")},
                 **{k: meta.get(k) for k in ("source", "source_format")},
-                "dictionary": {k: meta.get(k) for k in TRAIN_KEYS},
+                "dictionary": _dictionary(meta),
                 "n_latents": len(idx),
                 **{k: meta.get(k) for k in ("selection", "n_selected", "n_reused")},
                 "n_ok": int(np.sum(st == "ok")),
@@ -324,6 +330,7 @@ def format_markdown(summary: dict[str, Any]) -> str:
         lines.append(
             f"dictionary: FVU {fmt(d.get('fvu'))}, L0 {fmt(d.get('l0'), 1)}, "
             f"dead {fmt(d.get('dead_pct'), 1)}%, CE-loss increase {fmt(d.get('ce_increase'))}"
+            + (f" (measured on the {d['measured_on']})" if d.get("measured_on") else "")
         )
         rows = _score_rows(p)
         if rows:

@@ -18,6 +18,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from interp.models.config import ModelConfig
+    from interp.sae.recon import ReconSums
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ class SliceActs(NamedTuple):
     latent_val: np.ndarray  # [N, K] float32
     token_ids: np.ndarray  # [N]
     keep: np.ndarray  # [N] bool: position in window >= data.exclude_first
+    recon: ReconSums | None = None  # its reconstruction over the kept tokens, if measured
+
+    def store_columns(self) -> dict[str, np.ndarray]:
+        """What the latent store keeps of the slice (``interp.store.write_slice``)."""
+        return {k: getattr(self, k) for k in ("latent_idx", "latent_val", "token_ids", "keep")}
 
 
 def encode_windows(
@@ -50,17 +56,23 @@ def encode_windows(
     span: EncodeRange,
     device: Any,
     should_stop: Callable[[], bool],
+    targets: Sequence[str | None] | None = None,
 ) -> list[SliceActs] | None:
     """Run the subject model once per batch of ``windows`` covering tokens
     ``[span.start, span.stop)`` and every ``(hookpoint, dictionary)`` on its hookpoint;
-    one :class:`SliceActs` per dictionary, or None if asked to stop."""
+    one :class:`SliceActs` per dictionary, or None if asked to stop. ``targets[i]``: the
+    hookpoint dictionary i reconstructs, to measure it there over the kept tokens
+    (``SliceActs.recon``); None (or no ``targets``): not measured."""
     import torch
     from tqdm import tqdm
 
     from interp.models import load_subject
+    from interp.sae.recon import ReconSums
 
-    hookpoints = list(dict.fromkeys(h for h, _ in dictionaries))
+    targets = list(targets) if targets is not None else [None] * len(dictionaries)
+    hookpoints = list(dict.fromkeys([h for h, _ in dictionaries] + [t for t in targets if t]))
     subject = load_subject(model, hookpoints=hookpoints)
+    sums = [ReconSums() if t else None for t in targets]
     _check_widths(getattr(subject, "widths", {}), dictionaries)
     ctx, batch = span.ctx_len, span.lm_batch_size
     w0, w1 = span.start // ctx, span.stop // ctx
@@ -82,10 +94,29 @@ def encode_windows(
                 x_ND = hidden_BTD.reshape(-1, hidden_BTD.shape[-1])
                 acts_NK, idx_NK = sae.encode(x_ND.to(device))
                 codes[i].append((idx_NK.cpu().numpy(), acts_NK.float().cpu().numpy()))
+                if sums[i] is not None:
+                    _measure(sums[i], sae, captured[targets[i]], acts_NK, idx_NK, span)
             bar.update((b1 - b0) * ctx)
     token_ids = np.asarray(windows[w0:w1]).reshape(-1)
     keep = np.arange(n) % ctx >= span.exclude_first
-    return [SliceActs(*_stack_codes(member, n), token_ids, keep) for member in codes]
+    return [
+        SliceActs(*_stack_codes(member, n), token_ids, keep, recon)
+        for member, recon in zip(codes, sums)
+    ]
+
+
+def _measure(sums: ReconSums, sae: Any, y_BTD: Any, acts_NK: Any, idx_NK: Any,
+             span: EncodeRange) -> None:  # fmt: skip
+    """Add one batch's reconstruction at its target, positions >= exclude_first only."""
+    b, t = y_BTD.shape[:2]
+    kept = (slice(None), slice(span.exclude_first, None))
+    acts_BTK = acts_NK.reshape(b, t, -1)[kept]
+    idx_BTK = idx_NK.reshape(b, t, -1)[kept]
+    y_hat = sae.decode(
+        acts_BTK.reshape(-1, acts_BTK.shape[-1]), idx_BTK.reshape(-1, idx_BTK.shape[-1])
+    )
+    y = y_BTD[kept].reshape(-1, y_BTD.shape[-1]).to(y_hat.device, y_hat.dtype)
+    sums.add(y, y_hat, acts_BTK)
 
 
 def _check_widths(widths: dict[str, int], dictionaries: Sequence[tuple[str, Any]]) -> None:

@@ -1,14 +1,13 @@
 """collect: one token slice of the collect split -> dictionary latents -> one slice group.
 
 Task ``[start, stop)`` indexes the flattened collect windows. A task serves one sweep
-point, or a group of points (:func:`run_group`) that share the model, the data and the
-slices: one LM forward per batch, up to the deepest hookpoint any member reads, feeds
-every member's dictionary, and each member's slice group and manifest are committed on
-their own. Memory is bounded by the slice: its sparse codes are held until the groups
-are written. Each dictionary reads its input hookpoint (``cfg.hookpoint``: ``layers.N``
-by default; any module or ``module:input`` for transcoders and MLP dictionaries). The
-encoding itself is :func:`interp.sae.encode.encode_windows`; a pretrained dictionary is
-read by :mod:`interp.pretrained_point`.
+point, or a group of points (:func:`run_group`) sharing model, data and slices: one LM
+forward per batch, up to the deepest hookpoint any member reads, feeds every member's
+dictionary at its input hookpoint (``cfg.hookpoint``), and each member's slice group and
+manifest are committed on their own (memory is bounded by the slice). The encoding is
+:func:`interp.sae.encode.encode_windows`; a pretrained dictionary is read by
+:mod:`interp.pretrained_point`, and its reconstruction sums are kept per slice (gather
+turns them into its FVU and L0: it has no training figures).
 """
 
 from __future__ import annotations
@@ -23,7 +22,8 @@ import numpy as np
 
 from interp.config import RunConfig
 from interp.plan import Task
-from interp.runs import RunPaths, commit_task, is_committed
+from interp.pretrained_point import measured_target
+from interp.runs import RunPaths, atomic_write_json, commit_task, is_committed
 from interp.sae.encode import EncodeRange, encode_windows
 from interp.stages.context import StageContext
 from interp.store import (
@@ -49,8 +49,7 @@ def run_group(members: Members, task: Task, should_stop: Callable[[], bool]) -> 
     """Collect slice ``task`` for every member not committed yet, from one LM forward."""
     todo = [(c, p) for c, p in members if not is_committed(p.manifest_file("collect", task.index))]
     if not todo:
-        log.info("collect slice %d [%d, %d) already committed", task.index, task.start, task.stop)
-        return
+        return log.info("collect slice %d [%d, %d) already committed", task.index, task.start, task.stop)  # fmt: skip
     t0 = time.perf_counter()
     from interp.data import load_windows
     from interp.models import resolve_device
@@ -63,19 +62,20 @@ def run_group(members: Members, task: Task, should_stop: Callable[[], bool]) -> 
     token_dtype = token_dtype_for(int(windows.max()))  # same for every slice of a store
     encode = _pending(todo, task, device, token_dtype)
     if encode:
-        data = cfg0.data
-        span = EncodeRange(data.ctx_len, data.exclude_first, cfg0.collect.lm_batch_size,
+        span = EncodeRange(cfg0.data.ctx_len, cfg0.data.exclude_first, cfg0.collect.lm_batch_size,
                            task.start, task.stop, f"collect s{task.index}")  # fmt: skip
         dictionaries = [(c.hookpoint, sae) for c, _, sae in encode]
-        codes = encode_windows(cfg0.model, windows, dictionaries, span, device, should_stop)
+        targets = [measured_target(c) for c, _, _ in encode]  # pretrained points only
+        codes = encode_windows(cfg0.model, windows, dictionaries, span, device, should_stop, targets)  # fmt: skip
         gc.collect()  # HF models hold reference cycles: free the LM before writing
         if codes is None:
-            log.info("collect slice %d stopped before the end; nothing committed", task.index)
-            return
+            return log.info("collect slice %d stopped before the end: nothing committed", task.index)  # fmt: skip
         for (_, paths, sae), acts in zip(encode, codes):
+            if acts.recon is not None:  # before the slice: a slice found written is not redone
+                atomic_write_json(paths.collect_recon_file(task.index), acts.recon.to_json())
             write_slice(paths.slice_group(task.index), token_start=task.start,
                         token_stop=task.stop, n_latents=sae.num_latents,
-                        token_dtype=token_dtype, **acts._asdict())  # fmt: skip
+                        token_dtype=token_dtype, **acts.store_columns())  # fmt: skip
     _commit_all(todo, task, time.perf_counter() - t0)
 
 

@@ -240,3 +240,54 @@ def test_trained_points_that_differ_only_in_the_ignored_path_are_one(tmp_path: P
     assert cfgs[:2] == combos[:2]
     same = [trained(tmp_path), trained(tmp_path)]  # a value listed twice: not hidden here
     assert drop_repeats(same)[0] == same
+
+
+# ----------------------------------------------------------------------------- transcoders
+
+TRANSCODER = FIXTURES / "sparsify_tiny_transcoder"  # written by eai-sparsify: layers.1.mlp
+
+
+def transcoder_point(tmp_path: Path, **over: object) -> RunConfig:
+    return point(tmp_path, path=TRANSCODER, hook="layers.1.mlp:input", layer=1, **over)
+
+
+def test_a_pretrained_transcoder_steers_where_it_writes(tmp_path: Path) -> None:
+    from interp.stages.interpret_io import build_resources
+
+    (cfg,) = resolved(transcoder_point(tmp_path))
+    assert cfg.sae.transcode and cfg.target_hookpoint == "layers.1.mlp"
+    assert cfg.target == "layers.1.mlp" and cfg.hookpoint == "layers.1.mlp:input"
+    assert point_problems(cfg, {}) == []
+    plain = transcoder_point(tmp_path)  # nothing about transcoding set by hand
+    assert not plain.sae.transcode and plain.target == "layers.1.mlp:input"
+    # the intervention scorer's subject, built as an interpret task builds it, steers at
+    # the MLP's output (where the transcoder writes), not at its input
+    scorer = {"names": ["intervention"]}
+    (cfg,) = resolved(transcoder_point(tmp_path, scorer=scorer))
+    paths = RunPaths(tmp_path, cfg)
+    load_point_dictionary(cfg, paths)  # collect's copy, which the scorer reads
+    resources = build_resources(cfg, paths)
+    try:
+        subject = resources.get("subject")
+        assert subject.lm.hookpoint == "layers.1.mlp"
+        assert subject.lm.module is subject.lm.model.model.layers[1].mlp
+    finally:
+        resources.close()
+
+
+def test_a_transcoder_target_that_differs_from_the_file_is_refused(tmp_path: Path) -> None:
+    (same,) = resolved(transcoder_point(tmp_path, target_hookpoint="layers.1.mlp"))
+    assert point_problems(same, {}) == []
+    assert RunIds.of(same) == RunIds.of(resolved(transcoder_point(tmp_path))[0])
+    (other,) = resolved(transcoder_point(tmp_path, target_hookpoint="layers.1"))
+    assert other.target_hookpoint == "layers.1"  # the user's, kept for the check
+    (line,) = point_problems(other, {})
+    assert line == (
+        f"target_hookpoint=layers.1 but sae.path='{TRANSCODER}' is a transcoder writing "
+        "layers.1.mlp (file: 'layers.1.mlp'): drop target_hookpoint (the file's is used)"
+    )
+    with pytest.raises(PreflightError, match="is a transcoder writing layers.1.mlp"):
+        preflight([other])
+    (sae_on,) = resolved(point(tmp_path, target_hookpoint="layers.2.mlp"))
+    (line,) = point_problems(sae_on, {})
+    assert line == f"target_hookpoint is set but sae.path='{SPARSIFY}' is not a transcoder: drop target_hookpoint"  # fmt: skip
