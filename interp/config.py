@@ -35,7 +35,7 @@ from interp.train.config import DistBackend as DistBackend
 from interp.train.config import DistConfig as DistConfig
 from interp.train.config import DistStrategy as DistStrategy
 from interp.train.config import TrainConfig as TrainConfig
-from interp.typed import build, describe, id_dict, to_dict
+from interp.typed import build, describe, id_dict, to_dict, with_legacy
 from interp.typed import meta as _meta
 
 __all__ = [
@@ -164,3 +164,10 @@ class RunConfig:
 def load_run_config(raw: dict[str, Any]) -> RunConfig:
     """Build a validated, frozen ``RunConfig`` from a plain (YAML-like) dict."""
     return build(RunConfig, raw, "")
+
+
+def load_saved_config(raw: dict[str, Any]) -> RunConfig:
+    """A point's saved ``config.json``: keys added since it was written that changed
+    behaviour (``legacy`` in their metadata) take their old value, so the point keeps the
+    run id and the meaning it was run with."""
+    return build(RunConfig, with_legacy(RunConfig, raw), "")

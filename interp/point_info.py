@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interp.config import RunConfig, load_run_config
+from interp.config import RunConfig, load_run_config, load_saved_config
 from interp.runs import RunIds, RunPaths, points_dir
 
 
@@ -69,7 +69,7 @@ def point_info(root: Path, cfg: RunConfig) -> PointInfo:
 def recorded_points(root: Path) -> list[PointInfo]:
     """Every point recorded in sweep folder ``root`` (``points/*/config.json``), by id."""
     files = sorted(points_dir(Path(root)).glob("*/config.json"))
-    return [point_info(root, load_run_config(json.loads(f.read_text()))) for f in files]
+    return [point_info(root, load_saved_config(json.loads(f.read_text()))) for f in files]
 
 
 def locate(raw: dict[str, Any]) -> tuple[str, Path]:

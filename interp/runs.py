@@ -222,10 +222,10 @@ def sweep_lock_file(root: Path) -> Path:
 
 def read_points(root: Path) -> list[RunConfig]:
     """Resolved configs of every point recorded in sweep folder ``root`` (may be empty)."""
-    from interp.config import load_run_config
+    from interp.config import load_saved_config
 
     files = sorted(points_dir(root).glob("*/config.json"))
-    return [load_run_config(json.loads(f.read_text())) for f in files]
+    return [load_saved_config(json.loads(f.read_text())) for f in files]
 
 
 def read_point_overrides(root: Path) -> dict[str, dict[str, Any]]:

@@ -58,6 +58,20 @@ def build(cls: type, raw: Any, path: str) -> Any:
     return cls(**kwargs)
 
 
+def with_legacy(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` (a config saved by an older version) with every field it lacks that declares
+    a ``legacy`` value set to it: a saved config means what it meant when it was written,
+    not the newer default (whose results differ)."""
+    out = dict(raw)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in out and "legacy" in f.metadata:
+            out[f.name] = f.metadata["legacy"]
+        elif dataclasses.is_dataclass(hints[f.name]) and isinstance(out.get(f.name), dict):
+            out[f.name] = with_legacy(hints[f.name], out[f.name])
+    return out
+
+
 def _coerce(tp: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):

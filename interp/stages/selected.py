@@ -82,13 +82,13 @@ def work_key(cfg: RunConfig) -> str:
 
 def siblings(cfg: RunConfig, root: Path) -> list[RunPaths]:
     """The sweep's other points that differ from ``cfg`` only in their selection."""
-    from interp.config import load_run_config
+    from interp.config import load_saved_config
 
     own, key = RunIds.of(cfg).interpret, work_key(cfg)
     out = []
     for file in sorted(points_dir(root).glob("*/config.json")):
         try:  # a point that no longer loads (its id file moved) is no sibling
-            other = load_run_config(json.loads(file.read_text()))
+            other = load_saved_config(json.loads(file.read_text()))
         except (OSError, ValueError):
             continue
         paths = RunPaths(root, other)
@@ -124,12 +124,12 @@ def reusable_records(
 def report(root: Path, job: Any, alive: Any) -> tuple[list[str], list[str]]:
     """(problems, notes) for the sweep status (the registry's ``report`` hook): one note
     per point counting its interpret work against its selection."""
-    from interp.config import load_run_config
+    from interp.config import load_saved_config
 
     config = root / "points" / job.point / "config.json"
     if not config.is_file():
         return [], []
-    cfg = load_run_config(json.loads(config.read_text()))
+    cfg = load_saved_config(json.loads(config.read_text()))
     return [], [selection_note(RunPaths(root, cfg), job.tasks)]
 
 

@@ -177,3 +177,22 @@ def test_the_default_is_pinned(name: str) -> None:
     ids = RunIds.of(cfg)
     assert [ids.data, ids.train, ids.collect, ids.interpret] == expected
     assert cfg.layer == 6 and cfg.interpret.latents == "sample:24"
+
+
+def test_a_config_saved_before_a_key_existed_keeps_its_meaning_and_id() -> None:
+    """A point's config.json written before interpret.control_source existed loads with the
+    control it was run with (range), so its id and folder stay; newer defaults do not leak
+    into saved configs."""
+    from interp.config import load_saved_config
+    from interp.typed import to_dict
+
+    overrides, *expected = LEGACY["default"]
+    with composer() as compose:
+        cfg, _cluster = resolve(compose([*_pre18(overrides), "interpret.control_source=range"]))
+    raw = to_dict(cfg)
+    for key in ("control_source", "control_max_overlap"):
+        del raw["interpret"][key]  # what a point saved before issue 18 holds
+    old = load_saved_config(raw)
+    assert old.interpret.control_source == "range"
+    ids = RunIds.of(old)
+    assert [ids.data, ids.train, ids.collect, ids.interpret] == expected
