@@ -195,3 +195,12 @@ def test_ruff_lint_and_format_are_clean() -> None:
     assert lint.returncode == 0, lint.stdout + lint.stderr
     fmt = subprocess.run([ruff, "format", "--check", "."], cwd=ROOT, capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_test_file_basenames_are_unique() -> None:
+    """pytest imports test modules by basename (rootdir import mode): two tiers with the
+    same file name stop the whole run at collection."""
+    from collections import Counter
+
+    names = Counter(p.name for p in (ROOT / "tests").rglob("test_*.py"))
+    assert [n for n, c in names.items() if c > 1] == []
