@@ -32,14 +32,18 @@ def interpret_point(tmp_path: Path, url: str, name: str = "outage", **llm: Any) 
     )  # fmt: skip
 
 
-def write_store(paths: RunPaths) -> None:
-    """Latent j fires on every token of contexts c with c % 4 == j (after the first)."""
-    n = N_CTX * CTX
+def write_store(
+    paths: RunPaths, *, n_latents: int = N_LATENTS, firing: int = 0, n_ctx: int = N_CTX
+) -> None:
+    """Latent j < ``firing`` (default: every latent) fires on every token of contexts c with
+    c % firing == j (after the first); latents from ``firing`` on never fire."""
+    firing = firing or n_latents
+    n = n_ctx * CTX
     t = np.arange(n)
-    write_store_meta(paths.store_dir(), StoreMeta(N_LATENTS, 1, CTX, n, 16, "layers.6", "uint16"))
+    write_store_meta(paths.store_dir(), StoreMeta(n_latents, 1, CTX, n, 16, "layers.6", "uint16"))
     write_slice(
         paths.slice_group(0), token_start=0, token_stop=n,
-        latent_idx=((t // CTX) % N_LATENTS)[:, None], latent_val=np.ones((n, 1), np.float32),
+        latent_idx=((t // CTX) % firing)[:, None], latent_val=np.ones((n, 1), np.float32),
         token_ids=np.random.default_rng(0).integers(100, 2000, n), keep=t % CTX >= 1,
-        n_latents=N_LATENTS, token_dtype="uint16",
+        n_latents=n_latents, token_dtype="uint16",
     )  # fmt: skip

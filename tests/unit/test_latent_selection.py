@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_openai import FakeOpenAI
-from interpret_point import interpret_point
+from interpret_point import interpret_point, write_store
 
 from interp.config import load_run_config, to_dict
 from interp.interpret.config import InterpretConfig
@@ -220,15 +220,7 @@ def _point(tmp_path: Path, url: str, latents: str, name: str = "sel") -> object:
 
 def _store(paths: RunPaths) -> None:
     """Latent j < 5 fires on every token of contexts c with c % 5 == j; latent 5 never."""
-    n = N_CTX * CTX
-    t = np.arange(n)
-    write_store_meta(paths.store_dir(), StoreMeta(N_LAT, 1, CTX, n, 16, "layers.6", "uint16"))
-    write_slice(
-        paths.slice_group(0), token_start=0, token_stop=n,
-        latent_idx=((t // CTX) % 5)[:, None], latent_val=np.ones((n, 1), np.float32),
-        token_ids=np.random.default_rng(0).integers(100, 2000, n), keep=t % CTX >= 1,
-        n_latents=N_LAT, token_dtype="uint16",
-    )  # fmt: skip
+    write_store(paths, n_latents=N_LAT, firing=5, n_ctx=N_CTX)
 
 
 def _run_all(cfg, tasks: int) -> RunPaths:
